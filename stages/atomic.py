@@ -1,0 +1,56 @@
+"""Writing output files atomically, so that no stage ever leaves a half-written file.
+
+Each file is written under a temporary name in its destination folder and renamed
+into place only once complete; if anything fails or the process is interrupted,
+the temporary file is removed and whatever was at the destination stays as it was.
+"""
+
+import contextlib
+import errno
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from stages.errors import PipelineError
+
+
+@contextlib.contextmanager
+def atomic_path(destination: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside `destination`; on success, rename it into place."""
+    destination = Path(destination)
+    try:
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        # Keep the suffix: Keras and Matplotlib choose the format from it.
+        handle, temporary = tempfile.mkstemp(
+            dir=destination.parent, prefix=f".{destination.name}.", suffix=f".partial{destination.suffix}"
+        )
+        os.close(handle)
+    except OSError as error:
+        raise PipelineError(
+            f"cannot write to {destination.parent}: {error.strerror}; check that the folder is writable"
+        ) from error
+    temporary = Path(temporary)
+    try:
+        try:
+            yield temporary
+            os.replace(temporary, destination)
+        except OSError as error:
+            if error.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise PipelineError(f"cannot write {destination}: the disk is full; free some space and rerun") from error
+            if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+                raise PipelineError(f"cannot write {destination}: {error.strerror}; check its permissions") from error
+            raise
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def write_text(destination: str | os.PathLike, text: str) -> None:
+    with atomic_path(destination) as temporary:
+        temporary.write_text(text, encoding="utf-8")
+
+
+def write_json(destination: str | os.PathLike, data) -> None:
+    # allow_nan=False: DVC cannot read NaN or Infinity in metrics and plots files.
+    write_text(destination, json.dumps(data, indent=2, allow_nan=False) + "\n")

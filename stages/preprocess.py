@@ -1,0 +1,71 @@
+"""Stage 3, preprocess: turn the raw images into model input and carve out a validation split.
+
+Pixels become float32 in [0, 1] with a channel axis, (N, 28, 28, 1). The validation
+images are drawn from the training images, the same fraction from every class
+(stratified); the test set is converted but otherwise untouched.
+
+Writes OUTPUT_DIR/train.npz, val.npz and test.npz, each holding `images` and `labels`.
+
+Usage: python -m stages.preprocess RAW_DIR OUTPUT_DIR
+"""
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from stages.errors import PipelineError, run_stage
+from stages.mnist import load_split, save_arrays, to_model_input
+from stages.params import load_params
+
+
+def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Return (kept, held_out) index arrays; each class gives round(fraction * its count) to held_out.
+
+    Every class with two or more images keeps at least one on each side.
+    """
+    rng = np.random.default_rng(seed)
+    kept, held_out = [], []
+    for label in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == label))
+        count = int(round(fraction * len(members)))
+        if len(members) >= 2:
+            count = min(max(count, 1), len(members) - 1)
+        held_out.append(members[:count])
+        kept.append(members[count:])
+    return np.sort(np.concatenate(kept)), np.sort(np.concatenate(held_out))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("raw_dir", type=Path)
+    parser.add_argument("output_dir", type=Path)
+    args = parser.parse_args(argv)
+    params = load_params()["data"]
+
+    images, labels = load_split(args.raw_dir, "train")
+    if params["max_train_samples"] is not None and params["max_train_samples"] < len(labels):
+        # A stratified subset keeps the class balance of the full set.
+        _, subset = stratified_split(labels, params["max_train_samples"] / len(labels), params["split_seed"])
+        images, labels = images[subset], labels[subset]
+
+    train, val = stratified_split(labels, params["validation_fraction"], params["split_seed"])
+    if len(train) == 0 or len(val) == 0:
+        raise PipelineError(
+            f"data.validation_fraction={params['validation_fraction']} leaves an empty split of "
+            f"{len(labels)} images; choose a fraction between 0.05 and 0.5"
+        )
+    test_images, test_labels = load_split(args.raw_dir, "test")
+
+    for name, (x, y) in {
+        "train": (images[train], labels[train]),
+        "val": (images[val], labels[val]),
+        "test": (test_images, test_labels),
+    }.items():
+        save_arrays(args.output_dir / f"{name}.npz", images=to_model_input(x), labels=y)
+        print(f"  wrote {args.output_dir / name}.npz: {len(y):,} images")
+    print(f"preprocess: arrays in {args.output_dir}/")
+
+
+if __name__ == "__main__":
+    run_stage(main)

@@ -1,0 +1,66 @@
+"""Stage 6, sample_predict: show what the model says about a few random test images.
+
+Writes into OUTPUT_DIR:
+  samples.png      each image titled with its true label, the prediction and the confidence;
+                   wrong predictions framed and titled in red
+  predictions.csv  index, true label, predicted label and confidence of the same images
+
+Usage: python -m stages.sample_predict PREPARED_DIR MODEL_PATH OUTPUT_DIR
+"""
+
+import argparse
+import csv
+import io
+import os
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # hide TensorFlow's start-up chatter
+
+import numpy as np  # noqa: E402
+
+from stages import figures  # noqa: E402
+from stages.atomic import write_text  # noqa: E402
+from stages.errors import run_stage  # noqa: E402
+from stages.mnist import load_arrays  # noqa: E402
+from stages.model import load_model  # noqa: E402
+from stages.params import load_params  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("prepared_dir", type=Path)
+    parser.add_argument("model_path", type=Path)
+    parser.add_argument("output_dir", type=Path)
+    args = parser.parse_args(argv)
+    params = load_params()["sample_predict"]
+
+    test = load_arrays(args.prepared_dir / "test.npz")
+    model = load_model(args.model_path)
+    rng = np.random.default_rng(params["seed"])
+    chosen = np.sort(rng.choice(len(test["labels"]), size=min(params["count"], len(test["labels"])), replace=False))
+
+    probabilities = model.predict(test["images"][chosen], verbose=0)
+    predicted = probabilities.argmax(axis=1)
+    confidence = probabilities.max(axis=1)
+    labels = test["labels"][chosen]
+    wrong = predicted != labels
+
+    figures.image_grid(
+        test["images"][chosen],
+        [f"true {t}, pred {p}\n{c:.1%}" for t, p, c in zip(labels, predicted, confidence)],
+        args.output_dir / "samples.png",
+        f"Predictions on {len(chosen)} random test images ({int(wrong.sum())} wrong, in red)",
+        wrong=wrong.tolist(),
+    )
+    table = io.StringIO()
+    writer = csv.writer(table, lineterminator="\n")
+    writer.writerow(["index", "true", "predicted", "confidence", "correct"])
+    for index, t, p, c in zip(chosen, labels, predicted, confidence):
+        writer.writerow([int(index), int(t), int(p), f"{c:.4f}", int(t == p)])
+    write_text(args.output_dir / "predictions.csv", table.getvalue())
+    print(f"  wrote {args.output_dir / 'predictions.csv'}")
+    print(f"sample_predict: {int((~wrong).sum())} of {len(chosen)} right; figure and CSV in {args.output_dir}/")
+
+
+if __name__ == "__main__":
+    run_stage(main)
