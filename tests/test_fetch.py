@@ -1,0 +1,189 @@
+"""The fetch stage: sources in order, checksum verification, atomic writes, clear errors.
+
+No test reaches the internet: the public mirrors are replaced by local ones, and the
+HTTP cases are served from a server on 127.0.0.1 that the test starts.
+"""
+
+import contextlib
+import functools
+import hashlib
+import http.server
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from stages import fetch
+from stages.errors import PipelineError
+from tests.conftest import PROJECT_ROOT
+
+FILES = {"a.gz": b"first file", "b.gz": b"second file"}
+
+
+@pytest.fixture
+def pinned(monkeypatch):
+    """Pin the checksums of two small stand-in files and take away the public mirrors."""
+    monkeypatch.setattr(fetch, "SHA256", {name: hashlib.sha256(data).hexdigest() for name, data in FILES.items()})
+    monkeypatch.setattr(fetch, "PUBLIC_MIRRORS", ())
+    monkeypatch.setattr(fetch, "load_params", lambda: {"fetch": {"timeout_s": 2}})
+
+
+@pytest.fixture
+def mirror_dir(tmp_path):
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    for name, data in FILES.items():
+        (mirror / name).write_bytes(data)
+    return mirror
+
+
+class _Handler(http.server.SimpleHTTPRequestHandler):
+    """Serves a folder; /status/500/... answers 500 and /hang/... never answers in time."""
+
+    def do_GET(self):
+        if self.path.startswith("/status/500/"):
+            self.send_error(500)
+        elif self.path.startswith("/hang/"):
+            time.sleep(3)
+            self.send_error(504)
+        else:
+            super().do_GET()
+
+    def log_message(self, *args):
+        pass
+
+
+@contextlib.contextmanager
+def serve(folder):
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Handler, directory=str(folder)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_copies_and_verifies_every_file_from_a_directory_mirror(pinned, mirror_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("MNIST_MIRROR", str(mirror_dir))
+    fetch.main([str(tmp_path / "out")])
+    assert {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()} == FILES
+
+
+def test_downloads_from_an_http_mirror(pinned, mirror_dir, tmp_path, monkeypatch):
+    with serve(mirror_dir) as url:
+        monkeypatch.setenv("MNIST_MIRROR", url)
+        fetch.main([str(tmp_path / "out")])
+    assert (tmp_path / "out" / "b.gz").read_bytes() == FILES["b.gz"]
+
+
+@pytest.mark.parametrize("path", ["/missing", "/status/500", "/hang"], ids=["404", "500", "timeout"])
+def test_failing_http_mirror_falls_back_to_the_next_source(pinned, mirror_dir, tmp_path, monkeypatch, path):
+    with serve(mirror_dir) as url:
+        monkeypatch.setenv("MNIST_MIRROR", url + path)
+        monkeypatch.setattr(fetch, "PUBLIC_MIRRORS", (url + "/",))
+        fetch.main([str(tmp_path / "out")])
+    assert (tmp_path / "out" / "a.gz").read_bytes() == FILES["a.gz"]
+
+
+def test_error_lists_every_source_tried(pinned, tmp_path, monkeypatch):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with serve(empty) as url:
+        monkeypatch.setenv("MNIST_MIRROR", str(empty))
+        monkeypatch.setattr(fetch, "PUBLIC_MIRRORS", (url + "/",))
+        with pytest.raises(PipelineError) as error:
+            fetch.main([str(tmp_path / "out")])
+    message = str(error.value)
+    assert "could not fetch a.gz" in message and str(empty) in message and url in message
+    assert "\n" not in message
+
+
+def test_checksum_mismatch_names_file_and_both_sums_and_leaves_nothing(pinned, mirror_dir, tmp_path, monkeypatch):
+    (mirror_dir / "b.gz").write_bytes(b"tampered")
+    monkeypatch.setenv("MNIST_MIRROR", str(mirror_dir))
+    with pytest.raises(PipelineError) as error:
+        fetch.main([str(tmp_path / "out")])
+    message = str(error.value)
+    assert "b.gz" in message and fetch.SHA256["b.gz"] in message
+    assert hashlib.sha256(b"tampered").hexdigest() in message
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.gz"]  # no partial b.gz
+
+
+def test_truncated_file_fails_its_checksum(pinned, mirror_dir, tmp_path, monkeypatch):
+    (mirror_dir / "a.gz").write_bytes(FILES["a.gz"][:4])
+    monkeypatch.setenv("MNIST_MIRROR", str(mirror_dir))
+    with pytest.raises(PipelineError, match="a.gz.*sha256 mismatch"):
+        fetch.main([str(tmp_path / "out")])
+
+
+def test_failed_fetch_keeps_the_file_already_there(pinned, mirror_dir, tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "a.gz").write_bytes(b"what the user had")
+    (mirror_dir / "a.gz").write_bytes(b"corrupt")
+    monkeypatch.setenv("MNIST_MIRROR", str(mirror_dir))
+    with pytest.raises(PipelineError):
+        fetch.main([str(out)])
+    assert (out / "a.gz").read_bytes() == b"what the user had"
+    assert [p.name for p in out.iterdir()] == ["a.gz"]
+
+
+@pytest.mark.parametrize("value", ["/no/such/folder", "ftp://example.org/mnist"])
+def test_mirror_that_is_neither_directory_nor_url_is_rejected(pinned, tmp_path, monkeypatch, value):
+    monkeypatch.setenv("MNIST_MIRROR", value)
+    with pytest.raises(PipelineError, match="neither a directory nor an http"):
+        fetch.main([str(tmp_path / "out")])
+
+
+def test_public_mirrors_use_https_only():
+    assert fetch.PUBLIC_MIRRORS and all(url.startswith("https://") for url in fetch.PUBLIC_MIRRORS)
+
+
+class _SlowHandler(http.server.BaseHTTPRequestHandler):
+    """Sends a large file slowly, so that the download can be interrupted halfway."""
+
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Length", str(1 << 20))
+        self.end_headers()
+        for _ in range(1 << 4):
+            self.wfile.write(bytes(1 << 16))
+            self.wfile.flush()
+            time.sleep(0.5)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.mark.parametrize("signal_name", ["SIGINT", "SIGTERM"])
+def test_interrupted_download_leaves_no_partial_file(tmp_path, signal_name):
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _SlowHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "train-images-idx3-ubyte.gz").write_bytes(b"what the user had")
+    (tmp_path / "params.yaml").write_text((PROJECT_ROOT / "params.yaml").read_text())
+    try:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "stages.fetch", str(out)], cwd=tmp_path,
+            env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT),
+                 "MNIST_MIRROR": f"http://127.0.0.1:{server.server_address[1]}"},
+            stderr=subprocess.PIPE, text=True,
+        )
+        for line in process.stderr:
+            if "%" in line:  # the download is under way
+                break
+        process.send_signal(getattr(signal, signal_name))
+        _, errors = process.communicate(timeout=30)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert process.returncode != 0
+    assert [p.name for p in out.iterdir()] == ["train-images-idx3-ubyte.gz"]
+    assert (out / "train-images-idx3-ubyte.gz").read_bytes() == b"what the user had"

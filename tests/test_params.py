@@ -1,0 +1,110 @@
+"""params.yaml validation: every problem is reported up front, with its key path."""
+
+import copy
+
+import pytest
+import yaml
+
+from stages.errors import PipelineError
+from stages.params import PARAMS_FILE, load_params, validate
+from tests.conftest import PROJECT_ROOT
+
+DEFAULTS = yaml.safe_load((PROJECT_ROOT / PARAMS_FILE).read_text())
+
+
+def with_value(path: str, value):
+    params = copy.deepcopy(DEFAULTS)
+    *parents, key = path.split(".")
+    section = params
+    for parent in parents:
+        section = section[parent]
+    section[key] = value
+    return params
+
+
+def without(path: str):
+    params = copy.deepcopy(DEFAULTS)
+    *parents, key = path.split(".")
+    section = params
+    for parent in parents:
+        section = section[parent]
+    del section[key]
+    return params
+
+
+def test_committed_params_are_valid():
+    assert validate(DEFAULTS) == []
+
+
+@pytest.mark.parametrize(
+    "path, value, message",
+    [
+        ("train.epochs", "ten", "train.epochs: expected an integer >= 1"),
+        ("train.epochs", -1, "train.epochs: expected an integer >= 1"),
+        ("train.epochs", 2.5, "train.epochs: expected an integer"),
+        ("train.batch_size", 0, "train.batch_size: expected an integer >= 1"),
+        ("model.dropout", 1.5, r"model.dropout: expected a number in \[0, 1\)"),
+        ("data.validation_fraction", 0, r"data.validation_fraction: expected a number in \(0, 1\)"),
+        ("data.validation_fraction", 1, r"data.validation_fraction: expected a number in \(0, 1\)"),
+        ("data.max_train_samples", 5, "data.max_train_samples: expected an integer >= 20"),
+        ("train.optimizer", "adagrad", "train.optimizer: expected one of adam, adamw, sgd, rmsprop"),
+        ("model.activation", "relu6", "model.activation: expected one of relu"),
+        ("model.batch_norm", "yes", "model.batch_norm: expected true or false"),
+        ("model.conv_filters", [], "model.conv_filters: expected a list"),
+        ("model.conv_filters", [32, "64"], "model.conv_filters: expected a list"),
+        ("train.learning_rate", float("nan"), "train.learning_rate: expected a number"),
+        ("seed", True, "seed: expected an integer"),
+        ("train.augment", 0.1, "train.augment: expected a mapping"),
+    ],
+)
+def test_bad_value_is_reported_with_its_key_path(path, value, message):
+    problems = validate(with_value(path, value))
+    assert len(problems) == 1
+    assert problems[0].startswith(path) and __import__("re").search(message, problems[0])
+
+
+def test_missing_key_is_reported():
+    assert validate(without("train.learning_rate")) == ["train.learning_rate: missing"]
+
+
+def test_typo_in_a_key_is_reported_not_ignored():
+    params = with_value("train.learing_rate", 0.01)
+    assert validate(params) == [
+        "train.learing_rate: unknown key; known keys here: epochs, batch_size, optimizer, learning_rate, "
+        "lr_schedule, weight_decay, label_smoothing, augment"
+    ]
+
+
+def test_max_train_samples_may_be_null():
+    assert validate(with_value("data.max_train_samples", None)) == []
+
+
+def _write(tmp_path, params) -> str:
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params) if not isinstance(params, str) else params)
+    return path
+
+
+def test_load_params_lists_every_problem_on_one_line(tmp_path):
+    params = with_value("train.epochs", "ten")
+    params["model"]["dropout"] = 1.5
+    with pytest.raises(PipelineError) as error:
+        load_params(_write(tmp_path, params))
+    message = str(error.value)
+    assert "train.epochs" in message and "model.dropout" in message and "\n" not in message
+
+
+def test_load_params_rejects_blocks_that_shrink_the_image_to_nothing(tmp_path):
+    params = with_value("model.conv_filters", [8, 8, 8, 8])
+    with pytest.raises(PipelineError, match="model.conv_filters: this many blocks shrink"):
+        load_params(_write(tmp_path, params))
+
+
+def test_load_params_reports_invalid_yaml(tmp_path):
+    with pytest.raises(PipelineError, match="is not valid YAML"):
+        load_params(_write(tmp_path, "train: [unclosed"))
+
+
+def test_load_params_reports_a_missing_file(tmp_path):
+    with pytest.raises(PipelineError, match="not found"):
+        load_params(tmp_path / "params.yaml")

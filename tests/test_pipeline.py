@@ -1,0 +1,164 @@
+"""End to end: the real `dvc repro` and `dvc exp run` in a temporary clone, on small data.
+
+Uses the local MNIST mirror (MNIST_MIRROR, or ../shared/data/mnist beside the project)
+and caps the training images, so that the whole pipeline runs in a minute or two.
+"""
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from tests.conftest import PROJECT_ROOT, mnist_mirror
+
+pytestmark = pytest.mark.slow
+
+MIRROR = mnist_mirror()
+QUICK = {
+    "data.max_train_samples": 3000,
+    "train.epochs": 2,
+    "train.lr_schedule": "constant",
+    "model.batch_norm": False,  # batch statistics need more steps than a smoke test takes
+    "explore.sample_count": 9,
+    "sample_predict.count": 9,
+}
+
+
+def run(command: list[str], cwd: Path) -> str:
+    env = {**os.environ, "MNIST_MIRROR": str(MIRROR), "DVC_NO_ANALYTICS": "1"}
+    result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, f"{' '.join(command)} failed:\n{result.stdout}\n{result.stderr}"
+    return result.stdout
+
+
+def set_params(path: Path, changes: dict) -> None:
+    params = yaml.safe_load(path.read_text())
+    for dotted, value in changes.items():
+        *parents, key = dotted.split(".")
+        section = params
+        for parent in parents:
+            section = section[parent]
+        section[key] = value
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+@pytest.fixture(scope="module")
+def clone(tmp_path_factory) -> Path:
+    """The project's files (as git sees them) in a new git repository, with quick params, after `dvc repro`."""
+    if MIRROR is None:
+        pytest.skip("no local MNIST mirror: set MNIST_MIRROR to a folder holding the four official .gz files")
+    root = tmp_path_factory.mktemp("clone")
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+        cwd=PROJECT_ROOT, capture_output=True, text=True, check=True,
+    ).stdout.split("\0")
+    for name in filter(None, listed):
+        source = PROJECT_ROOT / name
+        if source.is_file() and not name.startswith(("data/", "reports/")) and name != "dvc.lock":
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, root / name)
+    set_params(root / "params.yaml", QUICK)
+    for command in (["git", "init", "-q"], ["git", "config", "user.name", "test"],
+                    ["git", "config", "user.email", "test@example.com"], ["git", "add", "-A"],
+                    ["git", "commit", "-qm", "quick params"]):
+        run(command, root)
+    run(["dvc", "repro"], root)
+    # As a user would: commit the lock file and the reports kept in git, the baseline to compare with.
+    run(["git", "add", "-A"], root)
+    run(["git", "commit", "-qm", "baseline results"], root)
+    return root
+
+
+def test_every_stage_writes_outputs_that_make_sense(clone):
+    stats = json.loads((clone / "reports/explore/stats.json").read_text())
+    assert stats["train"]["images"] == 60000 and stats["test"]["images"] == 10000
+    assert sum(stats["train"]["per_class"].values()) == 60000
+    for figure in ("examples", "samples", "distribution"):
+        assert (clone / f"reports/explore/{figure}.png").read_bytes().startswith(b"\x89PNG")
+
+    with np.load(clone / "data/prepared/train.npz", allow_pickle=False) as train:
+        assert train["images"].shape[1:] == (28, 28, 1) and train["images"].dtype == np.float32
+        train_count = len(train["labels"])
+    with np.load(clone / "data/prepared/val.npz", allow_pickle=False) as val:
+        val_count = len(val["labels"])
+    # Rounding per class may move the totals by a few images.
+    assert abs(train_count + val_count - 3000) <= 10 and abs(val_count - 300) <= 10
+
+    train_metrics = json.loads((clone / "reports/train/metrics.json").read_text())
+    assert f"{train_metrics['model']['params']:,}" in (clone / "reports/train/model_summary.txt").read_text()
+    for split in ("train", "eval"):
+        for metric in ("accuracy", "loss"):
+            rows = (clone / f"reports/train/plots/metrics/{split}/{metric}.tsv").read_text().splitlines()
+            assert len(rows) == 1 + QUICK["train.epochs"]
+    assert (clone / "data/model/model.keras").stat().st_size > 0
+
+    test_metrics = json.loads((clone / "reports/evaluate/metrics.json").read_text())["test"]
+    assert 0.5 < test_metrics["accuracy"] <= 1 and test_metrics["loss"] > 0
+    assert test_metrics["errors"] == round((1 - test_metrics["accuracy"]) * 10000)
+    confusion = json.loads((clone / "reports/evaluate/plots/sklearn/confusion_matrix.json").read_text())
+    assert len(confusion) == 10000 and set(confusion[0]) == {"actual", "predicted"}
+    assert [row["digit"] for row in json.loads((clone / "reports/evaluate/per_class.json").read_text())] == [
+        str(d) for d in range(10)
+    ]
+
+    with open(clone / "reports/predict/predictions.csv") as table:
+        rows = list(csv.DictReader(table))
+    assert len(rows) == QUICK["sample_predict.count"]
+    assert all(0 <= float(row["confidence"]) <= 1 and row["correct"] == str(int(row["true"] == row["predicted"]))
+               for row in rows)
+
+
+def test_second_repro_runs_nothing(clone):
+    output = run(["dvc", "repro"], clone)
+    assert "Running stage" not in output
+    assert "up to date" in output
+
+
+def test_changing_a_train_param_reruns_only_downstream_stages(clone):
+    output = run(["dvc", "status"], clone)
+    assert "changed" not in output
+    set_params(clone / "params.yaml", {"sample_predict.count": 4})
+    status = run(["dvc", "status", "--json"], clone)
+    assert list(json.loads(status)) == ["sample_predict"]
+    run(["git", "checkout", "params.yaml"], clone)
+
+
+def _experiments(show: list) -> list[dict]:
+    """Flatten `dvc exp show --json` into [{name, metrics}] for the baseline and its experiments."""
+    found = []
+    for baseline in show:
+        entries = [baseline] + [rev for exp in baseline.get("experiments") or [] for rev in exp["revs"]]
+        for entry in entries:
+            metrics = (entry.get("data") or {}).get("metrics") or {}
+            evaluate = metrics.get("reports/evaluate/metrics.json", {}).get("data", {})
+            found.append({"name": entry.get("name") or entry["rev"], "test": evaluate.get("test")})
+    return found
+
+
+def test_experiment_with_another_epoch_count_is_listed_with_its_own_metrics(clone):
+    baseline = json.loads((clone / "reports/evaluate/metrics.json").read_text())["test"]
+    run(["dvc", "exp", "run", "-S", "train.epochs=1", "-n", "one-epoch"], clone)
+    experiments = _experiments(json.loads(run(["dvc", "exp", "show", "--json"], clone)))
+    by_name = {e["name"]: e["test"] for e in experiments}
+    assert "one-epoch" in by_name, experiments
+    assert by_name["one-epoch"] is not None and by_name["one-epoch"] != baseline
+    # The experiment is applied to the workspace, so `dvc metrics diff` shows the change.
+    diff = json.loads(run(["dvc", "metrics", "diff", "--json"], clone))
+    assert diff["reports/evaluate/metrics.json"]["test.accuracy"]["old"] == baseline["accuracy"]
+
+
+def test_a_stage_error_is_one_line_and_exits_non_zero(clone, tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "stages.evaluate", "data/prepared", str(tmp_path / "absent.keras"), str(tmp_path)],
+        cwd=clone, capture_output=True, text=True,
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1].startswith("error: model file")
+    assert "Traceback" not in result.stderr

@@ -1,0 +1,75 @@
+"""The train stage on tiny data: reproducible, stops on divergence, interruptible without damage."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import yaml
+
+from stages import train
+from stages.errors import PipelineError
+from stages.mnist import save_arrays
+from tests.conftest import PROJECT_ROOT
+from tests.test_params import DEFAULTS
+
+TINY = {
+    **DEFAULTS,
+    "model": {**DEFAULTS["model"], "conv_filters": [4], "convs_per_block": 1, "dense_units": 8},
+    "train": {**DEFAULTS["train"], "epochs": 2, "batch_size": 32},
+}
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    """A folder with params.yaml and 200 random training and 50 validation images."""
+    rng = np.random.default_rng(0)
+    for name, count in (("train", 200), ("val", 50)):
+        images = rng.random((count, 28, 28, 1), dtype=np.float32)
+        save_arrays(tmp_path / "prepared" / f"{name}.npz", images=images, labels=np.arange(count, dtype=np.uint8) % 10)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(TINY))
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def run_train(workdir, name="model.keras", reports="reports"):
+    train.main([str(workdir / "prepared"), str(workdir / name), str(workdir / reports)])
+
+
+def test_same_params_and_seed_give_identical_metrics(workdir):
+    run_train(workdir, "a.keras", "a")
+    run_train(workdir, "b.keras", "b")
+    assert (workdir / "a/metrics.json").read_bytes() == (workdir / "b/metrics.json").read_bytes()
+    assert json.loads((workdir / "a/metrics.json").read_text())["step"] == 1
+
+
+def test_diverging_training_stops_with_a_clear_error_and_writes_no_model(workdir):
+    poisoned = np.full((200, 28, 28, 1), np.nan, dtype=np.float32)
+    save_arrays(workdir / "prepared" / "train.npz", images=poisoned, labels=np.zeros(200, np.uint8))
+    with pytest.raises(PipelineError, match="training diverged"):
+        run_train(workdir)
+    assert not (workdir / "model.keras").exists()
+
+
+def test_sigterm_during_training_keeps_the_previous_model(workdir):
+    (workdir / "model.keras").write_bytes(b"previous model")
+    params = yaml.safe_load((workdir / "params.yaml").read_text())
+    params["train"]["epochs"] = 200  # long enough to be interrupted
+    (workdir / "params.yaml").write_text(yaml.safe_dump(params))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "stages.train", "prepared", "model.keras", "reports"],
+        cwd=workdir, env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)},
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    for line in process.stdout:
+        if line.startswith("Epoch 2/"):
+            break
+    process.send_signal(signal.SIGTERM)
+    process.communicate(timeout=60)
+    assert process.returncode != 0
+    assert (workdir / "model.keras").read_bytes() == b"previous model"
+    assert not list(workdir.glob(".*partial*"))
