@@ -5,6 +5,7 @@ an unknown key (a typo such as `learing_rate`), a wrong type or a value out of r
 is reported with its full key path, e.g. `train.epochs: expected an integer >= 1, got 'ten'`.
 """
 
+import copy
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -132,6 +133,8 @@ SCHEMA: dict[str, Any] = {
     },
     "evaluate": {
         "batch_size": Int(minimum=1, maximum=65536),
+        "calibration_bins": Int(minimum=2, maximum=100),
+        "mistakes": Int(minimum=1, maximum=100),
     },
     "sample_predict": {
         "count": Int(minimum=1, maximum=400),
@@ -189,4 +192,16 @@ def load_params(path: str | Path = PARAMS_FILE) -> dict[str, Any]:
         problems = _check_model_fits(params["model"])
     if problems:
         raise PipelineError(f"invalid {path}: " + "; ".join(problems))
+    return params
+
+
+def with_overrides(params: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """A copy of `params` with dotted keys set, as `dvc exp run -S train.epochs=2` would set them."""
+    params = copy.deepcopy(params)
+    for dotted, value in overrides.items():
+        *parents, key = dotted.split(".")
+        section = params
+        for parent in parents:
+            section = section[parent]
+        section[key] = value
     return params

@@ -5,7 +5,8 @@ Each epoch, dvclive logs accuracy and loss on the training and validation splits
 the test set is not read here.
 
 Writes MODEL_PATH (.keras), and into REPORT_DIR: metrics.json (final epoch and the
-parameter count), plots/metrics/{train,eval}/*.tsv (per-epoch curves), model_summary.txt.
+parameter count), plots/metrics/{train,eval}/*.tsv (per-epoch curves), model_summary.txt,
+speed.json (training wall time and images/s: a timing, different on every run).
 
 Usage: python -m stages.train PREPARED_DIR MODEL_PATH REPORT_DIR
 """
@@ -13,6 +14,7 @@ Usage: python -m stages.train PREPARED_DIR MODEL_PATH REPORT_DIR
 import argparse
 import math
 import os
+import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # hide TensorFlow's start-up chatter
@@ -24,7 +26,7 @@ from dvclive import Live  # noqa: E402
 from dvclive.keras import DVCLiveCallback  # noqa: E402
 from keras import layers  # noqa: E402
 
-from stages.atomic import atomic_path, write_text  # noqa: E402
+from stages.atomic import atomic_path, write_json, write_text  # noqa: E402
 from stages.errors import PipelineError, run_stage  # noqa: E402
 from stages.mnist import CLASSES, load_arrays  # noqa: E402
 from stages.model import build_model  # noqa: E402
@@ -82,6 +84,19 @@ def make_optimizer(train_params: dict, steps: int) -> keras.optimizers.Optimizer
     }[train_params["optimizer"]]()
 
 
+def compiled_model(params: dict, train_count: int) -> keras.Model:
+    """The CNN of params["model"], compiled with the optimizer, schedule and loss of params["train"]."""
+    train_params = params["train"]
+    steps = train_params["epochs"] * math.ceil(train_count / train_params["batch_size"])
+    model = build_model(params["model"])
+    model.compile(
+        optimizer=make_optimizer(train_params, steps),
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=train_params["label_smoothing"]),
+        metrics=["accuracy"],
+    )
+    return model
+
+
 def model_summary(model: keras.Model) -> str:
     lines = []
     model.summary(print_fn=lambda text, **_: lines.append(text))
@@ -101,18 +116,12 @@ def main(argv: list[str] | None = None) -> None:
     train = load_arrays(args.prepared_dir / "train.npz")
     val = load_arrays(args.prepared_dir / "val.npz")
     batches = training_batches(train, train_params["batch_size"], train_params["augment"], params["seed"])
-    steps = train_params["epochs"] * math.ceil(len(train["labels"]) / train_params["batch_size"])
-
-    model = build_model(params["model"])
-    model.compile(
-        optimizer=make_optimizer(train_params, steps),
-        loss=keras.losses.CategoricalCrossentropy(label_smoothing=train_params["label_smoothing"]),
-        metrics=["accuracy"],
-    )
+    model = compiled_model(params, len(train["labels"]))
     summary = model_summary(model)  # before fit, so that optimizer variables are not counted
     print(f"train: {model.count_params():,} parameters, {len(train['labels']):,} training and "
           f"{len(val['labels']):,} validation images, {train_params['epochs']} epochs")
 
+    started = time.perf_counter()
     with Live(str(args.report_dir), dvcyaml=None, save_dvc_exp=False) as live:
         live.log_metric("model/params", model.count_params(), plot=False)
         history = model.fit(
@@ -123,6 +132,7 @@ def main(argv: list[str] | None = None) -> None:
             shuffle=False,  # the dataset shuffles itself, seeded
             verbose=2,
         )
+    seconds = time.perf_counter() - started
     if not all(math.isfinite(loss) for loss in history.history["loss"]):
         raise PipelineError(
             "training diverged (the loss became NaN); no model was written. "
@@ -132,6 +142,10 @@ def main(argv: list[str] | None = None) -> None:
     with atomic_path(args.model_path) as temporary:
         model.save(temporary)
     write_text(args.report_dir / "model_summary.txt", summary)
+    # Timings differ from run to run, so they live apart from the reproducible metrics.json.
+    images_per_second = train_params["epochs"] * len(train["labels"]) / seconds
+    write_json(args.report_dir / "speed.json", {"train": {"seconds": round(seconds, 1),
+                                                          "images_per_second": round(images_per_second)}})
     print(f"train: model in {args.model_path}, curves and metrics in {args.report_dir}/")
 
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from stages.evaluate import confusion_matrix, cross_entropy, per_class_scores
+from stages.evaluate import confusion_matrix, cross_entropy, most_confident_mistakes, per_class_scores, reliability
 
 
 def test_confusion_matrix_counts_true_rows_and_predicted_columns():
@@ -29,3 +29,30 @@ def test_cross_entropy_of_confident_and_uniform_predictions():
     certain = np.eye(10)[[4]]
     assert cross_entropy(certain, np.array([4])) == pytest.approx(0.0, abs=1e-6)
     assert np.isfinite(cross_entropy(certain, np.array([5])))  # clipped, never infinite
+
+
+def test_reliability_bins_and_expected_calibration_error():
+    # Two answers at 95% confidence (one right), two at 55% (both right).
+    probabilities = np.full((4, 10), 0.0)
+    probabilities[[0, 1], [1, 2]] = 0.95
+    probabilities[[2, 3], [3, 4]] = 0.55
+    probabilities[probabilities == 0] = 0.01  # the rest, so that rows are proper distributions
+    labels = np.array([1, 7, 3, 4])
+    rows, ece = reliability(probabilities, labels, bins=10)
+    assert [(r["bin"], r["count"], r["accuracy"]) for r in rows] == [("0.50-0.60", 2, 1.0), ("0.90-1.00", 2, 0.5)]
+    # |0.55 - 1| * 2/4 + |0.95 - 0.5| * 2/4
+    assert ece == pytest.approx(0.45, abs=1e-9)
+
+
+def test_perfectly_confident_and_right_is_perfectly_calibrated():
+    rows, ece = reliability(np.eye(10), np.arange(10), bins=10)
+    assert ece == 0 and rows == [{"bin": "0.90-1.00", "confidence": 1.0, "accuracy": 1.0, "count": 10}]
+
+
+def test_most_confident_mistakes_come_first_and_right_answers_never():
+    probabilities = np.full((4, 10), 0.05)
+    probabilities[0, 1] = 0.9  # right
+    probabilities[1, 2] = 0.6  # wrong
+    probabilities[2, 3] = 0.8  # wrong, more confident
+    probabilities[3, 4] = 0.7  # wrong
+    assert most_confident_mistakes(probabilities, np.array([1, 0, 0, 0]), count=2).tolist() == [2, 3]

@@ -91,6 +91,18 @@ def test_failing_http_mirror_falls_back_to_the_next_source(pinned, mirror_dir, t
     assert (tmp_path / "out" / "a.gz").read_bytes() == FILES["a.gz"]
 
 
+def test_file_missing_from_the_mirror_is_taken_from_the_next_source(pinned, mirror_dir, tmp_path, monkeypatch):
+    (mirror_dir / "b.gz").unlink()
+    backup = tmp_path / "backup"
+    backup.mkdir()
+    (backup / "b.gz").write_bytes(FILES["b.gz"])
+    with serve(backup) as url:
+        monkeypatch.setenv("MNIST_MIRROR", str(mirror_dir))
+        monkeypatch.setattr(fetch, "PUBLIC_MIRRORS", (url + "/",))
+        fetch.main([str(tmp_path / "out")])
+    assert {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()} == FILES
+
+
 def test_error_lists_every_source_tried(pinned, tmp_path, monkeypatch):
     empty = tmp_path / "empty"
     empty.mkdir()

@@ -6,20 +6,14 @@ import pytest
 import yaml
 
 from stages.errors import PipelineError
-from stages.params import PARAMS_FILE, load_params, validate
+from stages.params import PARAMS_FILE, load_params, validate, with_overrides
 from tests.conftest import PROJECT_ROOT
 
 DEFAULTS = yaml.safe_load((PROJECT_ROOT / PARAMS_FILE).read_text())
 
 
 def with_value(path: str, value):
-    params = copy.deepcopy(DEFAULTS)
-    *parents, key = path.split(".")
-    section = params
-    for parent in parents:
-        section = section[parent]
-    section[key] = value
-    return params
+    return with_overrides(DEFAULTS, {path: value})
 
 
 def without(path: str):

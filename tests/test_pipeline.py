@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import yaml
 
+from stages.params import with_overrides
 from tests.conftest import PROJECT_ROOT, mnist_mirror
 
 pytestmark = pytest.mark.slow
@@ -39,14 +40,7 @@ def run(command: list[str], cwd: Path) -> str:
 
 
 def set_params(path: Path, changes: dict) -> None:
-    params = yaml.safe_load(path.read_text())
-    for dotted, value in changes.items():
-        *parents, key = dotted.split(".")
-        section = params
-        for parent in parents:
-            section = section[parent]
-        section[key] = value
-    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    path.write_text(yaml.safe_dump(with_overrides(yaml.safe_load(path.read_text()), changes), sort_keys=False))
 
 
 @pytest.fixture(scope="module")
@@ -130,6 +124,13 @@ def test_changing_a_train_param_reruns_only_downstream_stages(clone):
     run(["git", "checkout", "params.yaml"], clone)
 
 
+def test_forced_rerun_gives_byte_identical_metrics(clone):
+    run(["dvc", "repro", "--force"], clone)
+    for metrics in ("reports/train/metrics.json", "reports/evaluate/metrics.json"):
+        committed = run(["git", "show", f"HEAD:{metrics}"], clone)
+        assert (clone / metrics).read_text() == committed, f"{metrics} changed on a forced rerun"
+
+
 def _experiments(show: list) -> list[dict]:
     """Flatten `dvc exp show --json` into [{name, metrics}] for the baseline and its experiments."""
     found = []
@@ -162,3 +163,48 @@ def test_a_stage_error_is_one_line_and_exits_non_zero(clone, tmp_path):
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1].startswith("error: model file")
     assert "Traceback" not in result.stderr
+
+
+def _plot_ids(root: Path) -> list[str]:
+    """The ids of the top-level plots of dvc.yaml: a plot's title, or an image's path."""
+    plots = yaml.safe_load((root / "dvc.yaml").read_text())["plots"]
+    return [next(iter(plot)) if isinstance(plot, dict) else plot for plot in plots]
+
+
+def test_two_experiments_compare_in_exp_show_and_plots_diff(clone, tmp_path):
+    run(["dvc", "exp", "run", "-S", "model.dense_units=16", "-n", "narrow-dense"], clone)
+    by_name = {e["name"]: e["test"] for e in _experiments(json.loads(run(["dvc", "exp", "show", "--json"], clone)))}
+    assert by_name["narrow-dense"] != by_name["one-epoch"]
+
+    run(["dvc", "plots", "diff", "one-epoch", "narrow-dense", "-o", str(tmp_path / "plots")], clone)
+    html = (tmp_path / "plots" / "index.html").read_text()
+    for plot_id in _plot_ids(clone):
+        if plot_id.endswith(".png"):
+            # Images are copied once per revision.
+            for rev in ("one-epoch", "narrow-dense"):
+                assert (tmp_path / "plots" / "static" / f"{rev}_{plot_id.replace('/', '_')}").exists(), plot_id
+        else:
+            assert plot_id in html, plot_id
+
+
+def test_report_compares_the_workspace_with_a_revision(clone, tmp_path):
+    # The workspace holds the last experiment (dense_units 16); HEAD the baseline.
+    output = tmp_path / "report"
+    run([sys.executable, "-m", "stages.report", "--rev", "HEAD", "--output", str(output)], clone)
+    report = (output / "report.md").read_text()
+
+    assert f"| model.dense_units | {yaml.safe_load(run(['git', 'show', 'HEAD:params.yaml'], clone))['model']['dense_units']} | 16 |" in report
+    old = json.loads(run(["git", "show", "HEAD:reports/evaluate/metrics.json"], clone))["test"]["accuracy"]
+    new = json.loads((clone / "reports/evaluate/metrics.json").read_text())["test"]["accuracy"]
+    assert f"| test.accuracy | {old:.5g} | {new:.5g} | {new - old:+.5g} |" in report
+    images = [line.split("](")[1].rstrip(")") for line in report.splitlines() if line.startswith("![")]
+    assert {"accuracy.png", "loss.png", "per_class_f1.png", "reliability.png", "confusion.png",
+            "evaluate_mistakes.png"} <= set(images)
+    assert all((output / image).read_bytes().startswith(b"\x89PNG") for image in images)
+
+
+def test_queued_experiments_run_from_a_clean_copy(clone):
+    run(["dvc", "exp", "run", "--queue", "-S", "train.epochs=1", "-S", "model.dropout=0.1", "-n", "queued"], clone)
+    run(["dvc", "exp", "run", "--run-all"], clone)
+    by_name = {e["name"]: e["test"] for e in _experiments(json.loads(run(["dvc", "exp", "show", "--json"], clone)))}
+    assert by_name.get("queued") is not None and 0 < by_name["queued"]["accuracy"] <= 1
