@@ -1,0 +1,190 @@
+"""Benchmark: accuracy, speed and memory of the keras.io convnet, our default and our fast configuration.
+
+For each configuration, on the full data set (the train/val/test arrays of
+data/prepared, so run `dvc repro preprocess` first), in its own process so that
+its peak memory is its own, it measures:
+
+  test accuracy          after the last epoch
+  train wall time        seconds in model.fit, without the benchmark's own test evaluations
+  time to 99.2%          train wall time until the test accuracy first reaches 99.2%
+                         (evaluated after each epoch here only, never to choose a model)
+  training images/s      training images processed per second of train wall time
+  inference images/s     model.predict on the 10,000 test images, batch 1000 (second run)
+  peak RSS               the process's maximum resident memory
+  parameters             model.count_params()
+
+Writes OUTPUT.json and OUTPUT.md and prints the Markdown table.
+
+Usage: python benchmarks/benchmark.py [--configs keras_io default fast] [--output benchmarks/results]
+"""
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(PROJECT_ROOT))
+
+# The fast variant, as documented in the README (each key a `dvc exp run -S key=value`):
+# two epochs without augmentation, which only pays off over longer training.
+FAST_OVERRIDES = {
+    "train.epochs": 2,
+    "train.augment.rotation_degrees": 0,
+    "train.augment.shift_fraction": 0,
+    "train.augment.zoom_fraction": 0,
+}
+TARGET = 0.992
+
+
+def keras_io_convnet(train, val, test_callback):
+    """keras.io "Simple MNIST convnet", as published: 34,826 parameters, Adam, batch 128, 15 epochs."""
+    import keras
+    from keras import layers
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([
+        keras.Input(shape=(28, 28, 1)),
+        layers.Conv2D(32, kernel_size=(3, 3), activation="relu"),
+        layers.MaxPooling2D(pool_size=(2, 2)),
+        layers.Conv2D(64, kernel_size=(3, 3), activation="relu"),
+        layers.MaxPooling2D(pool_size=(2, 2)),
+        layers.Flatten(),
+        layers.Dropout(0.5),
+        layers.Dense(10, activation="softmax"),
+    ])
+    model.compile(loss="categorical_crossentropy", optimizer="adam", metrics=["accuracy"])
+    one_hot = keras.utils.to_categorical
+    model.fit(train["images"], one_hot(train["labels"], 10), batch_size=128, epochs=15,
+              validation_data=(val["images"], one_hot(val["labels"], 10)), callbacks=[test_callback], verbose=2)
+    return model, 15
+
+
+def pipeline_model(params, train, val, test_callback):
+    """Our train stage's model and training, exactly as `dvc repro train` runs them."""
+    from stages.train import compiled_model, evaluation_batches, make_reproducible, training_batches
+
+    make_reproducible(params["seed"])
+    train_params = params["train"]
+    batches = training_batches(train, train_params["batch_size"], train_params["augment"], params["seed"])
+    model = compiled_model(params, len(train["labels"]))
+    model.fit(batches, epochs=train_params["epochs"], validation_data=evaluation_batches(val, 1000),
+              callbacks=[test_callback], shuffle=False, verbose=2)
+    return model, train_params["epochs"]
+
+
+def measure(config: str) -> dict:
+    """Train one configuration in this process and return its figures."""
+    import keras
+    import numpy as np
+
+    from stages.mnist import load_arrays
+    from stages.params import load_params, with_overrides
+
+    prepared = PROJECT_ROOT / "data" / "prepared"
+    train, val, test = (load_arrays(prepared / f"{name}.npz") for name in ("train", "val", "test"))
+
+    class TestAccuracyClock(keras.callbacks.Callback):
+        """Times training alone and notes when test accuracy first reaches TARGET."""
+
+        def __init__(self):
+            super().__init__()
+            self.train_seconds, self.time_to_target, self.curve = 0.0, None, []
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.started = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.train_seconds += time.perf_counter() - self.started
+            probabilities = self.model.predict(test["images"], batch_size=1000, verbose=0)
+            accuracy = float((probabilities.argmax(axis=1) == test["labels"]).mean())
+            self.curve.append(round(accuracy, 4))
+            if self.time_to_target is None and accuracy >= TARGET:
+                self.time_to_target = self.train_seconds
+
+    clock = TestAccuracyClock()
+    params = load_params(PROJECT_ROOT / "params.yaml")
+    if config == "keras_io":
+        model, epochs = keras_io_convnet(train, val, clock)
+    else:
+        overrides = FAST_OVERRIDES if config == "fast" else {}
+        model, epochs = pipeline_model(with_overrides(params, overrides), train, val, clock)
+
+    model.predict(test["images"], batch_size=1000, verbose=0)  # warm-up
+    started = time.perf_counter()
+    probabilities = model.predict(test["images"], batch_size=1000, verbose=0)
+    inference_seconds = time.perf_counter() - started
+    return {
+        "config": config,
+        "test_accuracy": round(float((probabilities.argmax(axis=1) == test["labels"]).mean()), 4),
+        "train_seconds": round(clock.train_seconds, 1),
+        "time_to_99.2_seconds": None if clock.time_to_target is None else round(clock.time_to_target, 1),
+        "train_images_per_second": round(epochs * len(train["labels"]) / clock.train_seconds),
+        "inference_images_per_second": round(len(test["labels"]) / inference_seconds),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        "parameters": model.count_params(),
+        "epochs": epochs,
+        "test_accuracy_per_epoch": clock.curve,
+    }
+
+
+def markdown(results: list[dict], machine: str) -> str:
+    rows = [
+        f"Measured {time.strftime('%Y-%m-%d')} on {machine}.",
+        "",
+        "| configuration | test accuracy | train wall time | time to 99.2% | train images/s "
+        "| inference images/s | peak RSS | parameters |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        reached = "not reached" if r["time_to_99.2_seconds"] is None else f"{r['time_to_99.2_seconds']:.0f} s"
+        rows.append(
+            f"| {r['config']} ({r['epochs']} epochs) | {r['test_accuracy']:.2%} | {r['train_seconds']:.0f} s "
+            f"| {reached} | {r['train_images_per_second']:,} | {r['inference_images_per_second']:,} "
+            f"| {r['peak_rss_mb']:,} MB | {r['parameters']:,} |"
+        )
+    return "\n".join(rows) + "\n"
+
+
+def machine_description() -> str:
+    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")), platform.processor() or "unknown CPU")
+    return f"{model}, {os.cpu_count()} cores, {platform.system()}, Python {platform.python_version()}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--configs", nargs="+", default=["keras_io", "default", "fast"],
+                        choices=["keras_io", "default", "fast"])
+    parser.add_argument("--output", type=Path, default=PROJECT_ROOT / "benchmarks" / "results")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.child:  # one configuration, in its own process
+        print(json.dumps(measure(args.child)))
+        return
+
+    results = []
+    for config in args.configs:
+        print(f"benchmark: training {config} ...", file=sys.stderr, flush=True)
+        child = subprocess.run([sys.executable, __file__, "--child", config], stdout=subprocess.PIPE, text=True,
+                               cwd=PROJECT_ROOT, check=True)
+        results.append(json.loads(child.stdout.strip().splitlines()[-1]))
+        print(f"benchmark: {json.dumps(results[-1])}", file=sys.stderr, flush=True)
+
+    machine = machine_description()
+    table = markdown(results, machine)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.with_suffix(".json").write_text(json.dumps({"machine": machine, "results": results}, indent=2) + "\n")
+    args.output.with_suffix(".md").write_text(table)
+    print(table)
+
+
+if __name__ == "__main__":
+    main()
