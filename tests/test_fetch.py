@@ -91,6 +91,15 @@ def test_failing_http_mirror_falls_back_to_the_next_source(pinned, mirror_dir, t
     assert (tmp_path / "out" / "a.gz").read_bytes() == FILES["a.gz"]
 
 
+def test_unreachable_http_mirror_falls_back_to_the_next_source(pinned, mirror_dir, tmp_path, monkeypatch):
+    with serve(mirror_dir) as url:
+        pass  # the server is gone: its port now refuses connections
+    monkeypatch.setenv("MNIST_MIRROR", url)
+    monkeypatch.setattr(fetch, "PUBLIC_MIRRORS", (str(mirror_dir),))
+    fetch.main([str(tmp_path / "out")])
+    assert (tmp_path / "out" / "a.gz").read_bytes() == FILES["a.gz"]
+
+
 def test_file_missing_from_the_mirror_is_taken_from_the_next_source(pinned, mirror_dir, tmp_path, monkeypatch):
     (mirror_dir / "b.gz").unlink()
     backup = tmp_path / "backup"
