@@ -22,7 +22,7 @@ import numpy as np
 from stages import figures
 from stages.atomic import write_text
 from stages.errors import PipelineError, run_stage
-from stages.evaluate import confusion_matrix
+from stages.scores import confusion_matrix
 
 CURVES = "reports/train/plots/metrics/{split}/{metric}.tsv"
 SPLITS = {"train": "train", "eval": "validation"}
@@ -36,7 +36,8 @@ def command(*args: str) -> str:
     """Run a command (never through a shell) and return its output; fail with its message."""
     result = subprocess.run(args, capture_output=True, text=True)
     if result.returncode != 0:
-        raise PipelineError(f"`{' '.join(args)}` failed: {result.stderr.strip().splitlines()[-1:]}")
+        last_line = (result.stderr.strip().splitlines() or ["no message"])[-1]
+        raise PipelineError(f"`{' '.join(args)}` failed: {last_line}")
     return result.stdout
 
 
@@ -133,7 +134,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rev", default="main", help="git revision to compare the workspace with (default: main)")
     parser.add_argument("--output", type=Path, default=Path("reports/compare"))
     args = parser.parse_args(argv)
-    command("git", "rev-parse", "--verify", "--quiet", f"{args.rev}^{{commit}}")
+    if subprocess.run(["git", "rev-parse", "--verify", "--quiet", f"{args.rev}^{{commit}}"],
+                      capture_output=True).returncode != 0:
+        raise PipelineError(f"unknown git revision {args.rev!r}; give a branch, tag or commit with --rev")
 
     params_diff = params_table(json.loads(command("dvc", "params", "diff", args.rev, "--json")), args.rev)
     metrics_diff = metrics_table(json.loads(command("dvc", "metrics", "diff", args.rev, "--all", "--json")), args.rev)
