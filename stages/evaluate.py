@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> None:
     mistakes = most_confident_mistakes(probabilities, labels, params["mistakes"])
     figures.image_grid(
         test["images"][mistakes],
-        [f"#{i}: true {labels[i]}, pred {predicted[i]}\n{probabilities[i].max():.1%}" for i in mistakes],
+        [f"true {labels[i]}, pred {predicted[i]}\n#{i}, {probabilities[i].max():.1%}" for i in mistakes],
         args.report_dir / "mistakes.png",
         f"The {len(mistakes)} most confident mistakes on the test set",
         wrong=[True] * len(mistakes),
