@@ -47,14 +47,19 @@ def image_grid(images: np.ndarray, titles: list[str], path, suptitle: str, wrong
     save(figure, path)
 
 
+def grouped_bars(axis, values: dict[str, list[float]]) -> None:
+    """One group of bars per category (0, 1, 2, ...), one bar in each group per labelled series."""
+    width = 0.8 / len(values)
+    for offset, (label, heights) in enumerate(values.items()):
+        positions = np.arange(len(heights)) + offset * width - 0.4 + width / 2
+        axis.bar(positions, heights, width=width, label=label)
+
+
 def class_distribution(counts: dict[str, list[int]], path) -> None:
     """Bar chart of images per class, one group of bars per split."""
     figure, axis = plt.subplots(figsize=(8, 4))
-    width = 0.8 / len(counts)
-    for offset, (split, per_class) in enumerate(counts.items()):
-        positions = np.arange(len(per_class)) + offset * width - 0.4 + width / 2
-        axis.bar(positions, per_class, width=width, label=f"{split} ({sum(per_class):,})")
-    axis.set_xticks(range(len(per_class)))
+    grouped_bars(axis, {f"{split} ({sum(per_class):,})": per_class for split, per_class in counts.items()})
+    axis.set_xticks(range(len(next(iter(counts.values())))))
     axis.set_xlabel("digit")
     axis.set_ylabel("images")
     axis.set_title("Class distribution")
@@ -91,10 +96,7 @@ def compare_lines(series: dict[str, tuple[list, list]], path, title: str, xlabel
 def compare_bars(values: dict[str, list[float]], categories: list[str], path, title: str, ylabel: str) -> None:
     """Grouped bars: one group per category, one bar per labelled revision."""
     figure, axis = plt.subplots(figsize=(8, 4))
-    width = 0.8 / len(values)
-    for offset, (label, heights) in enumerate(values.items()):
-        positions = np.arange(len(categories)) + offset * width - 0.4 + width / 2
-        axis.bar(positions, heights, width=width, label=label)
+    grouped_bars(axis, values)
     axis.set_xticks(range(len(categories)), categories)
     low = min(min(heights) for heights in values.values())
     axis.set_ylim(max(0.0, low - (1 - low) * 0.5 - 0.001), 1.0)
