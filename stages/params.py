@@ -123,6 +123,7 @@ SCHEMA: dict[str, Any] = {
         "optimizer": Choice(("adam", "adamw", "sgd", "rmsprop")),
         "learning_rate": Float(0, 10, include_minimum=False),
         "lr_schedule": Choice(("constant", "cosine")),
+        "warmup_epochs": Float(0, 1000),
         "weight_decay": Float(0, 1),
         "label_smoothing": Float(0, 1, include_maximum=False),
         "augment": {

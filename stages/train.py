@@ -71,10 +71,25 @@ def evaluation_batches(arrays: dict, batch_size: int) -> tf.data.Dataset:
     return tf.data.Dataset.from_tensor_slices((arrays["images"], one_hot)).batch(batch_size)
 
 
-def make_optimizer(train_params: dict, steps: int) -> keras.optimizers.Optimizer:
-    rate = train_params["learning_rate"]
-    if train_params["lr_schedule"] == "cosine":
-        rate = keras.optimizers.schedules.CosineDecay(rate, decay_steps=steps)
+def learning_rate(train_params: dict, steps_per_epoch: int) -> float | keras.optimizers.schedules.LearningRateSchedule:
+    """The peak rate, reached after a linear warm-up, then held (constant) or decayed to zero (cosine)."""
+    peak = train_params["learning_rate"]
+    steps = train_params["epochs"] * steps_per_epoch
+    warmup_steps = min(round(train_params["warmup_epochs"] * steps_per_epoch), steps - 1)
+    if train_params["lr_schedule"] == "constant" and not warmup_steps:
+        return peak
+    # CosineDecay with alpha=1 never decays: a constant rate after its warm-up.
+    return keras.optimizers.schedules.CosineDecay(
+        0.0 if warmup_steps else peak,
+        decay_steps=steps - warmup_steps,
+        alpha=1.0 if train_params["lr_schedule"] == "constant" else 0.0,
+        warmup_target=peak if warmup_steps else None,
+        warmup_steps=warmup_steps,
+    )
+
+
+def make_optimizer(train_params: dict, steps_per_epoch: int) -> keras.optimizers.Optimizer:
+    rate = learning_rate(train_params, steps_per_epoch)
     weight_decay = train_params["weight_decay"] or None
     return {
         "adam": lambda: keras.optimizers.Adam(rate, weight_decay=weight_decay),
@@ -87,10 +102,10 @@ def make_optimizer(train_params: dict, steps: int) -> keras.optimizers.Optimizer
 def compiled_model(params: dict, train_count: int) -> keras.Model:
     """The CNN of params["model"], compiled with the optimizer, schedule and loss of params["train"]."""
     train_params = params["train"]
-    steps = train_params["epochs"] * math.ceil(train_count / train_params["batch_size"])
+    steps_per_epoch = math.ceil(train_count / train_params["batch_size"])
     model = build_model(params["model"])
     model.compile(
-        optimizer=make_optimizer(train_params, steps),
+        optimizer=make_optimizer(train_params, steps_per_epoch),
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=train_params["label_smoothing"]),
         metrics=["accuracy"],
     )

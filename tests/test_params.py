@@ -47,6 +47,7 @@ def test_committed_params_are_valid():
         ("model.conv_filters", [], "model.conv_filters: expected a list"),
         ("model.conv_filters", [32, "64"], "model.conv_filters: expected a list"),
         ("train.learning_rate", float("nan"), "train.learning_rate: expected a number"),
+        ("train.warmup_epochs", -1, r"train.warmup_epochs: expected a number in \[0, 1000\]"),
         ("seed", True, "seed: expected an integer"),
         ("train.augment", 0.1, "train.augment: expected a mapping"),
     ],
@@ -65,7 +66,7 @@ def test_typo_in_a_key_is_reported_not_ignored():
     params = with_value("train.learing_rate", 0.01)
     assert validate(params) == [
         "train.learing_rate: unknown key; known keys here: epochs, batch_size, optimizer, learning_rate, "
-        "lr_schedule, weight_decay, label_smoothing, augment"
+        "lr_schedule, warmup_epochs, weight_decay, label_smoothing, augment"
     ]
 
 

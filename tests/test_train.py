@@ -73,3 +73,20 @@ def test_sigterm_during_training_keeps_the_previous_model(workdir):
     assert process.returncode != 0
     assert (workdir / "model.keras").read_bytes() == b"previous model"
     assert not list(workdir.glob(".*partial*"))
+
+
+@pytest.mark.parametrize(
+    "schedule, warmup_epochs, expected",
+    [
+        # 4 epochs of 10 steps; the rate at steps 0, 5, 10, 20, 40
+        ("constant", 0, [0.003, 0.003, 0.003, 0.003, 0.003]),
+        ("constant", 1, [0.0, 0.0015, 0.003, 0.003, 0.003]),
+        ("cosine", 0, [0.003, 0.00289, 0.00256, 0.0015, 0.0]),
+        ("cosine", 1, [0.0, 0.0015, 0.003, 0.00225, 0.0]),
+    ],
+)
+def test_learning_rate_warms_up_then_holds_or_decays(schedule, warmup_epochs, expected):
+    train_params = {"learning_rate": 0.003, "epochs": 4, "lr_schedule": schedule, "warmup_epochs": warmup_epochs}
+    rate = train.learning_rate(train_params, steps_per_epoch=10)
+    rates = [float(rate(step)) if callable(rate) else rate for step in (0, 5, 10, 20, 40)]
+    assert rates == pytest.approx(expected, abs=1e-5)
