@@ -20,7 +20,9 @@ from tests.test_params import DEFAULTS
 TINY = {
     **DEFAULTS,
     "model": {**DEFAULTS["model"], "conv_filters": [4], "convs_per_block": 1, "dense_units": 8},
-    "train": {**DEFAULTS["train"], "epochs": 2, "batch_size": 32},
+    # Every distortion on, whatever the defaults, so that the reproducibility test covers them all.
+    "train": {**DEFAULTS["train"], "epochs": 2, "batch_size": 32,
+              "augment": {"rotation_degrees": 10, "shift_fraction": 0.1, "zoom_fraction": 0.1}},
 }
 
 
@@ -45,6 +47,24 @@ def test_same_params_and_seed_give_identical_metrics(workdir):
     run_train(workdir, "b.keras", "b")
     assert (workdir / "a/metrics.json").read_bytes() == (workdir / "b/metrics.json").read_bytes()
     assert json.loads((workdir / "a/metrics.json").read_text())["step"] == 1
+
+
+@pytest.mark.parametrize(
+    "augment, expected",
+    [
+        ({"rotation_degrees": 0, "shift_fraction": 0, "zoom_fraction": 0}, None),
+        ({"rotation_degrees": 0, "shift_fraction": 0.1, "zoom_fraction": 0}, ["RandomTranslation"]),
+        ({"rotation_degrees": 10, "shift_fraction": 0.1, "zoom_fraction": 0.1},
+         ["RandomRotation", "RandomTranslation", "RandomZoom"]),
+    ],
+)
+def test_augmentation_has_one_layer_per_distortion_switched_on(augment, expected):
+    distort = train.augmentation(augment, seed=0)
+    assert (distort and [type(layer).__name__ for layer in distort.layers]) == expected
+    if distort is not None:
+        images = np.random.default_rng(0).random((8, 28, 28, 1), dtype=np.float32)
+        distorted = np.asarray(distort(images, training=True))
+        assert distorted.shape == images.shape and not np.allclose(distorted, images)
 
 
 def test_diverging_training_stops_with_a_clear_error_and_writes_no_model(workdir):
