@@ -38,6 +38,16 @@ from stages.scores import (  # noqa: E402
 )
 
 
+def predict_probabilities(model, images: np.ndarray, batch_size: int) -> np.ndarray:
+    """Class probabilities of `images`, one `predict_on_batch` call per batch.
+
+    Not `model.predict`: on 2 cores its runs over the 10,000 test images took either about 1.7 s or
+    2.6 s, whatever the batch size, while this loop gave the same probabilities to the bit in 1.0-1.4 s.
+    """
+    return np.concatenate([model.predict_on_batch(images[start:start + batch_size])
+                           for start in range(0, len(images), batch_size)])
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("prepared_dir", type=Path)
@@ -51,9 +61,9 @@ def main(argv: list[str] | None = None) -> None:
     labels = test["labels"].astype(np.int64)
 
     # A first small call builds the prediction graph, so the timing below is steady-state speed.
-    model.predict(test["images"][: params["batch_size"]], batch_size=params["batch_size"], verbose=0)
+    predict_probabilities(model, test["images"][: params["batch_size"]], params["batch_size"])
     started = time.perf_counter()
-    probabilities = model.predict(test["images"], batch_size=params["batch_size"], verbose=0)
+    probabilities = predict_probabilities(model, test["images"], params["batch_size"])
     seconds = time.perf_counter() - started
     predicted = probabilities.argmax(axis=1)
 
