@@ -3,7 +3,10 @@
 import numpy as np
 import pytest
 
+from stages.evaluate import predict_probabilities
+from stages.model import build_model
 from stages.scores import confusion_matrix, cross_entropy, most_confident_mistakes, per_class_scores, reliability
+from tests.test_model import model_params
 
 
 def test_confusion_matrix_counts_true_rows_and_predicted_columns():
@@ -59,10 +62,6 @@ def test_most_confident_mistakes_come_first_and_right_answers_never():
 
 
 def test_predict_probabilities_matches_model_predict_with_an_uneven_last_batch():
-    from stages.evaluate import predict_probabilities
-    from stages.model import build_model
-    from tests.test_model import model_params
-
     model = build_model(model_params(conv_filters=[4], convs_per_block=1, dense_units=8))
     images = np.random.default_rng(0).random((25, 28, 28, 1), dtype=np.float32)
     probabilities = predict_probabilities(model, images, batch_size=10)
