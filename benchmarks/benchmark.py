@@ -83,7 +83,7 @@ def measure(config: str) -> dict:
     import keras
     import numpy as np
 
-    from stages.evaluate import predict_probabilities
+    from stages.prediction import predict_probabilities
     from stages.mnist import load_arrays
     from stages.params import load_params, with_overrides
 

@@ -5,13 +5,9 @@
   -> flatten -> (dense_units -> (BatchNorm) -> activation) -> dropout -> 10-way softmax
 """
 
-import zipfile
-from pathlib import Path
-
 import keras
 from keras import layers
 
-from stages.errors import PipelineError
 from stages.mnist import CLASSES, IMAGE_SIZE
 
 
@@ -43,15 +39,3 @@ def build_model(model_params: dict) -> keras.Model:
     outputs = layers.Dense(len(CLASSES), activation="softmax", name="digit")(x)
     return keras.Model(inputs, outputs, name="mnist_cnn")
 
-
-def load_model(path: str | Path) -> keras.Model:
-    """Load a model written by the train stage; safe mode refuses embedded Python code."""
-    path = Path(path)
-    if not path.is_file():
-        raise PipelineError(f"model file {path} not found; run `dvc repro train` to train it")
-    try:
-        return keras.saving.load_model(path, safe_mode=True)
-    except (ValueError, OSError, zipfile.BadZipFile, KeyError, TypeError) as error:
-        raise PipelineError(
-            f"{path} is not a readable Keras model ({type(error).__name__}); run `dvc repro --force train`"
-        ) from error

@@ -22,8 +22,8 @@ from stages import figures  # noqa: E402
 from stages.atomic import write_text  # noqa: E402
 from stages.errors import run_stage  # noqa: E402
 from stages.mnist import load_arrays  # noqa: E402
-from stages.model import load_model  # noqa: E402
 from stages.params import load_params  # noqa: E402
+from stages.prediction import load_model, predict_probabilities  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> None:
     rng = np.random.default_rng(params["seed"])
     chosen = np.sort(rng.choice(len(test["labels"]), size=min(params["count"], len(test["labels"])), replace=False))
 
-    probabilities = model.predict(test["images"][chosen], verbose=0)
+    probabilities = predict_probabilities(model, test["images"][chosen], batch_size=len(chosen))  # a few: one batch
     predicted = probabilities.argmax(axis=1)
     confidence = probabilities.max(axis=1)
     labels = test["labels"][chosen]

@@ -1,12 +1,9 @@
-"""Evaluation: batched prediction, confusion matrix, per-class scores, cross-entropy."""
+"""Evaluation scores: confusion matrix, per-class scores, cross-entropy, calibration, mistakes."""
 
 import numpy as np
 import pytest
 
-from stages.evaluate import predict_probabilities
-from stages.model import build_model
 from stages.scores import confusion_matrix, cross_entropy, most_confident_mistakes, per_class_scores, reliability
-from tests.test_model import model_params
 
 
 def test_confusion_matrix_counts_true_rows_and_predicted_columns():
@@ -60,10 +57,3 @@ def test_most_confident_mistakes_come_first_and_right_answers_never():
     probabilities[3, 4] = 0.7  # wrong
     assert most_confident_mistakes(probabilities, np.array([1, 0, 0, 0]), count=2).tolist() == [2, 3]
 
-
-def test_predict_probabilities_matches_model_predict_with_an_uneven_last_batch():
-    model = build_model(model_params(conv_filters=[4], convs_per_block=1, dense_units=8))
-    images = np.random.default_rng(0).random((25, 28, 28, 1), dtype=np.float32)
-    probabilities = predict_probabilities(model, images, batch_size=10)
-    assert probabilities.shape == (25, 10)
-    np.testing.assert_allclose(probabilities, model.predict(images, batch_size=10, verbose=0), atol=1e-6)

@@ -1,12 +1,11 @@
-"""The CNN is built from params alone, and loading a model file fails clearly."""
+"""The CNN is built from params alone."""
 
 import copy
 
 import keras
 import pytest
 
-from stages.errors import PipelineError
-from stages.model import build_model, load_model
+from stages.model import build_model
 from tests.test_params import DEFAULTS
 
 
@@ -54,19 +53,3 @@ def test_parameter_count_of_a_known_configuration():
     model = build_model(model_params(conv_filters=[8], convs_per_block=1, batch_norm=False, dense_units=0))
     assert model.count_params() == 80 + 13530
 
-
-def test_saved_model_loads_back(tmp_path):
-    model = build_model(model_params())
-    model.save(tmp_path / "model.keras")
-    assert load_model(tmp_path / "model.keras").count_params() == model.count_params()
-
-
-def test_missing_model_file_is_reported(tmp_path):
-    with pytest.raises(PipelineError, match="not found; run `dvc repro train`"):
-        load_model(tmp_path / "model.keras")
-
-
-def test_file_that_is_not_a_keras_model_is_reported(tmp_path):
-    (tmp_path / "model.keras").write_text("not a model")
-    with pytest.raises(PipelineError, match="is not a readable Keras model"):
-        load_model(tmp_path / "model.keras")

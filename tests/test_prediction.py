@@ -1,0 +1,34 @@
+"""Using a trained model: loading its file fails clearly, and batched prediction matches Keras's own."""
+
+import numpy as np
+import pytest
+
+from stages.errors import PipelineError
+from stages.model import build_model
+from stages.prediction import load_model, predict_probabilities
+from tests.test_model import model_params
+
+
+def test_saved_model_loads_back(tmp_path):
+    model = build_model(model_params())
+    model.save(tmp_path / "model.keras")
+    assert load_model(tmp_path / "model.keras").count_params() == model.count_params()
+
+
+def test_missing_model_file_is_reported(tmp_path):
+    with pytest.raises(PipelineError, match="not found; run `dvc repro train`"):
+        load_model(tmp_path / "model.keras")
+
+
+def test_file_that_is_not_a_keras_model_is_reported(tmp_path):
+    (tmp_path / "model.keras").write_text("not a model")
+    with pytest.raises(PipelineError, match="is not a readable Keras model"):
+        load_model(tmp_path / "model.keras")
+
+
+def test_predict_probabilities_matches_model_predict_with_an_uneven_last_batch():
+    model = build_model(model_params(conv_filters=[4], convs_per_block=1, dense_units=8))
+    images = np.random.default_rng(0).random((25, 28, 28, 1), dtype=np.float32)
+    probabilities = predict_probabilities(model, images, batch_size=10)
+    assert probabilities.shape == (25, 10)
+    np.testing.assert_allclose(probabilities, model.predict(images, batch_size=10, verbose=0), atol=1e-6)
