@@ -83,9 +83,9 @@ def measure(config: str) -> dict:
     import keras
     import numpy as np
 
-    from stages.prediction import predict_probabilities
     from stages.mnist import load_arrays
     from stages.params import load_params, with_overrides
+    from stages.prediction import predict_probabilities
 
     prepared = PROJECT_ROOT / "data" / "prepared"
     train, val, test = (load_arrays(prepared / f"{name}.npz") for name in ("train", "val", "test"))

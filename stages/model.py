@@ -38,4 +38,3 @@ def build_model(model_params: dict) -> keras.Model:
     x = layers.Dropout(model_params["dropout"])(x)
     outputs = layers.Dense(len(CLASSES), activation="softmax", name="digit")(x)
     return keras.Model(inputs, outputs, name="mnist_cnn")
-

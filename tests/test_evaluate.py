@@ -56,4 +56,3 @@ def test_most_confident_mistakes_come_first_and_right_answers_never():
     probabilities[2, 3] = 0.8  # wrong, more confident
     probabilities[3, 4] = 0.7  # wrong
     assert most_confident_mistakes(probabilities, np.array([1, 0, 0, 0]), count=2).tolist() == [2, 3]
-

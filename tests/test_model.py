@@ -52,4 +52,3 @@ def test_parameter_count_of_a_known_configuration():
     # conv 3x3x1x8 + bias (80), flatten 13*13*8=1352 -> dense 10 (13530)
     model = build_model(model_params(conv_filters=[8], convs_per_block=1, batch_norm=False, dense_units=0))
     assert model.count_params() == 80 + 13530
-
