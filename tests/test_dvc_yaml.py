@@ -30,6 +30,9 @@ def imported_modules(module: str) -> set[str]:
                 pending.extend(alias.name for alias in node.names)
             elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("stages."):
                 pending.append(node.module.removeprefix("stages."))
+            elif isinstance(node, ast.Import):  # import stages.figures
+                pending.extend(alias.name.removeprefix("stages.") for alias in node.names
+                               if alias.name.startswith("stages."))
     return found
 
 
