@@ -29,11 +29,11 @@ import sys
 import time
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(PROJECT_ROOT))
+import digitlab  # noqa: F401  (sets TensorFlow's environment before the imports of keras below)
 
-# The fast variant, as documented in the README (each key a `dvc exp run -S key=value`):
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+# The fast variant, as documented in benchmarks/README.md (each key a `dvc exp run -S key=value`):
 # two epochs without augmentation (the default's shifts), which only pays off over longer training.
 FAST_OVERRIDES = {
     "train.epochs": 2,
@@ -66,31 +66,24 @@ def keras_io_convnet(train, val, test_callback):
 
 
 def pipeline_model(params, train, val, test_callback):
-    """Our train stage's model and training, exactly as `dvc repro train` runs them."""
-    from stages.train import compiled_model, evaluation_batches, make_reproducible, training_batches
+    """Our train stage's model and training: the same `fit` that `dvc repro train` runs."""
+    from digitlab.training import fit
 
-    make_reproducible(params["seed"])
-    train_params = params["train"]
-    batches = training_batches(train, train_params["batch_size"], train_params["augment"], params["seed"])
-    model = compiled_model(params, len(train["labels"]))
-    model.fit(batches, epochs=train_params["epochs"], validation_data=evaluation_batches(val, 1000),
-              callbacks=[test_callback], shuffle=False, verbose=2)
-    return model, train_params["epochs"]
+    return fit(params, train, val, callbacks=[test_callback]), params.train.epochs
 
 
 def measure(config: str) -> dict:
     """Train one configuration in this process and return its figures."""
     import keras
-    import numpy as np
 
-    from stages.mnist import load_arrays
-    from stages.params import load_params, with_overrides
-    from stages.prediction import predict_probabilities
+    from digitlab.params import Params, load_params, with_overrides
+    from digitlab.prediction import predict_probabilities
+    from digitlab.prepared import load_arrays
 
     prepared = PROJECT_ROOT / "data" / "prepared"
     train, val, test = (load_arrays(prepared / f"{name}.npz") for name in ("train", "val", "test"))
     params = load_params(PROJECT_ROOT / "params.yaml")
-    batch_size = params["evaluate"]["batch_size"]
+    batch_size = params.evaluate.batch_size
 
     class TestAccuracyClock(keras.callbacks.Callback):
         """Times training alone and notes when test accuracy first reaches TARGET."""
@@ -115,7 +108,8 @@ def measure(config: str) -> dict:
         model, epochs = keras_io_convnet(train, val, clock)
     else:
         overrides = FAST_OVERRIDES if config == "fast" else {}
-        model, epochs = pipeline_model(with_overrides(params, overrides), train, val, clock)
+        params = Params.model_validate(with_overrides(params.model_dump(), overrides))
+        model, epochs = pipeline_model(params, train, val, clock)
 
     predict_probabilities(model, test["images"][:batch_size], batch_size)  # builds the prediction graph
     started = time.perf_counter()

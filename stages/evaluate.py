@@ -14,22 +14,19 @@ Usage: python -m stages.evaluate PREPARED_DIR MODEL_PATH REPORT_DIR
 """
 
 import argparse
-import os
 import time
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # hide TensorFlow's start-up chatter
+import numpy as np
+from dvclive import Live
 
-import numpy as np  # noqa: E402
-from dvclive import Live  # noqa: E402
-
-from stages import figures  # noqa: E402
-from stages.atomic import write_json  # noqa: E402
-from stages.errors import run_stage  # noqa: E402
-from stages.mnist import load_arrays  # noqa: E402
-from stages.params import load_params  # noqa: E402
-from stages.prediction import load_model, predict_probabilities  # noqa: E402
-from stages.scores import (  # noqa: E402
+from digitlab import figures
+from digitlab.atomic import write_json
+from digitlab.errors import run_stage
+from digitlab.params import load_params
+from digitlab.prediction import load_model, predict_probabilities
+from digitlab.prepared import load_arrays
+from digitlab.scores import (
     confusion_matrix,
     cross_entropy,
     most_confident_mistakes,
@@ -44,23 +41,23 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("model_path", type=Path)
     parser.add_argument("report_dir", type=Path)
     args = parser.parse_args(argv)
-    params = load_params()["evaluate"]
+    params = load_params().evaluate
 
     test = load_arrays(args.prepared_dir / "test.npz")
     model = load_model(args.model_path)
     labels = test["labels"].astype(np.int64)
 
     # A first small call builds the prediction graph, so the timing below is steady-state speed.
-    predict_probabilities(model, test["images"][: params["batch_size"]], params["batch_size"])
+    predict_probabilities(model, test["images"][: params.batch_size], params.batch_size)
     started = time.perf_counter()
-    probabilities = predict_probabilities(model, test["images"], params["batch_size"])
+    probabilities = predict_probabilities(model, test["images"], params.batch_size)
     seconds = time.perf_counter() - started
     predicted = probabilities.argmax(axis=1)
 
     matrix = confusion_matrix(labels, predicted)
     scores = per_class_scores(matrix)
     accuracy = float((predicted == labels).mean())
-    calibration, ece = reliability(probabilities, labels, params["calibration_bins"])
+    calibration, ece = reliability(probabilities, labels, params.calibration_bins)
     with Live(str(args.report_dir), dvcyaml=None, save_dvc_exp=False) as live:
         live.log_metric("test/accuracy", round(accuracy, 6), plot=False)
         live.log_metric("test/loss", round(cross_entropy(probabilities, labels), 6), plot=False)
@@ -78,7 +75,7 @@ def main(argv: list[str] | None = None) -> None:
     # Timings differ from run to run, so they live apart from the reproducible metrics above.
     write_json(args.report_dir / "speed.json", {"inference": {"images_per_second": round(len(labels) / seconds)}})
     figures.confusion_heatmap(matrix, args.report_dir / "confusion_matrix.png")
-    mistakes = most_confident_mistakes(probabilities, labels, params["mistakes"])
+    mistakes = most_confident_mistakes(probabilities, labels, params.mistakes)
     figures.image_grid(
         test["images"][mistakes],
         [f"true {labels[i]}, pred {predicted[i]}\n#{i}, {probabilities[i].max():.1%}" for i in mistakes],

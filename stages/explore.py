@@ -14,11 +14,12 @@ from pathlib import Path
 
 import numpy as np
 
-from stages import figures
-from stages.atomic import write_json
-from stages.errors import run_stage
-from stages.mnist import CLASSES, load_split
-from stages.params import load_params
+from digitlab import figures
+from digitlab.atomic import write_json
+from digitlab.errors import run_stage
+from digitlab.params import load_params
+from digitlab.prepared import CLASSES
+from digitlab.raw import load_split
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -26,7 +27,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("raw_dir", type=Path)
     parser.add_argument("output_dir", type=Path)
     args = parser.parse_args(argv)
-    params = load_params()["explore"]
+    params = load_params().explore
 
     splits = {split: load_split(args.raw_dir, split) for split in ("train", "test")}
     train_images, train_labels = splits["train"]
@@ -37,8 +38,8 @@ def main(argv: list[str] | None = None) -> None:
         args.output_dir / "examples.png", "One training image of each digit",
     )
 
-    rng = np.random.default_rng(params["seed"])
-    chosen = rng.choice(len(train_images), size=min(params["sample_count"], len(train_images)), replace=False)
+    rng = np.random.default_rng(params.seed)
+    chosen = rng.choice(len(train_images), size=min(params.sample_count, len(train_images)), replace=False)
     figures.image_grid(
         train_images[chosen], [f"#{i}: {train_labels[i]}" for i in chosen],
         args.output_dir / "samples.png", "Random training images with their labels",

@@ -14,9 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
-from stages.errors import PipelineError, run_stage
-from stages.mnist import load_split, save_arrays, to_model_input
-from stages.params import load_params
+from digitlab.errors import PipelineError, run_stage
+from digitlab.params import load_params
+from digitlab.prepared import save_arrays, to_model_input
+from digitlab.raw import load_split
 
 
 def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -41,18 +42,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("raw_dir", type=Path)
     parser.add_argument("output_dir", type=Path)
     args = parser.parse_args(argv)
-    params = load_params()["data"]
+    params = load_params().data
 
     images, labels = load_split(args.raw_dir, "train")
-    if params["max_train_samples"] is not None and params["max_train_samples"] < len(labels):
+    if params.max_train_samples is not None and params.max_train_samples < len(labels):
         # A stratified subset keeps the class balance of the full set.
-        _, subset = stratified_split(labels, params["max_train_samples"] / len(labels), params["split_seed"])
+        _, subset = stratified_split(labels, params.max_train_samples / len(labels), params.split_seed)
         images, labels = images[subset], labels[subset]
 
-    train, val = stratified_split(labels, params["validation_fraction"], params["split_seed"])
+    train, val = stratified_split(labels, params.validation_fraction, params.split_seed)
     if len(train) == 0 or len(val) == 0:
         raise PipelineError(
-            f"data.validation_fraction={params['validation_fraction']} leaves an empty split of "
+            f"data.validation_fraction={params.validation_fraction} leaves an empty split of "
             f"{len(labels)} images; choose a fraction between 0.05 and 0.5"
         )
     test_images, test_labels = load_split(args.raw_dir, "test")

@@ -11,19 +11,16 @@ Usage: python -m stages.sample_predict PREPARED_DIR MODEL_PATH OUTPUT_DIR
 import argparse
 import csv
 import io
-import os
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # hide TensorFlow's start-up chatter
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-from stages import figures  # noqa: E402
-from stages.atomic import write_text  # noqa: E402
-from stages.errors import run_stage  # noqa: E402
-from stages.mnist import load_arrays  # noqa: E402
-from stages.params import load_params  # noqa: E402
-from stages.prediction import load_model, predict_probabilities  # noqa: E402
+from digitlab import figures
+from digitlab.atomic import write_text
+from digitlab.errors import run_stage
+from digitlab.params import load_params
+from digitlab.prediction import load_model, predict_probabilities
+from digitlab.prepared import load_arrays
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -32,12 +29,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("model_path", type=Path)
     parser.add_argument("output_dir", type=Path)
     args = parser.parse_args(argv)
-    params = load_params()["sample_predict"]
+    params = load_params().sample_predict
 
     test = load_arrays(args.prepared_dir / "test.npz")
     model = load_model(args.model_path)
-    rng = np.random.default_rng(params["seed"])
-    chosen = np.sort(rng.choice(len(test["labels"]), size=min(params["count"], len(test["labels"])), replace=False))
+    rng = np.random.default_rng(params.seed)
+    chosen = np.sort(rng.choice(len(test["labels"]), size=min(params.count, len(test["labels"])), replace=False))
 
     probabilities = predict_probabilities(model, test["images"][chosen], batch_size=len(chosen))  # a few: one batch
     predicted = probabilities.argmax(axis=1)

@@ -1,4 +1,4 @@
-"""Shared fixtures: small IDX files, and the local MNIST mirror the end-to-end tests use."""
+"""Shared fixtures: fixed params, small IDX files, and the MNIST files the end-to-end tests use."""
 
 import os
 from pathlib import Path
@@ -6,16 +6,41 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stages.idx import write_idx
+from digitlab.idx import write_idx
+from digitlab.params import Params, with_overrides
+from digitlab.raw import SHA256
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
+# A fixed, valid params.yaml for tests, so that they do not follow whatever the workspace holds
+# (after `dvc exp apply` of another architecture, say). The same values as main's defaults today.
+BASE_PARAMS = {
+    "seed": 42,
+    "fetch": {"timeout_s": 60},
+    "explore": {"sample_count": 36, "seed": 0},
+    "data": {"validation_fraction": 0.1, "split_seed": 0, "max_train_samples": None},
+    "model": {"conv_filters": [16, 32], "convs_per_block": 2, "kernel_size": 3, "padding": "valid",
+              "pooling": "max", "batch_norm": True, "activation": "relu", "dense_units": 128, "dropout": 0.3},
+    "train": {"epochs": 12, "batch_size": 128, "optimizer": "adam", "learning_rate": 0.003, "lr_schedule": "cosine",
+              "warmup_epochs": 0, "weight_decay": 0.0, "label_smoothing": 0.0,
+              "augment": {"rotation_degrees": 0, "shift_fraction": 0.1, "zoom_fraction": 0}},
+    "evaluate": {"batch_size": 500, "calibration_bins": 10, "mistakes": 16},
+    "sample_predict": {"count": 25, "seed": 0},
+}
+
+
+def make_params(overrides: dict | None = None) -> Params:
+    """BASE_PARAMS with dotted keys changed, e.g. {"train.epochs": 2}, validated."""
+    return Params.model_validate(with_overrides(BASE_PARAMS, overrides or {}))
+
 
 def mnist_mirror() -> Path | None:
-    """MNIST_MIRROR if it is a directory, else ../shared/data/mnist beside the project, else None."""
-    candidates = [os.environ.get("MNIST_MIRROR", ""), PROJECT_ROOT.parent / "shared" / "data" / "mnist"]
+    """A folder holding the four official MNIST files: MNIST_MIRROR, ../shared/data/mnist beside
+    the project, or the project's own data/raw once `dvc repro` has fetched (and verified) them."""
+    candidates = [os.environ.get("MNIST_MIRROR", ""), PROJECT_ROOT.parent / "shared" / "data" / "mnist",
+                  PROJECT_ROOT / "data" / "raw"]
     for candidate in candidates:
-        if candidate and Path(candidate, "train-images-idx3-ubyte.gz").is_file():
+        if candidate and all(Path(candidate, name).is_file() for name in SHA256):
             return Path(candidate).resolve()
     return None
 

@@ -5,8 +5,8 @@ import os
 
 import pytest
 
-from stages.atomic import atomic_path, write_json
-from stages.errors import PipelineError
+from digitlab.atomic import atomic_path, write_json
+from digitlab.errors import PipelineError
 
 
 def test_failure_midway_keeps_the_previous_file_and_no_temporary(tmp_path):

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from stages.scores import confusion_matrix, cross_entropy, most_confident_mistakes, per_class_scores, reliability
+from digitlab.scores import confusion_matrix, cross_entropy, most_confident_mistakes, per_class_scores, reliability
 
 
 def test_confusion_matrix_counts_true_rows_and_predicted_columns():

@@ -6,9 +6,9 @@ import struct
 import numpy as np
 import pytest
 
-from stages.errors import PipelineError
-from stages.idx import read_idx, write_idx
-from stages.mnist import load_split
+from digitlab.errors import PipelineError
+from digitlab.idx import read_idx, write_idx
+from digitlab.raw import load_split
 
 
 def header(ndim_code: int, *shape: int, type_code: int = 0x08) -> bytes:

@@ -1,18 +1,15 @@
 """The CNN is built from params alone."""
 
-import copy
-
 import keras
 import pytest
 
-from stages.model import build_model
-from tests.test_params import DEFAULTS
+from digitlab.model import build_model
+from tests.conftest import make_params
 
 
 def model_params(**changes):
-    params = copy.deepcopy(DEFAULTS["model"])
-    params.update(changes)
-    return params
+    """The model section of the tests' fixed params, with some keys changed."""
+    return make_params({f"model.{key}": value for key, value in changes.items()}).model
 
 
 def count(model, layer_type):
@@ -33,7 +30,7 @@ def test_conv_layers_follow_params(filters, convs_per_block):
 
 
 def test_batch_norm_switch():
-    with_norm = build_model(model_params(batch_norm=True))
+    with_norm = build_model(model_params(batch_norm=True, conv_filters=[16, 32], convs_per_block=2, dense_units=128))
     without_norm = build_model(model_params(batch_norm=False))
     assert count(with_norm, keras.layers.BatchNormalization) == 5  # four convs and the dense layer
     assert count(without_norm, keras.layers.BatchNormalization) == 0

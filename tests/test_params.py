@@ -5,19 +5,17 @@ import copy
 import pytest
 import yaml
 
-from stages.errors import PipelineError
-from stages.params import PARAMS_FILE, load_params, validate, with_overrides
-from tests.conftest import PROJECT_ROOT
-
-DEFAULTS = yaml.safe_load((PROJECT_ROOT / PARAMS_FILE).read_text())
+from digitlab.errors import PipelineError
+from digitlab.params import PARAMS_FILE, load_params, validate, with_overrides
+from tests.conftest import BASE_PARAMS, PROJECT_ROOT
 
 
 def with_value(path: str, value):
-    return with_overrides(DEFAULTS, {path: value})
+    return with_overrides(BASE_PARAMS, {path: value})
 
 
 def without(path: str):
-    params = copy.deepcopy(DEFAULTS)
+    params = copy.deepcopy(BASE_PARAMS)
     *parents, key = path.split(".")
     section = params
     for parent in parents:
@@ -27,7 +25,7 @@ def without(path: str):
 
 
 def test_committed_params_are_valid():
-    assert validate(DEFAULTS) == []
+    assert validate(yaml.safe_load((PROJECT_ROOT / PARAMS_FILE).read_text())) == []
 
 
 @pytest.mark.parametrize(

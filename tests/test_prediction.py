@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from stages.errors import PipelineError
-from stages.model import build_model
-from stages.prediction import load_model, predict_probabilities
+from digitlab.errors import PipelineError
+from digitlab.model import build_model
+from digitlab.prediction import load_model, predict_probabilities
 from tests.test_model import model_params
 
 

@@ -3,9 +3,10 @@
 import numpy as np
 import pytest
 
+from digitlab.errors import PipelineError
+from digitlab.prepared import load_arrays, save_arrays, to_model_input
 from stages import preprocess
-from stages.errors import PipelineError
-from stages.mnist import load_arrays, save_arrays, to_model_input
+from tests.conftest import make_params
 
 
 def test_model_input_is_float32_in_unit_range_with_a_channel_axis():
@@ -44,10 +45,8 @@ def test_object_arrays_are_refused(tmp_path):
 
 
 def test_stage_writes_capped_stratified_splits(tiny_raw_dir, tmp_path, monkeypatch):
-    monkeypatch.setattr(
-        preprocess, "load_params",
-        lambda: {"data": {"validation_fraction": 0.25, "split_seed": 0, "max_train_samples": 20}},
-    )
+    params = make_params({"data": {"validation_fraction": 0.25, "split_seed": 0, "max_train_samples": 20}})
+    monkeypatch.setattr(preprocess, "load_params", lambda: params)
     preprocess.main([str(tiny_raw_dir), str(tmp_path / "prepared")])
     train = load_arrays(tmp_path / "prepared" / "train.npz")
     val = load_arrays(tmp_path / "prepared" / "val.npz")

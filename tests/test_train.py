@@ -5,25 +5,24 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
 import yaml
 
+from digitlab import training
+from digitlab.errors import PipelineError
+from digitlab.params import Augment, Train
+from digitlab.prepared import save_arrays
 from stages import train
-from stages.errors import PipelineError
-from stages.mnist import save_arrays
-from tests.conftest import PROJECT_ROOT
-from tests.test_params import DEFAULTS
+from tests.conftest import PROJECT_ROOT, make_params
 
-TINY = {
-    **DEFAULTS,
-    "model": {**DEFAULTS["model"], "conv_filters": [4], "convs_per_block": 1, "dense_units": 8},
-    # Every distortion on, whatever the defaults, so that the reproducibility test covers them all.
-    "train": {**DEFAULTS["train"], "epochs": 2, "batch_size": 32,
-              "augment": {"rotation_degrees": 10, "shift_fraction": 0.1, "zoom_fraction": 0.1}},
-}
+TINY = make_params({
+    "model.conv_filters": [4], "model.convs_per_block": 1, "model.dense_units": 8,
+    "train.epochs": 2, "train.batch_size": 32,
+    # Every distortion on, so that the reproducibility test covers them all.
+    "train.augment": {"rotation_degrees": 10, "shift_fraction": 0.1, "zoom_fraction": 0.1},
+}).model_dump()
 
 
 @pytest.fixture
@@ -46,7 +45,10 @@ def test_same_params_and_seed_give_identical_metrics(workdir):
     run_train(workdir, "a.keras", "a")
     run_train(workdir, "b.keras", "b")
     assert (workdir / "a/metrics.json").read_bytes() == (workdir / "b/metrics.json").read_bytes()
-    assert json.loads((workdir / "a/metrics.json").read_text())["step"] == 1
+    metrics = json.loads((workdir / "a/metrics.json").read_text())
+    assert metrics["step"] == 1 and list(metrics) == ["model", "train", "eval", "step"]
+    summary = (workdir / "a/model_summary.txt").read_text()
+    assert f"Total params: {metrics['model']['params']:,}" in summary and "Optimizer" not in summary
 
 
 @pytest.mark.parametrize(
@@ -59,7 +61,7 @@ def test_same_params_and_seed_give_identical_metrics(workdir):
     ],
 )
 def test_augmentation_has_one_layer_per_distortion_switched_on(augment, expected):
-    distort = train.augmentation(augment, seed=0)
+    distort = training.augmentation(Augment(**augment), seed=0)
     layer_names = None if distort is None else [type(layer).__name__ for layer in distort.layers]
     assert layer_names == expected
     if distort is not None:
@@ -86,12 +88,15 @@ def test_sigterm_during_training_keeps_the_previous_model(workdir):
         cwd=workdir, env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)},
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
-    for line in process.stdout:
+    output = []
+    for line in process.stdout:  # wait until training is under way
+        output.append(line)
         if line.startswith("Epoch 2/"):
             break
     process.send_signal(signal.SIGTERM)
-    process.communicate(timeout=60)
-    assert process.returncode != 0
+    output.append(process.communicate(timeout=60)[0])
+    assert any(line.startswith("Epoch 2/") for line in output), "".join(output)  # interrupted mid-training
+    assert process.returncode == 128 + signal.SIGTERM, "".join(output)  # the orderly exit of run_stage, not a crash
     assert (workdir / "model.keras").read_bytes() == b"previous model"
     assert not list(workdir.glob(".*partial*"))
 
@@ -107,7 +112,8 @@ def test_sigterm_during_training_keeps_the_previous_model(workdir):
     ],
 )
 def test_learning_rate_warms_up_then_holds_or_decays(schedule, warmup_epochs, expected):
-    train_params = {"learning_rate": 0.003, "epochs": 4, "lr_schedule": schedule, "warmup_epochs": warmup_epochs}
-    rate = train.learning_rate(train_params, steps_per_epoch=10)
+    train_params = Train(**{**make_params().train.model_dump(), "learning_rate": 0.003, "epochs": 4,
+                            "lr_schedule": schedule, "warmup_epochs": warmup_epochs})
+    rate = training.learning_rate(train_params, steps_per_epoch=10)
     rates = [float(rate(step)) if callable(rate) else rate for step in (0, 5, 10, 20, 40)]
     assert rates == pytest.approx(expected, abs=1e-5)

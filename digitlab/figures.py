@@ -1,4 +1,6 @@
-"""Drawing the pipeline's figures: image grids, the class distribution, the confusion heatmap.
+"""Drawing the stages' figures: image grids, the class distribution, the confusion heatmap.
+
+The comparison plots of the pull-request report live with it, in digitlab/report.py.
 
 Every figure is saved atomically as PNG with fixed metadata, so that the same data
 gives byte-identical files and DVC sees no change where there is none.
@@ -7,15 +9,11 @@ gives byte-identical files and DVC sees no change where there is none.
 import math
 import os
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import seaborn as sns
 
-matplotlib.use("Agg")  # no display needed
-
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import seaborn as sns  # noqa: E402
-
-from stages.atomic import atomic_path  # noqa: E402
+from digitlab.atomic import atomic_path
 
 DPI = 100
 WRONG = "tab:red"
@@ -74,46 +72,4 @@ def confusion_heatmap(matrix: np.ndarray, path) -> None:
     axis.set_xlabel("predicted digit")
     axis.set_ylabel("true digit")
     axis.set_title(f"Confusion matrix on the test set ({int(matrix.sum() - np.trace(matrix))} errors)")
-    save(figure, path)
-
-
-def compare_lines(series: dict[str, tuple[list, list]], path, title: str, xlabel: str, ylabel: str,
-                  dashed: str = "", diagonal: bool = False) -> None:
-    """One line per labelled series of (x, y), e.g. "main: validation"; labels starting with `dashed` dashed."""
-    figure, axis = plt.subplots(figsize=(7, 4))
-    for label, (x, y) in series.items():
-        axis.plot(x, y, marker="o", markersize=3, label=label, linestyle="--" if dashed and label.startswith(dashed) else "-")
-    if diagonal:
-        axis.plot([0, 1], [0, 1], color="grey", linewidth=0.8, label="perfect calibration")
-    axis.set_xlabel(xlabel)
-    axis.set_ylabel(ylabel)
-    axis.set_title(title)
-    axis.grid(alpha=0.3)
-    axis.legend(fontsize=8)
-    save(figure, path)
-
-
-def compare_bars(values: dict[str, list[float]], categories: list[str], path, title: str, ylabel: str) -> None:
-    """Grouped bars: one group per category, one bar per labelled revision."""
-    figure, axis = plt.subplots(figsize=(8, 4))
-    grouped_bars(axis, values)
-    axis.set_xticks(range(len(categories)), categories)
-    low = min(min(heights) for heights in values.values())
-    axis.set_ylim(max(0.0, low - (1 - low) * 0.5 - 0.001), 1.0)
-    axis.set_ylabel(ylabel)
-    axis.set_title(title)
-    axis.legend(fontsize=8)
-    save(figure, path)
-
-
-def compare_confusions(matrices: dict[str, np.ndarray], path) -> None:
-    """Confusion matrices of several revisions side by side, diagonal hidden so the errors stand out."""
-    figure, axes = plt.subplots(1, len(matrices), figsize=(6 * len(matrices), 5.5), squeeze=False)
-    for axis, (label, matrix) in zip(axes.flat, matrices.items()):
-        errors = matrix.copy()
-        np.fill_diagonal(errors, 0)
-        sns.heatmap(errors, annot=True, fmt="d", cmap="Reds", cbar=False, ax=axis, square=True)
-        axis.set_xlabel("predicted digit")
-        axis.set_ylabel("true digit")
-        axis.set_title(f"{label}: {int(errors.sum())} errors (diagonal hidden)")
     save(figure, path)

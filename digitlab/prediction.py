@@ -1,7 +1,7 @@
 """Using a trained model: load the train stage's file and predict class probabilities.
 
-Kept apart from stages/model.py (which builds the CNN and so is a dependency of train)
-so that a change to how we predict re-runs evaluate and sample_predict, not training.
+Kept apart from digitlab/model.py and digitlab/training.py (dependencies of train) so
+that a change to how we predict re-runs evaluate and sample_predict, not training.
 """
 
 import zipfile
@@ -10,7 +10,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from stages.errors import PipelineError
+from digitlab.errors import PipelineError
 
 
 def load_model(path: str | Path) -> keras.Model:

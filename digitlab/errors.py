@@ -28,5 +28,5 @@ def run_stage(main: Callable[[list[str] | None], None]) -> None:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(1)
     except KeyboardInterrupt:
-        print("error: interrupted; outputs were left as they were, run `dvc repro` again", file=sys.stderr)
+        print("error: interrupted; no half-written file was left, run `dvc repro` again", file=sys.stderr)
         sys.exit(130)

@@ -1,20 +1,22 @@
-"""The MNIST data set: its official files, their checksums, and how images become model input.
+"""The raw MNIST data set: its four official files, where they are published, their checksums.
 
-Everything that knows what MNIST looks like lives here, so that fetch, explore,
-preprocess, evaluate and sample_predict agree on it, and so that the model sees
-the same input in training, evaluation and prediction.
+Fetch, explore and preprocess read these files; train and later stages see only the
+prepared arrays (digitlab/prepared.py), so that changes here never retrain the model.
 """
 
 from pathlib import Path
 
 import numpy as np
 
-from stages.atomic import atomic_path
-from stages.errors import PipelineError
-from stages.idx import read_idx
+from digitlab.errors import PipelineError
+from digitlab.idx import read_idx
+from digitlab.prepared import CLASSES, IMAGE_SIZE
 
-IMAGE_SIZE = 28
-CLASSES = tuple(range(10))
+# Public mirrors of the official files, tried in this order (yann.lecun.com no longer serves them).
+PUBLIC_MIRRORS = (
+    "https://storage.googleapis.com/cvdf-datasets/mnist/",
+    "https://ossci-datasets.s3.amazonaws.com/mnist/",
+)
 
 # sha256 of the four official files (the same bytes on every public mirror).
 SHA256 = {
@@ -45,25 +47,3 @@ def load_split(raw_dir: str | Path, split: str) -> tuple[np.ndarray, np.ndarray]
     if labels.size and labels.max() > CLASSES[-1]:
         raise PipelineError(f"{labels_file}: label {labels.max()} is outside 0-9; run `dvc repro fetch`")
     return images, labels
-
-
-def to_model_input(images: np.ndarray) -> np.ndarray:
-    """Scale uint8 images to float32 in [0, 1] and add the channel axis: (N, 28, 28, 1)."""
-    return (images.astype(np.float32) / 255.0)[..., np.newaxis]
-
-
-def save_arrays(path: str | Path, **arrays: np.ndarray) -> None:
-    """Store named arrays as an .npz file, written atomically."""
-    with atomic_path(path) as temporary:
-        np.savez(temporary, **arrays)
-
-
-def load_arrays(path: str | Path) -> dict[str, np.ndarray]:
-    """Load an .npz file written by `save_arrays`, never unpickling anything."""
-    try:
-        with np.load(path, allow_pickle=False) as stored:
-            return {name: stored[name] for name in stored.files}
-    except FileNotFoundError as error:
-        raise PipelineError(f"{path} not found; run `dvc repro` to produce it") from error
-    except (ValueError, OSError) as error:
-        raise PipelineError(f"{path} is not a readable .npz file ({error}); run `dvc repro --force preprocess`") from error

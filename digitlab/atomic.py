@@ -2,7 +2,11 @@
 
 Each file is written under a temporary name in its destination folder and renamed
 into place only once complete; if anything fails or the process is interrupted,
-the temporary file is removed and whatever was at the destination stays as it was.
+the temporary file is removed. Run directly (`python -m stages.x`), a failed stage
+therefore leaves the previous file as it was. Under `dvc repro`, DVC deletes a stage's
+outputs before running it: a failed stage leaves them absent, never half-written, and
+dvc.lock unchanged; `dvc checkout` (cached outputs) and `git checkout reports/` bring
+the previous ones back.
 """
 
 import contextlib
@@ -13,7 +17,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from stages.errors import PipelineError
+from digitlab.errors import PipelineError
 
 
 @contextlib.contextmanager

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stages.errors import PipelineError
+from digitlab.errors import PipelineError
 
 UNSIGNED_BYTE = 0x08
 
