@@ -1,4 +1,4 @@
-"""The fetch stage: sources in order, checksum verification, atomic writes, clear errors.
+"""The fetch stage: sources in order, checksum verification, nothing half-written, clear errors.
 
 No test reaches the internet: the public mirrors are replaced by local ones, and the
 HTTP cases are served from a server on 127.0.0.1 that the test starts.
@@ -9,6 +9,7 @@ import functools
 import hashlib
 import http.server
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -16,10 +17,11 @@ import threading
 import time
 
 import pytest
+import yaml
 
+from digitlab.errors import PipelineError
 from stages import fetch
-from stages.errors import PipelineError
-from tests.conftest import PROJECT_ROOT
+from tests.conftest import BASE_PARAMS, PROJECT_ROOT, make_params
 
 FILES = {"a.gz": b"first file", "b.gz": b"second file"}
 
@@ -29,7 +31,8 @@ def pinned(monkeypatch):
     """Pin the checksums of two small stand-in files and take away the public mirrors."""
     monkeypatch.setattr(fetch, "SHA256", {name: hashlib.sha256(data).hexdigest() for name, data in FILES.items()})
     monkeypatch.setattr(fetch, "PUBLIC_MIRRORS", ())
-    monkeypatch.setattr(fetch, "load_params", lambda: {"fetch": {"timeout_s": 2}})
+    params = make_params({"fetch.timeout_s": 2})
+    monkeypatch.setattr(fetch, "load_params", lambda: params)
 
 
 @pytest.fixture
@@ -69,38 +72,64 @@ def serve(folder):
         server.server_close()
 
 
-def test_copies_and_verifies_every_file_from_a_directory_mirror(pinned, mirror_dir, tmp_path, monkeypatch):
+def served_from(stdout: str) -> dict[str, str]:
+    """{file: source} from the stage's `fetched NAME from SOURCE` lines."""
+    return dict(re.findall(r"^fetched (\S+) from (\S+) \(sha256 verified\)$", stdout, re.MULTILINE))
+
+
+def test_copies_and_verifies_every_file_from_a_directory_mirror(pinned, mirror_dir, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("MNIST_MIRROR", str(mirror_dir))
     fetch.main([str(tmp_path / "out")])
     assert {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()} == FILES
+    assert served_from(capsys.readouterr().out) == {"a.gz": str(mirror_dir), "b.gz": str(mirror_dir)}
 
 
-def test_downloads_from_an_http_mirror(pinned, mirror_dir, tmp_path, monkeypatch):
+def test_downloads_from_an_http_mirror(pinned, mirror_dir, tmp_path, monkeypatch, capsys):
     with serve(mirror_dir) as url:
         monkeypatch.setenv("MNIST_MIRROR", url)
         fetch.main([str(tmp_path / "out")])
     assert (tmp_path / "out" / "b.gz").read_bytes() == FILES["b.gz"]
+    assert served_from(capsys.readouterr().out) == {"a.gz": url + "/", "b.gz": url + "/"}
+
+
+def test_file_already_there_and_verified_is_kept_without_downloading(pinned, mirror_dir, tmp_path, monkeypatch,
+                                                                     capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "a.gz").write_bytes(FILES["a.gz"])
+    (mirror_dir / "a.gz").unlink()  # a download would fail
+    monkeypatch.setenv("MNIST_MIRROR", str(mirror_dir))
+    fetch.main([str(out)])
+    assert f"kept {out / 'a.gz'} (sha256 verified)" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("path", ["/missing", "/status/500", "/hang"], ids=["404", "500", "timeout"])
-def test_failing_http_mirror_falls_back_to_the_next_source(pinned, mirror_dir, tmp_path, monkeypatch, path):
-    with serve(mirror_dir) as url:
+def test_failing_http_mirror_falls_back_to_the_next_source(pinned, mirror_dir, tmp_path, monkeypatch, capsys, path):
+    backup = tmp_path / "backup"
+    mirror_dir.rename(backup)
+    with serve(backup) as url:
         monkeypatch.setenv("MNIST_MIRROR", url + path)
         monkeypatch.setattr(fetch, "PUBLIC_MIRRORS", (url + "/",))
         fetch.main([str(tmp_path / "out")])
     assert (tmp_path / "out" / "a.gz").read_bytes() == FILES["a.gz"]
+    output = capsys.readouterr()
+    assert served_from(output.out) == {"a.gz": url + "/", "b.gz": url + "/"}  # the fallback, not the mirror
+    assert f"a.gz: {url}{path}/: " in output.err and "trying the next source" in output.err
 
 
-def test_unreachable_http_mirror_falls_back_to_the_next_source(pinned, mirror_dir, tmp_path, monkeypatch):
+def test_unreachable_http_mirror_falls_back_to_the_next_source(pinned, mirror_dir, tmp_path, monkeypatch, capsys):
     with serve(mirror_dir) as url:
         pass  # the server is gone: its port now refuses connections
     monkeypatch.setenv("MNIST_MIRROR", url)
     monkeypatch.setattr(fetch, "PUBLIC_MIRRORS", (str(mirror_dir),))
     fetch.main([str(tmp_path / "out")])
-    assert (tmp_path / "out" / "a.gz").read_bytes() == FILES["a.gz"]
+    output = capsys.readouterr()
+    assert served_from(output.out) == {"a.gz": str(mirror_dir), "b.gz": str(mirror_dir)}
+    assert f"a.gz: {url}/: " in output.err
 
 
-def test_file_missing_from_the_mirror_is_taken_from_the_next_source(pinned, mirror_dir, tmp_path, monkeypatch):
+def test_file_missing_from_the_mirror_is_taken_from_the_next_source(pinned, mirror_dir, tmp_path, monkeypatch,
+                                                                    capsys):
     (mirror_dir / "b.gz").unlink()
     backup = tmp_path / "backup"
     backup.mkdir()
@@ -110,6 +139,9 @@ def test_file_missing_from_the_mirror_is_taken_from_the_next_source(pinned, mirr
         monkeypatch.setattr(fetch, "PUBLIC_MIRRORS", (url + "/",))
         fetch.main([str(tmp_path / "out")])
     assert {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()} == FILES
+    output = capsys.readouterr()
+    assert served_from(output.out) == {"a.gz": str(mirror_dir), "b.gz": url + "/"}
+    assert f"b.gz: {mirror_dir}: " in output.err
 
 
 def test_error_lists_every_source_tried(pinned, tmp_path, monkeypatch):
@@ -131,7 +163,7 @@ def test_checksum_mismatch_names_file_and_both_sums_and_leaves_nothing(pinned, m
     with pytest.raises(PipelineError) as error:
         fetch.main([str(tmp_path / "out")])
     message = str(error.value)
-    assert "b.gz" in message and fetch.SHA256["b.gz"] in message
+    assert "b.gz" in message and "does not match the known hash" in message and fetch.SHA256["b.gz"] in message
     assert hashlib.sha256(b"tampered").hexdigest() in message
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.gz"]  # no partial b.gz
 
@@ -139,7 +171,7 @@ def test_checksum_mismatch_names_file_and_both_sums_and_leaves_nothing(pinned, m
 def test_truncated_file_fails_its_checksum(pinned, mirror_dir, tmp_path, monkeypatch):
     (mirror_dir / "a.gz").write_bytes(FILES["a.gz"][:4])
     monkeypatch.setenv("MNIST_MIRROR", str(mirror_dir))
-    with pytest.raises(PipelineError, match="a.gz.*sha256 mismatch"):
+    with pytest.raises(PipelineError, match=r"a.gz.*does not match the known hash"):
         fetch.main([str(tmp_path / "out")])
 
 
@@ -162,10 +194,6 @@ def test_mirror_that_is_neither_directory_nor_url_is_rejected(pinned, tmp_path, 
         fetch.main([str(tmp_path / "out")])
 
 
-def test_public_mirrors_use_https_only():
-    assert fetch.PUBLIC_MIRRORS and all(url.startswith("https://") for url in fetch.PUBLIC_MIRRORS)
-
-
 class _SlowHandler(http.server.BaseHTTPRequestHandler):
     """Sends a large file slowly, so that the download can be interrupted halfway."""
 
@@ -182,14 +210,14 @@ class _SlowHandler(http.server.BaseHTTPRequestHandler):
         pass
 
 
-@pytest.mark.parametrize("signal_name", ["SIGINT", "SIGTERM"])
-def test_interrupted_download_leaves_no_partial_file(tmp_path, signal_name):
+@pytest.mark.parametrize("signal_name, exit_code", [("SIGINT", 130), ("SIGTERM", 128 + signal.SIGTERM)])
+def test_interrupted_download_leaves_no_partial_file(tmp_path, signal_name, exit_code):
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _SlowHandler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     out = tmp_path / "out"
     out.mkdir()
     (out / "train-images-idx3-ubyte.gz").write_bytes(b"what the user had")
-    (tmp_path / "params.yaml").write_text((PROJECT_ROOT / "params.yaml").read_text())
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(BASE_PARAMS))
     try:
         process = subprocess.Popen(
             [sys.executable, "-m", "stages.fetch", str(out)], cwd=tmp_path,
@@ -197,14 +225,20 @@ def test_interrupted_download_leaves_no_partial_file(tmp_path, signal_name):
                  "MNIST_MIRROR": f"http://127.0.0.1:{server.server_address[1]}"},
             stderr=subprocess.PIPE, text=True,
         )
-        for line in process.stderr:
-            if "%" in line:  # the download is under way
+        for line in process.stderr:  # pooch announces the download ("Updating": a file is there), then starts it
+            if line.startswith("Updating data from"):
                 break
+        deadline = time.monotonic() + 10
+        while not (partial := [p.name for p in out.iterdir() if p.name.startswith("tmp") and p.stat().st_size]):
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
         process.send_signal(getattr(signal, signal_name))
         _, errors = process.communicate(timeout=30)
     finally:
         server.shutdown()
         server.server_close()
-    assert process.returncode != 0
+    assert partial, "the download was not under way when the signal came"
+    assert process.returncode == exit_code, errors  # the orderly exit of run_stage, not a crash
     assert [p.name for p in out.iterdir()] == ["train-images-idx3-ubyte.gz"]
     assert (out / "train-images-idx3-ubyte.gz").read_bytes() == b"what the user had"
