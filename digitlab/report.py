@@ -1,12 +1,17 @@
 """Pull-request report: compare the workspace with a git revision, in Markdown with PNG plots.
 
-Writes OUTPUT_DIR/report.md with `dvc params diff` and `dvc metrics diff` against REV
-(default: main), and PNG plots drawn locally with Matplotlib from the same plot data
-DVC uses (training curves, per-class F1, reliability diagram, confusion matrices),
-plus the most confident mistakes. No browser, no network: it reads git and the
-workspace only. The CI workflow posts report.md as a pull-request comment.
+Writes OUTPUT_DIR/report.md for the reviewer, comparing the workspace with REV (default: main):
+  Test set             the headline scores at REV and in the workspace, and their change:
+                       test accuracy, errors, loss, macro F1, calibration error (ECE), validation accuracy
+  Parameters changed   `dvc params diff` as DVC prints it
+  Metrics changed      `dvc metrics diff` as DVC prints it (changed metrics only), folded away
+  Plots                PNGs drawn locally with Matplotlib from the plot data DVC uses (training curves,
+                       per-class F1, reliability diagram, confusion matrices), plus the workspace's
+                       most confident mistakes and sample predictions
+No browser, no network: it reads git and the workspace only. The CI workflow posts report.md
+as a pull-request comment.
 
-Usage: python -m stages.report [--rev main] [--output reports/compare]
+Usage: python -m digitlab.report [--rev main] [--output reports/compare]
 """
 
 import argparse
@@ -17,12 +22,14 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import numpy as np
+import seaborn as sns
 
-from stages import figures
-from stages.atomic import write_text
-from stages.errors import PipelineError, run_stage
-from stages.scores import confusion_matrix
+from digitlab.atomic import write_text
+from digitlab.errors import PipelineError, run_stage
+from digitlab.figures import grouped_bars, save
+from digitlab.scores import confusion_matrix
 
 CURVES = "reports/train/plots/metrics/{split}/{metric}.tsv"
 SPLITS = {"train": "train", "eval": "validation"}
@@ -30,6 +37,15 @@ PER_CLASS = "reports/evaluate/per_class.json"
 CALIBRATION = "reports/evaluate/calibration.json"
 CONFUSION = "reports/evaluate/plots/sklearn/confusion_matrix.json"
 IMAGES = ("reports/evaluate/mistakes.png", "reports/predict/samples.png")
+# The rows of the report's first table, in this order: (metrics file, metric) as `dvc metrics diff` names them.
+HEADLINE = (
+    ("reports/evaluate/metrics.json", "test.accuracy"),
+    ("reports/evaluate/metrics.json", "test.errors"),
+    ("reports/evaluate/metrics.json", "test.loss"),
+    ("reports/evaluate/metrics.json", "test.macro_f1"),
+    ("reports/evaluate/metrics.json", "test.ece"),
+    ("reports/train/metrics.json", "eval.accuracy"),  # on the validation images, the only non-test row
+)
 
 
 def command(*args: str) -> str:
@@ -55,6 +71,49 @@ def read_tsv(text: str) -> tuple[list[int], list[float]]:
     return [int(row["step"]) for row in rows], [float(row[metric]) for row in rows]
 
 
+def compare_lines(series: dict[str, tuple[list, list]], path, title: str, xlabel: str, ylabel: str,
+                  dashed: str = "", diagonal: bool = False) -> None:
+    """One line per labelled series of (x, y), e.g. "main: validation"; labels starting with `dashed` dashed."""
+    figure, axis = plt.subplots(figsize=(7, 4))
+    for label, (x, y) in series.items():
+        linestyle = "--" if dashed and label.startswith(dashed) else "-"
+        axis.plot(x, y, marker="o", markersize=3, label=label, linestyle=linestyle)
+    if diagonal:
+        axis.plot([0, 1], [0, 1], color="grey", linewidth=0.8, label="perfect calibration")
+    axis.set_xlabel(xlabel)
+    axis.set_ylabel(ylabel)
+    axis.set_title(title)
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8)
+    save(figure, path)
+
+
+def compare_bars(values: dict[str, list[float]], categories: list[str], path, title: str, ylabel: str) -> None:
+    """Grouped bars: one group per category, one bar per labelled revision."""
+    figure, axis = plt.subplots(figsize=(8, 4))
+    grouped_bars(axis, values)
+    axis.set_xticks(range(len(categories)), categories)
+    low = min(min(heights) for heights in values.values())
+    axis.set_ylim(max(0.0, low - (1 - low) * 0.5 - 0.001), 1.0)
+    axis.set_ylabel(ylabel)
+    axis.set_title(title)
+    axis.legend(fontsize=8)
+    save(figure, path)
+
+
+def compare_confusions(matrices: dict[str, np.ndarray], path) -> None:
+    """Confusion matrices of several revisions side by side, diagonal hidden so the errors stand out."""
+    figure, axes = plt.subplots(1, len(matrices), figsize=(6 * len(matrices), 5.5), squeeze=False)
+    for axis, (label, matrix) in zip(axes.flat, matrices.items()):
+        errors = matrix.copy()
+        np.fill_diagonal(errors, 0)
+        sns.heatmap(errors, annot=True, fmt="d", cmap="Reds", cbar=False, ax=axis, square=True)
+        axis.set_xlabel("predicted digit")
+        axis.set_ylabel("true digit")
+        axis.set_title(f"{label}: {int(errors.sum())} errors (diagonal hidden)")
+    save(figure, path)
+
+
 def draw_plots(revisions: dict[str, str | None], output: Path) -> list[tuple[str, str]]:
     """Draw every comparison plot for which some revision has data; return (title, file name) pairs.
 
@@ -69,23 +128,24 @@ def draw_plots(revisions: dict[str, str | None], output: Path) -> list[tuple[str
                 if text:
                     series[f"{label}: {name}"] = read_tsv(text)
         if series:
-            figures.compare_lines(series, output / f"{metric}.png", f"{metric.capitalize()} per epoch", "epoch", metric,
-                                  dashed=reference)
+            compare_lines(series, output / f"{metric}.png", f"{metric.capitalize()} per epoch", "epoch", metric,
+                          dashed=reference)
             drawn.append((f"{metric.capitalize()} per epoch", f"{metric}.png"))
 
     per_class = {label: json.loads(text) for label, rev in revisions.items() if (text := read(rev, PER_CLASS))}
     if per_class:
         digits = [row["digit"] for row in next(iter(per_class.values()))]
-        figures.compare_bars({label: [row["f1"] for row in rows] for label, rows in per_class.items()},
-                             digits, output / "per_class_f1.png", "Per-class F1 on the test set", "F1")
+        compare_bars({label: [row["f1"] for row in rows] for label, rows in per_class.items()},
+                     digits, output / "per_class_f1.png", "Per-class F1 on the test set", "F1")
         drawn.append(("Per-class F1", "per_class_f1.png"))
 
     calibration = {label: json.loads(text) for label, rev in revisions.items() if (text := read(rev, CALIBRATION))}
     if calibration:
-        figures.compare_lines(
-            {label: ([r["confidence"] for r in rows], [r["accuracy"] for r in rows]) for label, rows in calibration.items()},
-            output / "reliability.png", "Reliability diagram (test)", "mean confidence in the bin", "accuracy in the bin",
-            dashed=reference, diagonal=True,
+        compare_lines(
+            {label: ([r["confidence"] for r in rows], [r["accuracy"] for r in rows])
+             for label, rows in calibration.items()},
+            output / "reliability.png", "Reliability diagram (test)",
+            "mean confidence in the bin", "accuracy in the bin", dashed=reference, diagonal=True,
         )
         drawn.append(("Reliability diagram", "reliability.png"))
 
@@ -96,7 +156,7 @@ def draw_plots(revisions: dict[str, str | None], output: Path) -> list[tuple[str
             matrices[label] = confusion_matrix(np.array([int(p["actual"]) for p in pairs]),
                                                np.array([int(p["predicted"]) for p in pairs]))
     if matrices:
-        figures.compare_confusions(matrices, output / "confusion.png")
+        compare_confusions(matrices, output / "confusion.png")
         drawn.append(("Confusion matrices", "confusion.png"))
     return drawn
 
@@ -107,26 +167,44 @@ def _cell(value) -> str:
     return f"{value:.5g}" if isinstance(value, float) else str(value)
 
 
-def params_table(diff: dict, rev: str) -> str:
-    """`dvc params diff --json` as a Markdown table; only changed params are listed."""
-    rows = [f"| {param} | {_cell(change.get('old'))} | {_cell(change.get('new'))} |"
-            for changes in diff.values() for param, change in sorted(changes.items())]
-    if not rows:
-        return "No parameter changed."
-    return "\n".join([f"| param | {rev} | workspace |", "|---|---|---|", *rows])
+def _change(delta) -> str:
+    if delta is None:
+        return "-"
+    return f"{delta:+.5g}" if delta else "0"
 
 
-def metrics_table(diff: dict, rev: str) -> str:
-    """`dvc metrics diff --all --json` as a Markdown table with the change of every metric."""
+def headline_table(metrics: dict, rev: str) -> str:
+    """The HEADLINE rows of `dvc metrics diff --all --json`, in that order, as a Markdown table."""
     rows = []
-    for path, metrics in diff.items():
-        for metric, change in sorted(metrics.items()):
-            delta = change.get("diff")
-            delta_text = "-" if delta is None else (f"{delta:+.5g}" if delta else "0")
-            rows.append(f"| {metric} | {_cell(change.get('old'))} | {_cell(change.get('new'))} | {delta_text} | {path} |")
+    for path, metric in HEADLINE:
+        if (change := metrics.get(path, {}).get(metric)) is not None:
+            rows.append(f"| {metric} | {_cell(change.get('old'))} | {_cell(change.get('new'))} "
+                        f"| {_change(change.get('diff'))} |")
     if not rows:
-        return "No metrics found."
-    return "\n".join([f"| metric | {rev} | workspace | change | file |", "|---|---|---|---|---|", *rows])
+        return "None of the headline metrics was found."
+    return "\n".join([f"| metric | {rev} | workspace | change |", "|---|---|---|---|", *rows])
+
+
+def params_section(rev: str) -> str:
+    """`dvc params diff` as DVC prints it; DVC lists only the changed params."""
+    # With nothing changed, `--md` still prints the header of an empty table: ask the JSON instead.
+    if not json.loads(command("dvc", "params", "diff", rev, "--json")):
+        return "No parameter changed."
+    return command("dvc", "params", "diff", rev, "--md").strip()
+
+
+def metrics_section(metrics: dict, rev: str) -> str:
+    """`dvc metrics diff` as DVC prints it (changed metrics only), folded under a count of changed and unchanged."""
+    # A metric changed, as DVC decides, when its old and new values differ, one side missing included.
+    changes = [change for by_name in metrics.values() for change in by_name.values()]
+    changed = sum(change.get("old") != change.get("new") for change in changes)
+    unchanged = len(changes) - changed
+    if not changed:
+        return f"No metric changed ({unchanged} unchanged)."
+    table = command("dvc", "metrics", "diff", rev, "--md").strip()
+    summary = f"{changed} metric{'s' if changed > 1 else ''} changed, {unchanged} unchanged"
+    # GitHub renders Markdown inside <details> only with blank lines around it.
+    return f"<details><summary>{summary}</summary>\n\n{table}\n\n</details>"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -138,18 +216,18 @@ def main(argv: list[str] | None = None) -> None:
                       capture_output=True).returncode != 0:
         raise PipelineError(f"unknown git revision {args.rev!r}; give a branch, tag or commit with --rev")
 
-    params_diff = params_table(json.loads(command("dvc", "params", "diff", args.rev, "--json")), args.rev)
-    metrics_diff = metrics_table(json.loads(command("dvc", "metrics", "diff", args.rev, "--all", "--json")), args.rev)
-    args.output.mkdir(parents=True, exist_ok=True)
-    plots = draw_plots({args.rev: args.rev, "workspace": None}, args.output)
-
+    # DVC's answers first: if `dvc` fails, the report stops before writing any file.
+    metrics = json.loads(command("dvc", "metrics", "diff", args.rev, "--all", "--json"))
     sections = [
         f"# Model report: workspace against `{args.rev}`",
-        "## Parameters changed", params_diff,
-        "## Metrics", metrics_diff,
-        "## Plots",
-        *[f"### {title}\n\n![{title}]({name})" for title, name in plots],
+        "## Test set", headline_table(metrics, args.rev),
+        "## Parameters changed", params_section(args.rev),
+        "## Metrics changed", metrics_section(metrics, args.rev),
     ]
+
+    args.output.mkdir(parents=True, exist_ok=True)
+    plots = draw_plots({args.rev: args.rev, "workspace": None}, args.output)
+    sections += ["## Plots", *[f"### {title}\n\n![{title}]({name})" for title, name in plots]]
     for image in IMAGES:
         if Path(image).exists():
             name = image.replace("reports/", "").replace("/", "_")
