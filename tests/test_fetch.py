@@ -82,6 +82,7 @@ def test_copies_and_verifies_every_file_from_a_directory_mirror(pinned, mirror_d
     fetch.main([str(tmp_path / "out")])
     assert {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()} == FILES
     assert served_from(capsys.readouterr().out) == {"a.gz": str(mirror_dir), "b.gz": str(mirror_dir)}
+    assert all(p.stat().st_mode & 0o777 == 0o644 for p in (tmp_path / "out").iterdir())  # not private to root
 
 
 def test_downloads_from_an_http_mirror(pinned, mirror_dir, tmp_path, monkeypatch, capsys):

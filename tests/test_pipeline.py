@@ -34,7 +34,9 @@ QUICK = {
 
 
 def run(command: list[str], cwd: Path, check: bool = True) -> str:
-    env = {**os.environ, "MNIST_MIRROR": str(MIRROR), "DVC_NO_ANALYTICS": "1"}
+    # `dvc` and the `python` of dvc.yaml's commands: those beside this Python, even in a venv not activated.
+    env = {**os.environ, "MNIST_MIRROR": str(MIRROR), "DVC_NO_ANALYTICS": "1",
+           "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
     result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True)
     if check:
         assert result.returncode == 0, f"{' '.join(command)} failed:\n{result.stdout}\n{result.stderr}"
