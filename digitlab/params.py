@@ -23,7 +23,7 @@ Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]  # NumPy's seeds stop at 2**32 
 
 class Section(BaseModel):
     # Strict: `epochs: "10"` or `batch_norm: 1` is a mistake to report, not to coerce.
-    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False, frozen=True)
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
 class Fetch(Section):
