@@ -1,0 +1,118 @@
+"""Real images of digits, turned into what the model was trained on.
+
+MNIST digits were made a particular way (LeCun's MNIST page): white ink on black, the
+digit scaled to fit a 20x20 box keeping its aspect ratio, with grey anti-aliased edges,
+then centred in 28x28 by its centre of mass. A photo or a drawing is nothing like that,
+so `prepare` makes it so:
+
+  read_image  any size and format Pillow reads (first frame of an animation), RGB, grey,
+              16-bit or with transparency (a transparent canvas: the ink is in the alpha
+              channel) -> greyscale ink map, ink bright on dark, whichever way round it was
+  to_mnist    find the ink at full resolution, crop to it, scale it into 20x20 keeping its
+              aspect ratio, centre it in 28x28 by its centre of mass; None if there is no ink
+"""
+
+import io
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+from scipy import ndimage
+
+from digitlab.errors import PipelineError
+from digitlab.prepared import IMAGE_SIZE
+
+DIGIT_BOX = 20  # MNIST's digits fit a 20x20 box inside the 28x28 image
+MAX_SIDE = 2048  # larger images are reduced to this first: plenty for one digit, and bounded memory
+MIN_SIDE = 8  # smaller than this cannot hold a recognisable digit
+INK = 0.35  # after normalising, brighter than this is ink (below: paper, noise, JPEG ringing)
+MIN_CONTRAST = 0.15  # ink this close to the paper's level is no digit: a blank or near-blank image
+
+
+class ImageError(PipelineError):
+    """An image that cannot be read or holds no digit; the message says which and why."""
+
+
+def read_image(source) -> np.ndarray:
+    """Greyscale ink map, float32 in [0, 1], ink bright: from a path, bytes, a PIL image or an array."""
+    image = _open(source)
+    if min(image.size) < MIN_SIDE:
+        raise ImageError(f"the image is {image.width}x{image.height} pixels, too small to hold a digit")
+    if max(image.size) > MAX_SIDE:
+        image.thumbnail((MAX_SIDE, MAX_SIDE), Image.Resampling.BOX)
+    if "A" in image.getbands() or "transparency" in image.info:
+        alpha = np.asarray(image.convert("RGBA"))[..., 3]
+        if alpha.min() < 250:  # a transparent canvas: the strokes are where it is opaque
+            return alpha.astype(np.float32) / 255
+    if image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):  # 16-bit or float greys: scale by their own range
+        grey = np.asarray(image, dtype=np.float32)
+        grey = grey / grey.max() if grey.max() > 0 else grey
+    else:
+        grey = np.asarray(image.convert("RGB").convert("L"), dtype=np.float32) / 255
+    # Paper covers most of a picture of a digit: if it is light, the ink is dark, so invert.
+    return 1 - grey if np.median(grey) > 0.5 else grey
+
+
+def _open(source) -> Image.Image:
+    if isinstance(source, Image.Image):
+        return source
+    if isinstance(source, np.ndarray):
+        array = np.asarray(source, dtype=np.float32)
+        if array.ndim == 3 and array.shape[-1] == 1:
+            array = array[..., 0]
+        if array.ndim not in (2, 3):
+            raise ImageError(f"an array of shape {array.shape} is not an image")
+        scale = 255 if array.max() <= 1 else 1  # floats in [0, 1] or values in [0, 255]
+        return Image.fromarray(np.clip(array * scale, 0, 255).astype(np.uint8))
+    try:
+        data = source if isinstance(source, bytes) else Path(source).read_bytes()
+    except FileNotFoundError:
+        raise ImageError("no such file") from None
+    except IsADirectoryError:
+        raise ImageError("a folder, not an image") from None
+    except OSError as error:
+        raise ImageError(f"cannot read it ({error.strerror})") from None
+    if not data:
+        raise ImageError("the file is empty")
+    try:
+        image = Image.open(io.BytesIO(data))
+        image.draft("RGB", (MAX_SIDE, MAX_SIDE))  # JPEG: decode at a reduced size where that is enough
+        image.seek(0)  # the first frame of an animation
+        image.load()
+    except Image.DecompressionBombError as error:
+        raise ImageError(f"the image is too large to read safely ({error})") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as error:
+        raise ImageError(f"not an image Pillow can read ({type(error).__name__})") from None
+    return image
+
+
+def to_mnist(ink: np.ndarray) -> np.ndarray | None:
+    """A 28x28 uint8 image in MNIST's style (white digit on black); None if no digit is found."""
+    paper, strongest = np.percentile(ink, [50, 99.5])
+    if strongest - paper < MIN_CONTRAST:
+        return None
+    ink = np.clip((ink - paper) / (strongest - paper), 0, 1)
+    ink[ink < INK] = 0
+    rows, columns = np.flatnonzero(ink.any(axis=1)), np.flatnonzero(ink.any(axis=0))
+    if len(rows) == 0:
+        return None
+    digit = ink[rows[0]:rows[-1] + 1, columns[0]:columns[-1] + 1]  # cropped at full resolution
+
+    height, width = digit.shape
+    scale = DIGIT_BOX / max(height, width)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    small = Image.fromarray((digit * 255).astype(np.uint8)).resize(size, Image.Resampling.LANCZOS)
+    small = np.asarray(small, dtype=np.float32)
+
+    # Place the digit so that its centre of mass lands on the centre of the 28x28 image.
+    centre_row, centre_column = ndimage.center_of_mass(small)
+    top = int(np.clip(round(IMAGE_SIZE / 2 - centre_row), 0, IMAGE_SIZE - small.shape[0]))
+    left = int(np.clip(round(IMAGE_SIZE / 2 - centre_column), 0, IMAGE_SIZE - small.shape[1]))
+    canvas = np.zeros((IMAGE_SIZE, IMAGE_SIZE), dtype=np.float32)
+    canvas[top:top + small.shape[0], left:left + small.shape[1]] = small
+    return np.clip(canvas, 0, 255).astype(np.uint8)
+
+
+def prepare(source) -> np.ndarray | None:
+    """`read_image` then `to_mnist`: a 28x28 uint8 digit, or None if the image holds none."""
+    return to_mnist(read_image(source))
