@@ -1,0 +1,172 @@
+"""mnist-predict: read the digit in each of your own images with the trained model.
+
+Usage:
+  mnist-predict PATH...                      one line per image: `photo.jpg: 7 (99.8%), runner-up 1`
+  mnist-predict --json PATH...               one JSON object per image and line: path, digit, confidence,
+                                             runner_up, probabilities (ten floats), error
+  mnist-predict --model other.keras PATH...  another trained model (default data/model/model.keras)
+  mnist-predict --show figure.png PATH...    also draw each image, the 28x28 image the model saw and the
+                                             ten probabilities (the first 20 images)
+
+A PATH is an image in any format Pillow reads, or a folder: the images in it (.png, .jpg, .jpeg, .webp,
+.bmp, .gif, .tif, .tiff), sorted by name, not those in its sub-folders. A file that cannot be read, or
+holds no digit, gets one line `error: FILE: reason` on stderr (with --json, also its object, digit null);
+the other files are still read, and the exit status is 1. It is 0 when every file gave a digit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+from PIL import Image
+
+from digitlab.atomic import atomic_path
+from digitlab.errors import PipelineError
+
+if TYPE_CHECKING:  # digitlab.reader is imported in main(), once TensorFlow's start-up lines are hidden
+    from digitlab.reader import Reading
+
+DEFAULT_MODEL = Path("data/model/model.keras")  # digitlab.reader's default (a test checks they agree)
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+CHUNK = 500  # files read and predicted at a time: memory stays bounded and lines come out as they are ready
+SHOW_LIMIT = 20  # rows of the --show figure; more would make it too tall to read
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="mnist-predict", description=__doc__.splitlines()[0],
+                                     epilog="A folder means the images in it, sorted by name.")
+    parser.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="an image, or a folder of images")
+    parser.add_argument("--json", action="store_true", help="print one JSON object per image")
+    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL, help=f"a trained .keras model ({DEFAULT_MODEL})")
+    parser.add_argument("--show", type=Path, metavar="OUT.png", help="draw the images and their probabilities here")
+    args = parser.parse_args(argv)
+    if args.show is not None and args.show.suffix.lower() != ".png":
+        parser.error(f"--show {args.show}: the figure is a PNG file, give a name ending in .png")
+
+    try:
+        with native_stderr_hidden():
+            from digitlab.reader import DigitReader
+
+            reader = DigitReader(args.model)
+        files, all_read = image_files(args.paths)
+        shown = []
+        for start in range(0, len(files), CHUNK):
+            for reading in reader.read(files[start:start + CHUNK]):
+                if not report(reading, args.json):
+                    all_read = False
+                if len(shown) < SHOW_LIMIT:
+                    shown.append(reading)
+            sys.stdout.flush()
+        if args.show is not None and shown:
+            draw(shown, len(files), args.show)
+    except PipelineError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return 0 if all_read else 1
+
+
+@contextlib.contextmanager
+def native_stderr_hidden():
+    """Hide what C++ code writes to stderr meanwhile: TensorFlow's start-up lines (oneDNN, CUDA drivers).
+
+    TensorFlow writes them before its logging is set up, so TF_CPP_MIN_LOG_LEVEL cannot hide them (2.21),
+    and seven lines of them would bury the one-line errors. Python's own messages and tracebacks still show.
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def image_files(paths: list[Path]) -> tuple[list[Path], bool]:
+    """The files named, with each folder replaced by the images in it; False if a folder holds none."""
+    files, all_found = [], True
+    for path in paths:
+        if not path.is_dir():
+            files.append(path)  # a missing or unreadable file is the reader's to report, in its place
+            continue
+        inside = sorted(file for file in path.iterdir() if file.suffix.lower() in IMAGE_SUFFIXES and file.is_file())
+        if not inside:
+            print(f"error: {path}: a folder with no images in it (looked for {', '.join(IMAGE_SUFFIXES)})",
+                  file=sys.stderr)
+            all_found = False
+        files.extend(inside)
+    return files, all_found
+
+
+def report(reading: Reading, as_json: bool) -> bool:
+    """Print what was read in one file (stdout), or why nothing was (stderr); True if a digit was read."""
+    if as_json:
+        print(json.dumps(reading.to_dict()))
+    if reading.error is not None:
+        print(f"error: {reading.path}: {reading.error}", file=sys.stderr)
+        return False
+    if not as_json:
+        print(f"{reading.path}: {reading.digit} ({reading.confidence:.1%}), runner-up {reading.runner_up}")
+    return True
+
+
+def draw(readings: list[Reading], total: int, path: Path) -> None:
+    """One row per image: the file as it is, the 28x28 image the model saw, and the ten probabilities."""
+    import matplotlib.pyplot as plt  # only here: the figure is optional, and Matplotlib is slow to import
+
+    from digitlab.images import NO_DIGIT
+
+    figure, axes = plt.subplots(len(readings), 3, figsize=(9, 2.2 * len(readings)), squeeze=False,
+                                gridspec_kw={"width_ratios": [1, 1, 2]})
+    for (original, seen, bars), reading in zip(axes, readings):
+        for axis in (original, seen):
+            axis.set_xticks([])
+            axis.set_yticks([])
+        original.set_title(Path(reading.path).name, fontsize=9)
+        if reading.error in (None, NO_DIGIT):  # a file that could be read: draw it, framed (it may be blank)
+            original.imshow(picture(reading.path), cmap="gray")
+        else:
+            original.axis("off")
+        if reading.image is not None:
+            seen.imshow(reading.image, cmap="gray", vmin=0, vmax=255)
+            seen.set_title("what the model saw", fontsize=9)
+        else:
+            seen.axis("off")
+        if reading.digit is None:
+            bars.axis("off")
+            bars.text(0.5, 0.5, reading.error, ha="center", va="center", wrap=True, color="tab:red")
+            continue
+        bars.bar(range(10), reading.probabilities, color=["tab:gray"] * 10)
+        bars.patches[reading.digit].set_color("tab:blue")
+        bars.set_xticks(range(10))
+        bars.set_ylim(0, 1)
+        bars.set_title(f"{reading.digit} ({reading.confidence:.1%}), runner-up {reading.runner_up}", fontsize=9)
+    shown = f"the first {len(readings)} of {total} images" if total > len(readings) else f"{total} images"
+    figure.suptitle(f"mnist-predict: {shown}")
+    figure.tight_layout()
+    with atomic_path(path) as temporary:
+        figure.savefig(temporary, dpi=80)
+    plt.close(figure)
+    if total > len(readings):
+        print(f"note: {path} shows the first {len(readings)} of {total} images", file=sys.stderr)
+
+
+def picture(path: str) -> np.ndarray:
+    """A thumbnail of the file's first frame, as it is (not as the model saw it), for the figure."""
+    with Image.open(path) as image:
+        image.thumbnail((256, 256))
+        if image.mode.startswith(("I", "F")):  # 16-bit or float greys: imshow scales them to their own range
+            return np.asarray(image, dtype=np.float32)
+        return np.asarray(image.convert("RGB"))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

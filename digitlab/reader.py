@@ -1,0 +1,84 @@
+"""Reading digits from your own images: load the trained model once, then predict many images.
+
+    from digitlab.reader import DigitReader
+    reader = DigitReader()                       # data/model/model.keras, or DigitReader("other.keras")
+    reader.predict(["photo.jpg", pil_image, array])
+    -> [{"path": "photo.jpg", "digit": 7, "confidence": 0.998, "runner_up": 1,
+         "probabilities": [...10 floats...], "error": None}, ...]
+
+Each image goes through digitlab.images.prepare (the MNIST look), then the model, in batches.
+An image that cannot be read, or holds no digit, gets `digit: None` and an `error` that says
+why; it never gets a guess.
+"""
+
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from digitlab.images import prepare_or_why
+from digitlab.prediction import load_model, predict_probabilities
+from digitlab.prepared import to_model_input
+
+DEFAULT_MODEL = Path("data/model/model.keras")
+# Fewer images are prepared in this process: starting the worker processes (about a second) would cost more.
+PARALLEL_FROM = 64
+
+
+@dataclass
+class Reading:
+    """What the model read in one image, and the 28x28 image it saw (None where it saw none)."""
+
+    path: str | None
+    digit: int | None = None
+    confidence: float | None = None
+    runner_up: int | None = None
+    probabilities: list[float] | None = None
+    error: str | None = None
+    image: np.ndarray | None = None
+
+    def to_dict(self) -> dict:
+        """The JSON fields: everything but the image."""
+        return {"path": self.path, "digit": self.digit, "confidence": self.confidence,
+                "runner_up": self.runner_up, "probabilities": self.probabilities, "error": self.error}
+
+
+class DigitReader:
+    """A trained model, loaded once (Keras safe mode), that reads digits from images."""
+
+    def __init__(self, model_path: str | Path = DEFAULT_MODEL, batch_size: int = 500):
+        self.model = load_model(model_path)
+        self.batch_size = batch_size
+        self.workers = None
+
+    def _workers(self) -> ProcessPoolExecutor:
+        """Processes that decode and prepare images, one per core, started on first need. Spawned, not
+        forked: a fork of a process running TensorFlow's threads is unsafe; they import no TensorFlow."""
+        if self.workers is None:
+            self.workers = ProcessPoolExecutor(os.cpu_count(), mp_context=multiprocessing.get_context("spawn"))
+        return self.workers
+
+    def read(self, images: list, paths: list[str | None] | None = None) -> list[Reading]:
+        """One Reading per image (a path, bytes, a PIL image or an array), in order."""
+        paths = paths or [str(image) if isinstance(image, (str, Path)) else None for image in images]
+        if len(images) >= PARALLEL_FROM:
+            prepared = list(self._workers().map(prepare_or_why, images, chunksize=32))
+        else:
+            prepared = [prepare_or_why(image) for image in images]
+        readings = [Reading(path, image=digit, error=why) for path, (digit, why) in zip(paths, prepared)]
+        seen = [reading for reading in readings if reading.image is not None]
+        if seen:
+            batch = to_model_input(np.stack([reading.image for reading in seen]))
+            for reading, probabilities in zip(seen, predict_probabilities(self.model, batch, self.batch_size)):
+                runner_up, digit = np.argsort(probabilities)[-2:]
+                reading.digit, reading.runner_up = int(digit), int(runner_up)
+                reading.confidence = round(float(probabilities[digit]), 6)
+                reading.probabilities = [round(float(p), 6) for p in probabilities]
+        return readings
+
+    def predict(self, images: list) -> list[dict]:
+        """The JSON fields of `read`: path, digit (None if none), confidence, runner_up, probabilities, error."""
+        return [reading.to_dict() for reading in self.read(images)]
