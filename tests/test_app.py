@@ -1,0 +1,302 @@
+"""The web app's routes through FastAPI's TestClient: the page, /predict on real MNIST digits and on
+every kind of bad upload (each followed by a good request, to show the server keeps serving), /health,
+and the `mnist-app` command's errors. The real server in a real browser is in test_browser.py."""
+
+import base64
+import hashlib
+import io
+import re
+import socket
+import struct
+import subprocess
+import sys
+import zlib
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image, ImageDraw
+
+from digitlab import app as web
+from digitlab.errors import PipelineError
+from digitlab.raw import load_split
+from digitlab.reader import DEFAULT_MODEL
+from tests.conftest import PROJECT_ROOT, mnist_mirror
+
+FIELDS = {"path", "digit", "confidence", "runner_up", "probabilities", "error", "image"}
+
+
+@pytest.fixture(scope="module")
+def client(small_model):
+    with TestClient(web.create_app(small_model)) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def digits():
+    """One real MNIST test digit of each class, as a PNG the way a scan of paper would give it: dark
+    ink on a light background, ten times MNIST's size. (label, png bytes) pairs."""
+    images, labels = load_split(mnist_mirror(), "test")
+    pngs = []
+    for label in range(10):
+        image = images[np.flatnonzero(labels == label)[0]]
+        picture = Image.fromarray(255 - image).resize((280, 280), Image.Resampling.BILINEAR)
+        pngs.append((label, png_bytes(picture)))
+    return pngs
+
+
+def png_bytes(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def post_file(client, data: bytes, filename="digit.png", content_type="image/png"):
+    return client.post("/predict", files={"image": (filename, data, content_type)})
+
+
+def assert_still_serving(client, digits):
+    """A good request after a bad one gets a reading (whether it is right is test_predict_reads_real_digits's)."""
+    response = post_file(client, digits[7][1])
+    assert response.status_code == 200, response.text
+    assert response.json()["digit"] in range(10)
+
+
+# --- The page and /health ---------------------------------------------------------------------
+
+
+def test_page_has_the_canvas_buttons_and_result_area_and_no_outside_url(client):
+    response = client.get("/")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/html")
+    page = response.text
+    for element in ('id="pad"', 'id="clear"', 'id="predict"', 'type="file"', 'id="digit"', 'id="confidence"',
+                    'id="seen"', 'id="error"'):
+        assert element in page, element
+    assert all(f'id="bar-{d}"' in page for d in range(10))
+    # Offline: nothing on the page may fetch from another host (or from anywhere: all is inline).
+    assert re.search(r"https?:", page) is None
+    assert re.search(r"\b(src|href|action)\s*=", page) is None
+    assert "url(" not in page and "@import" not in page
+
+
+def test_page_inline_script_and_style_are_the_ones_its_security_policy_allows(client):
+    response = client.get("/")
+    policy = response.headers["content-security-policy"]
+    assert "default-src 'none'" in policy and "connect-src 'self'" in policy
+    for tag in ("script", "style"):
+        inline = re.search(rf"<{tag}>(.*?)</{tag}>", response.text, re.DOTALL).group(1)
+        digest = base64.b64encode(hashlib.sha256(inline.encode()).digest()).decode()
+        assert f"'sha256-{digest}'" in policy, f"the browser would refuse to run the page's {tag}"
+
+
+def test_health(client):
+    response = client.get("/health")
+    assert response.status_code == 200 and response.json() == {"status": "ok"}
+
+
+# --- Predictions ----------------------------------------------------------------------------------
+
+
+def test_predict_reads_real_digits_with_all_fields_and_the_image_the_model_saw(client, digits):
+    right = 0
+    for label, png in digits:
+        response = post_file(client, png, filename=f"digit-{label}.png")
+        assert response.status_code == 200, response.text
+        reading = response.json()
+        assert set(reading) == FIELDS
+        assert reading["path"] == f"digit-{label}.png" and reading["error"] is None
+        assert len(reading["probabilities"]) == 10 and abs(sum(reading["probabilities"]) - 1) < 1e-3
+        assert reading["confidence"] == max(reading["probabilities"])
+        assert reading["runner_up"] != reading["digit"]
+        seen = np.array(reading["image"])
+        assert seen.shape == (28, 28) and seen.min() >= 0 and seen.max() <= 255
+        assert seen.max() > 200 and np.median(seen) == 0  # MNIST's look: white ink on black, whatever came in
+        right += reading["digit"] == label
+    assert right >= 8, f"only {right} of 10 digits read right"
+
+
+def test_predict_takes_a_raw_image_body_and_reads_it_as_the_same_file_uploaded(client, digits):
+    png = digits[3][1]
+    response = client.post("/predict", content=png, headers={"content-type": "image/png"})
+    assert response.status_code == 200, response.text
+    assert response.json() == post_file(client, png).json() | {"path": None}
+
+
+def test_predict_reads_a_transparent_canvas(client):
+    """A canvas never filled: transparent, with the strokes the only opaque pixels (of any colour)."""
+    canvas = Image.new("RGBA", (280, 280), (0, 0, 0, 0))
+    ImageDraw.Draw(canvas).line([(140, 30), (140, 250)], fill=(0, 0, 0, 255), width=20)
+    response = post_file(client, png_bytes(canvas))
+    assert response.status_code == 200, response.text
+    assert response.json()["digit"] == 1
+
+
+# --- Bad uploads: a clear 4xx JSON error each, and the server goes on serving ----------------------
+
+
+def png_with_size(width: int, height: int) -> bytes:
+    """A valid greyscale PNG of width x height black pixels, made without ever holding them in memory:
+    a zlib stream of zeros compresses about 1000 to 1, so 100 megapixels take about 100 KB."""
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    compressor = zlib.compressobj(9)
+    row = bytes(width + 1)  # the filter byte, then the pixels
+    rows_at_once = max(1, 4_000_000 // len(row))
+    data = b"".join(compressor.compress(row * min(rows_at_once, height - start))
+                    for start in range(0, height, rows_at_once)) + compressor.flush()
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", data) + chunk(b"IEND", b"")
+
+
+def a_png_claiming(width: int, height: int) -> bytes:
+    """A small PNG whose header claims width x height pixels (its data would be far too short)."""
+    png = bytearray(png_bytes(Image.new("L", (16, 16))))
+    png[16:24] = struct.pack(">II", width, height)
+    png[29:33] = struct.pack(">I", zlib.crc32(bytes(png[12:29])))
+    return bytes(png)
+
+
+def truncated_png(digits) -> bytes:
+    png = digits[5][1]
+    return png[: len(png) // 2]
+
+
+BAD_UPLOADS = {
+    # name: (filename, bytes or a function of the digits fixture, content type, what the error says)
+    "text": ("notes.txt", b"Dear model, this is a seven.\n" * 20, "text/plain", "not an image"),
+    "pdf": ("digit.pdf", b"%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\ntrailer << /Root 1 0 R >>\n%%EOF\n",
+            "application/pdf", "not an image"),
+    "truncated png": ("digit.png", truncated_png, "image/png", "not an image"),
+    "empty": ("digit.png", b"", "image/png", "empty"),
+    "1x1 image": ("dot.png", lambda digits: png_bytes(Image.new("L", (1, 1), 255)), "image/png", "too small"),
+    "blank black": ("blank.png", lambda digits: png_bytes(Image.new("L", (280, 280), 0)), "image/png",
+                    "no digit found"),
+    "blank white": ("blank.png", lambda digits: png_bytes(Image.new("RGB", (280, 280), "white")), "image/png",
+                    "no digit found"),
+    # 100 megapixels in 100 KB: Pillow only warns at this size and would decode it; the app refuses.
+    "decompression bomb": ("bomb.png", lambda digits: png_with_size(10_000, 10_000), "image/png", "too large"),
+    # 900 megapixels claimed: beyond even Pillow's own limit.
+    "huge header": ("huge.png", lambda digits: a_png_claiming(30_000, 30_000), "image/png", "too large"),
+}
+
+
+@pytest.mark.parametrize("name", BAD_UPLOADS)
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")  # Pillow's, reading the bomb's header
+def test_bad_upload_gets_422_with_a_reason_and_the_server_keeps_serving(client, digits, name):
+    filename, data, content_type, reason = BAD_UPLOADS[name]
+    data = data(digits) if callable(data) else data
+    response = post_file(client, data, filename, content_type)
+    assert response.status_code == 422, response.text
+    body = response.json()
+    assert set(body) == {"error"} and reason in body["error"], body  # an error, never a guessed digit
+    assert_still_serving(client, digits)
+
+
+def test_upload_over_the_cap_gets_413_from_its_content_length(client, digits):
+    response = post_file(client, bytes(web.MAX_UPLOAD_BYTES + 1))
+    assert response.status_code == 413
+    declared = int(response.request.headers["content-length"])
+    assert response.json()["error"] == f"the upload is {declared:,} bytes; the limit is 10 MB"  # refused unread
+    assert_still_serving(client, digits)
+
+
+def test_upload_over_the_cap_gets_413_when_streamed_without_a_length(client, digits):
+    def chunks():  # a generator body is sent chunked: no Content-Length to refuse it by
+        for _ in range(11):
+            yield bytes(1024 * 1024)
+
+    response = client.post("/predict", content=chunks(), headers={"content-type": "image/png"})
+    assert "content-length" not in response.request.headers
+    assert response.status_code == 413
+    assert "limit is 10 MB" in response.json()["error"]
+    assert_still_serving(client, digits)
+
+
+@pytest.mark.parametrize("request_kwargs, status, reason", [
+    ({"content": b"hello", "headers": {"content-type": "text/plain"}}, 415, "multipart form field 'image'"),
+    ({"content": b"hello"}, 415, "no content type"),
+    ({"files": {"picture": ("digit.png", b"x", "image/png")}}, 422, "no file field named 'image'"),
+    ({"data": {"image": "a seven"}, "files": {"other": ("x.txt", b"x", "text/plain")}}, 422, "holds text"),
+    ({"content": b"garbage", "headers": {"content-type": "multipart/form-data; boundary=xx"}}, 400,
+     "malformed"),
+])
+def test_badly_sent_request_gets_a_4xx_with_a_reason(client, digits, request_kwargs, status, reason):
+    response = client.post("/predict", **request_kwargs)
+    assert response.status_code == status, response.text
+    assert reason in response.json()["error"]
+    assert_still_serving(client, digits)
+
+
+def test_an_unforeseen_failure_reading_an_image_is_a_json_500_and_the_server_goes_on(
+        client, digits, monkeypatch):
+    def broken_prepare(source):
+        raise struct.error("a decoder bug")
+
+    monkeypatch.setattr("digitlab.reader.prepare_or_why", broken_prepare)
+    response = post_file(client, digits[0][1])
+    assert response.status_code == 500 and "log says why" in response.json()["error"]
+    monkeypatch.undo()
+    assert_still_serving(client, digits)
+
+
+# --- The command -----------------------------------------------------------------------------------
+
+
+def test_create_app_with_a_missing_model_says_so(tmp_path):
+    with pytest.raises(PipelineError, match="not found"):
+        web.create_app(tmp_path / "missing.keras")
+
+
+def test_the_app_and_the_reader_default_to_the_same_model():
+    assert web.DEFAULT_MODEL == DEFAULT_MODEL
+
+
+def test_mnist_app_with_a_missing_model_prints_one_line_on_stderr_and_exits_1(tmp_path):
+    """The real command: TensorFlow's start-up lines must not bury the error."""
+    missing = tmp_path / "missing.keras"
+    command = [sys.executable, "-m", "digitlab.app", "--port", "0", "--model", str(missing)]
+    done = subprocess.run(command, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1 and done.stdout == ""
+    assert done.stderr.splitlines() == [f"error: model file {missing} not found; run `dvc repro train` to train it"]
+
+
+def test_mnist_app_with_a_bad_model_prints_one_error_line_and_exits_1(tmp_path, capsys):
+    not_a_model = tmp_path / "model.keras"
+    not_a_model.write_text("not a model")
+    with pytest.raises(SystemExit) as exit_:
+        web.main(["--port", "0", "--model", str(not_a_model)])
+    assert exit_.value.code == 1
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("error: ") and "not a readable Keras model" in error and "\n" not in error
+
+
+def test_mnist_app_on_a_port_in_use_prints_one_error_line_and_exits_1(tmp_path, capsys):
+    busy = web.listen_socket("127.0.0.1", 0)
+    busy.listen()
+    try:
+        with pytest.raises(SystemExit) as exit_:
+            web.main(["--port", str(busy.getsockname()[1]), "--model", str(tmp_path / "never-loaded.keras")])
+    finally:
+        busy.close()
+    assert exit_.value.code == 1
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("error: cannot listen on 127.0.0.1:") and "\n" not in error
+
+
+def test_the_listening_socket_says_tcp_so_that_answers_do_not_wait_for_delayed_acks():
+    """asyncio sets TCP_NODELAY only on sockets whose protocol is IPPROTO_TCP (test_browser.py times it)."""
+    sock = web.listen_socket("127.0.0.1", 0)
+    try:
+        assert sock.proto == socket.IPPROTO_TCP
+    finally:
+        sock.close()
+
+
+@pytest.mark.parametrize("port", ["http", "-1", "65536"])
+def test_mnist_app_refuses_a_port_that_is_not_one(port, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        web.main(["--port", port])
+    assert exit_.value.code == 2
+    assert "is not a port number" in capsys.readouterr().err
