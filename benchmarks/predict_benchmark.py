@@ -1,0 +1,219 @@
+"""Benchmark: mnist-predict on digits as people give them, not as MNIST stores them, and its speed.
+
+Each of the first --count MNIST test images is turned into what a user would give the command:
+scaled up to 100-400 px, its strokes a little thicker or thinner (or as they were), placed off-centre
+on a larger canvas; half of them dark ink on noisy light paper (half of those saved as JPEG), the
+other half light ink on black, as PNG. Then it measures:
+
+  accuracy   the model on the original 28x28 test images; the command's code path (DigitReader on
+             the files); and a naive path: greyscale, inverted for the paper ones (told which they
+             are), resized to 28x28 (what one does without digitlab.images)
+  speed      images/s of the command's path on a folder of the same images, all PNG, decoding and
+             preparing included: the wall time of a `mnist-predict --json FOLDER` subprocess (start-up,
+             imports and model load included) and of DigitReader in this process; and of the model alone
+
+Prints a Markdown table and writes --output (benchmarks/predict_results.json).
+
+Usage: python benchmarks/predict_benchmark.py [--model data/model/model.keras] [--mnist data/raw] [--count 10000]
+"""
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageFilter, ImageOps
+
+import digitlab  # noqa: F401  (sets TensorFlow's environment before keras is imported)
+from digitlab.atomic import write_json
+from digitlab.prediction import predict_probabilities
+from digitlab.prepared import to_model_input
+from digitlab.raw import load_split
+from digitlab.reader import DigitReader
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+CHUNK = 500  # files per DigitReader.read call, as the command does
+TARGET_PP = 0.5  # the command's path should lose at most this many percentage points to the original images
+
+
+def user_image(digit: np.ndarray, rng: np.random.Generator, on_paper: bool) -> tuple[Image.Image, str]:
+    """One MNIST digit as a user's image of it, and the stroke change made ("as is", "thicker", "thinner")."""
+    side = int(rng.integers(100, 401))
+    ink = Image.fromarray(digit).resize((side, side), Image.Resampling.BICUBIC)
+    # Filters about a quarter of an MNIST pixel wide on each side: a pen a little broader or finer than MNIST's.
+    stroke = ("as is", "thicker", "thinner")[int(rng.integers(3))]
+    width = 2 * round(side / 28 / 4) + 1
+    if stroke == "thicker":
+        ink = ink.filter(ImageFilter.MaxFilter(width))
+    elif stroke == "thinner":
+        ink = ink.filter(ImageFilter.MinFilter(width))
+
+    height, breadth = (int(side * rng.uniform(1.3, 2.0)) for _ in range(2))
+    top, left = int(rng.integers(0, height - side + 1)), int(rng.integers(0, breadth - side + 1))
+    placed = np.zeros((height, breadth), dtype=np.float32)
+    placed[top:top + side, left:left + side] = np.asarray(ink, dtype=np.float32) / 255
+    if on_paper:  # dark ink (about 40) on light paper (about 220, noisy)
+        paper = rng.normal(220, 10, size=placed.shape)
+        pixels = paper * (1 - placed) + 40 * placed
+    else:
+        pixels = placed * 255
+    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)), stroke
+
+
+def write_images(images: np.ndarray, folder: Path, png_folder: Path) -> list[dict]:
+    """Each digit as a user's image into `folder` (PNG or JPEG) and as PNG into `png_folder`; what was made."""
+    rng = np.random.default_rng(0)
+    made = []
+    for index, digit in enumerate(images):
+        on_paper = index % 2 == 0
+        image, stroke = user_image(digit, rng, on_paper)
+        suffix = ".jpg" if on_paper and index % 4 == 0 else ".png"
+        image.save(folder / f"{index:05}{suffix}", quality=85)
+        image.save(png_folder / f"{index:05}.png")
+        made.append({"paper": on_paper, "jpeg": suffix == ".jpg", "stroke": stroke})
+    return made
+
+
+def naive_digits(model, files: list[Path], made: list[dict]) -> np.ndarray:
+    """Greyscale, invert the paper ones, squash to 28x28: what a user without digitlab.images does."""
+    images = []
+    for path, kind in zip(files, made):
+        with Image.open(path) as image:
+            grey = image.convert("L")
+            grey = ImageOps.invert(grey) if kind["paper"] else grey
+            images.append(np.asarray(grey.resize((28, 28), Image.Resampling.BILINEAR)))
+    return predict_probabilities(model, to_model_input(np.stack(images)), CHUNK).argmax(axis=1)
+
+
+def reader_digits(reader: DigitReader, files: list[Path]) -> tuple[np.ndarray, float]:
+    """The command's path, in this process: digits (-1 where none was found) and the seconds it took."""
+    start = time.perf_counter()
+    digits = []
+    for first in range(0, len(files), CHUNK):
+        readings = reader.read(files[first:first + CHUNK])
+        digits += [-1 if reading.digit is None else reading.digit for reading in readings]
+    return np.array(digits), time.perf_counter() - start
+
+
+def command_digits(model_path: Path, path: Path) -> tuple[np.ndarray, float, int]:
+    """`mnist-predict --json PATH` as a user runs it: digits, wall seconds, and its peak memory in MB.
+
+    The peak is /usr/bin/time's: getrusage(RUSAGE_CHILDREN) here would be wrong, because a child's
+    ru_maxrss keeps the peak of this process (TensorFlow loaded, the images in memory) across exec."""
+    with tempfile.NamedTemporaryFile("r") as peak:
+        command = ["/usr/bin/time", "--format", "%M", "--output", peak.name,
+                   str(Path(sys.executable).parent / "mnist-predict"), "--json", "--model", str(model_path), str(path)]
+        start = time.perf_counter()
+        result = subprocess.run(command, capture_output=True, text=True, cwd=PROJECT_ROOT)
+        seconds = time.perf_counter() - start
+        peak_mb = round(int(peak.read().split()[-1]) / 1024)  # %M: kB
+    if result.returncode not in (0, 1):  # 1: some file held no digit, which the accuracy counts as wrong
+        sys.exit(f"error: {' '.join(command)} exited with {result.returncode}: {result.stderr.strip()[-500:]}")
+    readings = [json.loads(line) for line in result.stdout.splitlines()]
+    return np.array([-1 if reading["digit"] is None else reading["digit"] for reading in readings]), seconds, peak_mb
+
+
+def machine_description() -> str:
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor() or "unknown CPU")
+    return f"{cpu}, {os.cpu_count()} cores, {platform.system()}, Python {platform.python_version()}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path, default=PROJECT_ROOT / "data/model/model.keras")
+    parser.add_argument("--mnist", type=Path, default=PROJECT_ROOT / "data/raw", help="the four MNIST files")
+    parser.add_argument("--count", type=int, default=10_000, help="how many test images (the first ones)")
+    parser.add_argument("--output", type=Path, default=PROJECT_ROOT / "benchmarks/predict_results.json")
+    args = parser.parse_args()
+
+    images, labels = load_split(args.mnist, "test")
+    images, labels = images[:args.count], labels[:args.count]
+    reader = DigitReader(args.model)
+
+    predict_probabilities(reader.model, to_model_input(images[:CHUNK]), CHUNK)  # the first call sets up; not timed
+    start = time.perf_counter()
+    original = predict_probabilities(reader.model, to_model_input(images), CHUNK).argmax(axis=1)
+    model_seconds = time.perf_counter() - start
+
+    with tempfile.TemporaryDirectory(prefix="predict_benchmark_") as temporary:
+        folder, png_folder = Path(temporary, "user"), Path(temporary, "png")
+        folder.mkdir()
+        png_folder.mkdir()
+        start = time.perf_counter()
+        made = write_images(images, folder, png_folder)
+        print(f"wrote {len(made)} images twice in {time.perf_counter() - start:.0f} s", file=sys.stderr)
+        files, png_files = sorted(folder.iterdir()), sorted(png_folder.iterdir())
+
+        naive = naive_digits(reader.model, files, made)
+        read, _ = reader_digits(reader, files)
+        _, reader_seconds = reader_digits(reader, png_files)
+        _, start_up_seconds, start_up_peak_mb = command_digits(args.model, png_files[0])  # start-up and model load
+        command, command_seconds, command_peak_mb = command_digits(args.model, png_folder)
+
+    def accuracy(digits: np.ndarray, chosen: np.ndarray | None = None) -> float:
+        chosen = np.ones(len(labels), dtype=bool) if chosen is None else chosen
+        return round(float((digits[chosen] == labels[chosen]).mean()), 4)
+
+    kinds = {
+        "light ink on black, PNG": np.array([not kind["paper"] for kind in made]),
+        "dark ink on paper, PNG": np.array([kind["paper"] and not kind["jpeg"] for kind in made]),
+        "dark ink on paper, JPEG": np.array([kind["jpeg"] for kind in made]),
+        **{f"strokes {stroke}": np.array([kind["stroke"] == stroke for kind in made])
+           for stroke in ("as is", "thicker", "thinner")},
+    }
+    count = len(labels)
+    results = {
+        "date": date.today().isoformat(),
+        "machine": machine_description(),
+        "command": " ".join(["python benchmarks/predict_benchmark.py", *sys.argv[1:]]),
+        "model": str(args.model),
+        "count": count,
+        "accuracy": {
+            "original 28x28 test images": accuracy(original),
+            "user images, mnist-predict's path": accuracy(read),
+            "user images, naive path": accuracy(naive),
+            "user images as PNG, mnist-predict --json subprocess": accuracy(command),
+        },
+        "no_digit_found": int((read == -1).sum()),
+        "accuracy_by_kind": {name: {"count": int(chosen.sum()), "mnist-predict": accuracy(read, chosen),
+                                    "naive": accuracy(naive, chosen)} for name, chosen in kinds.items()},
+        "speed_images_per_s": {
+            "mnist-predict --json FOLDER (subprocess wall time)": round(count / command_seconds),
+            "DigitReader.read in process (decode, prepare, predict)": round(count / reader_seconds),
+            "model alone on 28x28 arrays": round(count / model_seconds),
+        },
+        "seconds": {"command": round(command_seconds, 1), "command_on_one_image": round(start_up_seconds, 1),
+                    "reader": round(reader_seconds, 1), "model": round(model_seconds, 2)},
+        "command_peak_rss_mb": {"one image": start_up_peak_mb, "the folder": command_peak_mb},
+    }
+    write_json(args.output, results)
+    print(markdown(results))
+    loss = 100 * (accuracy(original) - accuracy(read))
+    print(f"\nmnist-predict's path loses {loss:.2f} percentage points (target: at most {TARGET_PP})")
+    print(f"wrote {args.output}")
+
+
+def markdown(results: dict) -> str:
+    lines = [f"{results['count']:,} MNIST test images; {results['machine']}; {results['date']}", "",
+             "| measure | value |", "|---|---|"]
+    lines += [f"| accuracy, {name} | {value:.2%} |" for name, value in results["accuracy"].items()]
+    lines += [f"| images/s, {name} | {value:,} |" for name, value in results["speed_images_per_s"].items()]
+    lines += [f"| seconds of mnist-predict on one image (start-up) | {results['seconds']['command_on_one_image']} |"]
+    lines += [f"| peak memory of mnist-predict on {name} | {mb:,} MB |"
+              for name, mb in results["command_peak_rss_mb"].items()]
+    lines += ["", "| kind of image | count | mnist-predict | naive |", "|---|---|---|---|"]
+    lines += [f"| {name} | {row['count']:,} | {row['mnist-predict']:.2%} | {row['naive']:.2%} |"
+              for name, row in results["accuracy_by_kind"].items()]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
