@@ -13,6 +13,7 @@ why; it never gets a guess.
 
 import multiprocessing
 import os
+import signal
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,7 +59,10 @@ class DigitReader:
         """Processes that decode and prepare images, one per core, started on first need. Spawned, not
         forked: a fork of a process running TensorFlow's threads is unsafe; they import no TensorFlow."""
         if self.workers is None:
-            self.workers = ProcessPoolExecutor(os.cpu_count(), mp_context=multiprocessing.get_context("spawn"))
+            self.workers = ProcessPoolExecutor(
+                os.cpu_count(), mp_context=multiprocessing.get_context("spawn"),
+                # Ctrl-C reaches the whole process group: let this process stop the work, quietly.
+                initializer=signal.signal, initargs=(signal.SIGINT, signal.SIG_IGN))
         return self.workers
 
     def read(self, images: list, paths: list[str | None] | None = None) -> list[Reading]:

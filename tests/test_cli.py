@@ -4,7 +4,9 @@ of bad input, each of which must give one `error: FILE: reason` line while the g
 
 import io
 import json
+import os
 import re
+import signal
 import struct
 import subprocess
 import sys
@@ -323,3 +325,35 @@ def test_the_command_and_the_reader_have_the_same_default_model():
     from digitlab import reader
 
     assert cli.DEFAULT_MODEL == reader.DEFAULT_MODEL
+
+
+def test_output_cut_short_by_its_reader_ends_quietly(small_model, digits, tmp_path):
+    # `mnist-predict FOLDER | head -1`: once head has its line, printing fails; that is no error of the command's.
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for index in range(300):
+        save(photo(digits[0][index % 10], seed=index), folder / f"{index:03d}.png")
+    command = Path(sys.executable).parent / "mnist-predict"
+    # --json: 300 lines of JSON overflow the pipe's 64 KB, so the command is still writing when the reader goes.
+    process = subprocess.Popen([command, "--json", folder, "--model", small_model], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    assert json.loads(process.stdout.readline())["path"] == str(folder / "000.png")
+    process.stdout.close()  # the reader goes away, as head does
+    _, errors = process.communicate(timeout=120)
+    assert process.returncode == 0 and "Traceback" not in errors and "BrokenPipe" not in errors, errors
+
+
+def test_ctrl_c_stops_the_command_with_one_line(small_model, digits, tmp_path):
+    # Ctrl-C signals the whole process group, worker processes included: one line, exit 130, no traceback.
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    save(photo(digits[0][0], seed=0), tmp_path / "one.png")
+    for index in range(5000):
+        (folder / f"{index:04d}.png").symlink_to(tmp_path / "one.png")
+    command = Path(sys.executable).parent / "mnist-predict"
+    process = subprocess.Popen([command, folder, "--model", small_model], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, start_new_session=True)
+    assert process.stdout.readline().startswith(str(folder))  # the first 500 are read: it is under way
+    os.killpg(process.pid, signal.SIGINT)
+    _, errors = process.communicate(timeout=60)
+    assert process.returncode == 130 and errors == "error: interrupted\n", errors
