@@ -19,8 +19,6 @@ Usage: python benchmarks/predict_benchmark.py [--model data/model/model.keras] [
 
 import argparse
 import json
-import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -29,6 +27,7 @@ from datetime import date
 from pathlib import Path
 
 import numpy as np
+from benchmark import machine_description  # benchmarks/benchmark.py, beside this script
 from PIL import Image, ImageFilter, ImageOps
 
 import digitlab  # noqa: F401  (sets TensorFlow's environment before keras is imported)
@@ -118,12 +117,6 @@ def command_digits(model_path: Path, path: Path) -> tuple[np.ndarray, float, int
         sys.exit(f"error: {' '.join(command)} exited with {result.returncode}: {result.stderr.strip()[-500:]}")
     readings = [json.loads(line) for line in result.stdout.splitlines()]
     return np.array([-1 if reading["digit"] is None else reading["digit"] for reading in readings]), seconds, peak_mb
-
-
-def machine_description() -> str:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor() or "unknown CPU")
-    return f"{cpu}, {os.cpu_count()} cores, {platform.system()}, Python {platform.python_version()}"
 
 
 def main() -> None:
