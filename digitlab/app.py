@@ -33,8 +33,6 @@ a Keras model is not documented as safe to call from several threads), so the se
 answering /health and the page while one runs.
 """
 
-from __future__ import annotations
-
 import argparse
 import base64
 import hashlib
@@ -45,7 +43,6 @@ import socket
 import sys
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import uvicorn
@@ -57,11 +54,8 @@ from starlette.exceptions import HTTPException
 
 from digitlab.cli import native_stderr_hidden
 from digitlab.errors import PipelineError
+from digitlab.reader import DEFAULT_MODEL, DigitReader
 
-if TYPE_CHECKING:  # digitlab.reader (TensorFlow) is imported in create_app: `mnist-app --port x` answers at once
-    from digitlab.reader import DigitReader
-
-DEFAULT_MODEL = Path("data/model/model.keras")  # digitlab.reader's default (a test checks they agree)
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024  # a photo from a phone is 2-6 MB; the canvas PNG is a few KB
 # Pillow only warns from 89 megapixels and refuses from 179 (its decompression-bomb limits); a
 # 40-megapixel image is larger than any ordinary photo and decodes to at most 160 MB (RGBA).
@@ -315,8 +309,6 @@ CONTENT_SECURITY_POLICY = (
 
 def create_app(model_path: str | Path = DEFAULT_MODEL) -> FastAPI:
     """The app, with the model loaded (PipelineError if it cannot be) and warmed up."""
-    from digitlab.reader import DigitReader
-
     reader = DigitReader(model_path)
     # The first call of a Keras model traces it (a second or so): do it now, not on the first visitor.
     warm_up = np.zeros((28, 28), dtype=np.uint8)

@@ -14,26 +14,21 @@ holds no digit, gets one line `error: FILE: reason` on stderr (with --json, also
 the other files are still read, and the exit status is 1. It is 0 when every file gave a digit.
 """
 
-from __future__ import annotations
-
 import argparse
 import contextlib
 import json
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
 
 from digitlab.atomic import atomic_path
 from digitlab.errors import PipelineError
+from digitlab.images import NO_DIGIT
+from digitlab.reader import DEFAULT_MODEL, DigitReader, Reading
 
-if TYPE_CHECKING:  # digitlab.reader is imported in main(), once TensorFlow's start-up lines are hidden
-    from digitlab.reader import Reading
-
-DEFAULT_MODEL = Path("data/model/model.keras")  # digitlab.reader's default (a test checks they agree)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 CHUNK = 500  # files read and predicted at a time: memory stays bounded and lines come out as they are ready
 SHOW_LIMIT = 20  # rows of the --show figure; more would make it too tall to read
@@ -52,8 +47,6 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         with native_stderr_hidden():
-            from digitlab.reader import DigitReader
-
             reader = DigitReader(args.model)
         files, all_read = image_files(args.paths)
         shown = []
@@ -128,7 +121,6 @@ def draw(readings: list[Reading], total: int, path: Path) -> None:
     """One row per image: the file as it is, the 28x28 image the model saw, and the ten probabilities."""
     import matplotlib.pyplot as plt  # only here: the figure is optional, and Matplotlib is slow to import
 
-    from digitlab.images import NO_DIGIT
 
     figure, axes = plt.subplots(len(readings), 3, figsize=(9, 2.2 * len(readings)), squeeze=False,
                                 gridspec_kw={"width_ratios": [1, 1, 2]})

@@ -21,7 +21,6 @@ from pathlib import Path
 import numpy as np
 
 from digitlab.images import prepare_or_why
-from digitlab.prediction import load_model, predict_probabilities
 from digitlab.prepared import to_model_input
 
 DEFAULT_MODEL = Path("data/model/model.keras")
@@ -51,6 +50,10 @@ class DigitReader:
     """A trained model, loaded once (Keras safe mode), that reads digits from images."""
 
     def __init__(self, model_path: str | Path = DEFAULT_MODEL, batch_size: int = 500):
+        # TensorFlow is imported here, not with this module: it takes seconds, and mnist-predict and mnist-app
+        # import this module at once, then hide TensorFlow's start-up lines while they create a reader.
+        from digitlab.prediction import load_model
+
         self.model = load_model(model_path)
         self.batch_size = batch_size
         self.workers = None
@@ -75,6 +78,8 @@ class DigitReader:
         readings = [Reading(path, image=digit, error=why) for path, (digit, why) in zip(paths, prepared)]
         seen = [reading for reading in readings if reading.image is not None]
         if seen:
+            from digitlab.prediction import predict_probabilities  # imported by __init__ already
+
             batch = to_model_input(np.stack([reading.image for reading in seen]))
             for reading, probabilities in zip(seen, predict_probabilities(self.model, batch, self.batch_size)):
                 runner_up, digit = np.argsort(probabilities)[-2:]

@@ -20,7 +20,6 @@ from PIL import Image, ImageDraw
 from digitlab import app as web
 from digitlab.errors import PipelineError
 from digitlab.raw import load_split
-from digitlab.reader import DEFAULT_MODEL
 from tests.conftest import PROJECT_ROOT, mnist_mirror
 
 FIELDS = {"path", "digit", "confidence", "runner_up", "probabilities", "error", "image"}
@@ -247,10 +246,6 @@ def test_an_unforeseen_failure_reading_an_image_is_a_json_500_and_the_server_goe
 def test_create_app_with_a_missing_model_says_so(tmp_path):
     with pytest.raises(PipelineError, match="not found"):
         web.create_app(tmp_path / "missing.keras")
-
-
-def test_the_app_and_the_reader_default_to_the_same_model():
-    assert web.DEFAULT_MODEL == DEFAULT_MODEL
 
 
 def test_mnist_app_with_a_missing_model_prints_one_line_on_stderr_and_exits_1(tmp_path):

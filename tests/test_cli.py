@@ -321,12 +321,6 @@ def test_the_installed_command_reads_a_folder_with_nothing_else_on_stderr(small_
     assert [(line["path"], line["digit"]) for line in lines] == expected
 
 
-def test_the_command_and_the_reader_have_the_same_default_model():
-    from digitlab import reader
-
-    assert cli.DEFAULT_MODEL == reader.DEFAULT_MODEL
-
-
 def test_output_cut_short_by_its_reader_ends_quietly(small_model, digits, tmp_path):
     # `mnist-predict FOLDER | head -1`: once head has its line, printing fails; that is no error of the command's.
     folder = tmp_path / "photos"
