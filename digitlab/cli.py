@@ -50,13 +50,14 @@ def main(argv: list[str] | None = None) -> int:
             reader = DigitReader(args.model)
         files, all_read = image_files(args.paths)
         shown = []
-        for start in range(0, len(files), CHUNK):
-            for reading in reader.read(files[start:start + CHUNK]):
-                if not report(reading, args.json):
-                    all_read = False
-                if len(shown) < SHOW_LIMIT:
-                    shown.append(reading)
-            sys.stdout.flush()
+        with reader:  # its worker processes stop before the command ends, however it ends
+            for start in range(0, len(files), CHUNK):
+                for reading in reader.read(files[start:start + CHUNK]):
+                    if not report(reading, args.json):
+                        all_read = False
+                    if len(shown) < SHOW_LIMIT:
+                        shown.append(reading)
+                sys.stdout.flush()
         if args.show is not None and shown:
             draw(shown, len(files), args.show)
     except PipelineError as error:

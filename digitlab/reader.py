@@ -68,6 +68,19 @@ class DigitReader:
                 initializer=signal.signal, initargs=(signal.SIGINT, signal.SIG_IGN))
         return self.workers
 
+    def close(self) -> None:
+        """Stop the worker processes, if any started, dropping work not yet begun. Python 3.11 can report
+        a spurious 'Bad file descriptor' if a pool is left to its exit handler while work is pending."""
+        if self.workers is not None:
+            self.workers.shutdown(cancel_futures=True)
+            self.workers = None
+
+    def __enter__(self) -> "DigitReader":
+        return self
+
+    def __exit__(self, *exception) -> None:
+        self.close()
+
     def read(self, images: list, paths: list[str | None] | None = None) -> list[Reading]:
         """One Reading per image (a path, bytes, a PIL image or an array), in order."""
         paths = paths or [str(image) if isinstance(image, (str, Path)) else None for image in images]
