@@ -1,20 +1,26 @@
 """Fitting the CNN: seeding, augmented batches, the optimizer and its schedule, and `fit` itself.
 
 `fit` is what the train stage runs and what benchmarks/benchmark.py times, so both train
-the same way. The model is chosen on the validation split only; the test set is not read here.
+the same way, on one device or many (digitlab/distribute.py). The model is chosen on the validation split only; the test set is not read here.
 """
 
+import hashlib
 import math
+import time
 
 import keras
 import numpy as np
 import tensorflow as tf
 from keras import layers
 
+from digitlab import distribute
 from digitlab.errors import PipelineError
 from digitlab.model import build_model
 from digitlab.params import Augment, Params, Train
 from digitlab.prepared import CLASSES
+
+# Validation images per replica and step; no effect on the results.
+VALIDATION_BATCH = 500
 
 
 def make_reproducible(seed: int) -> None:
@@ -36,23 +42,42 @@ def augmentation(augment: Augment, seed: int) -> keras.Sequential | None:
     return keras.Sequential(distortions, name="augmentation") if distortions else None
 
 
-def training_batches(arrays: dict, batch_size: int, augment: Augment, seed: int) -> tf.data.Dataset:
-    """Shuffled, augmented, one-hot batches (one-hot so that label smoothing can apply)."""
+def training_batches(arrays: dict, batch_size: int, augment: Augment, seed: int,
+                     context: tf.distribute.InputContext | None = None) -> tf.data.Dataset:
+    """Shuffled, augmented, one-hot batches (one-hot so that label smoothing can apply).
+
+    `batch_size` is the global batch; `context` says how many input pipelines (one per worker) and
+    replicas share it. With more than one replica every replica gets the same number of full
+    batches, since each step waits for all of them; the few images left over change every epoch.
+    """
+    context = context or tf.distribute.InputContext()
     one_hot = np.eye(len(CLASSES), dtype=np.float32)[arrays["labels"]]
-    batches = (
-        tf.data.Dataset.from_tensor_slices((arrays["images"], one_hot))
-        .shuffle(len(one_hot), seed=seed, reshuffle_each_iteration=True)
-        .batch(batch_size)
-    )
+    batches = tf.data.Dataset.from_tensor_slices((arrays["images"], one_hot))
+    # The same seed on every worker gives every worker the same order, so their shards never overlap.
+    batches = batches.shuffle(len(one_hot), seed=seed, reshuffle_each_iteration=True)
+    replicas = context.num_replicas_in_sync
+    if replicas > 1:
+        batches = batches.take(len(one_hot) // batch_size * batch_size)
+        batches = batches.shard(context.num_input_pipelines, context.input_pipeline_id)
+    batches = batches.batch(context.get_per_replica_batch_size(batch_size), drop_remainder=replicas > 1)
     distort = augmentation(augment, seed)
     if distort is not None:
         batches = batches.map(lambda x, y: (distort(x, training=True), y))
     return batches.prefetch(tf.data.AUTOTUNE)
 
 
-def evaluation_batches(arrays: dict, batch_size: int) -> tf.data.Dataset:
-    one_hot = np.eye(len(CLASSES), dtype=np.float32)[arrays["labels"]]
-    return tf.data.Dataset.from_tensor_slices((arrays["images"], one_hot)).batch(batch_size)
+def evaluation_batches(arrays: dict, batch_size: int,
+                       context: tf.distribute.InputContext | None = None) -> tf.data.Dataset:
+    """(image, one-hot, weight) batches of `batch_size` per replica. Padding images of weight 0 give
+    every replica the same number of batches, so each image counts exactly once across the cluster."""
+    context = context or tf.distribute.InputContext()
+    count = len(arrays["labels"])
+    padding = -count % (batch_size * context.num_replicas_in_sync)
+    images = np.concatenate([arrays["images"], np.zeros((padding, *arrays["images"].shape[1:]), np.float32)])
+    one_hot = np.eye(len(CLASSES), dtype=np.float32)[np.concatenate([arrays["labels"], np.zeros(padding, int)])]
+    weights = np.concatenate([np.ones(count, np.float32), np.zeros(padding, np.float32)])
+    batches = tf.data.Dataset.from_tensor_slices((images, one_hot, weights))
+    return batches.shard(context.num_input_pipelines, context.input_pipeline_id).batch(batch_size)
 
 
 def learning_rate(train: Train, steps_per_epoch: int) -> float | keras.optimizers.schedules.LearningRateSchedule:
@@ -82,38 +107,111 @@ def make_optimizer(train: Train, steps_per_epoch: int) -> keras.optimizers.Optim
     }[train.optimizer]()
 
 
-def compiled_model(params: Params, train_count: int) -> keras.Model:
-    """The CNN of params.model, compiled with the optimizer, schedule and loss of params.train."""
-    steps_per_epoch = math.ceil(train_count / params.train.batch_size)
-    model = build_model(params.model)
-    model.compile(
-        optimizer=make_optimizer(params.train, steps_per_epoch),
-        loss=keras.losses.CategoricalCrossentropy(label_smoothing=params.train.label_smoothing),
-        metrics=["accuracy"],
-    )
-    return model
-
-
 def fit(params: Params, train: dict, val: dict, callbacks: list[keras.callbacks.Callback] = ()) -> keras.Model:
     """Train the CNN of `params` on the `train` arrays, measuring the `val` arrays after each epoch.
 
-    Raises PipelineError if the loss becomes NaN. Seeding, batches, then the model: this order
-    is part of what makes the same params and seed give the same weights.
+    One loop for every `train.distribute` setting: each replica computes the gradient of its share
+    of the global batch (`compute_average_loss` scales it by the global batch size), the optimizer
+    sums them across replicas, and every replica applies the same update. Keras callbacks (dvclive)
+    get the same `logs` as from `model.fit`. Raises PipelineError if the loss becomes NaN.
+    Seeding, batches, then the model: this order is part of what makes the same params and seed
+    give the same weights.
     """
+    config = params.train
     make_reproducible(params.seed)
-    batches = training_batches(train, params.train.batch_size, params.train.augment, params.seed)
-    model = compiled_model(params, len(train["labels"]))
+    strategy = distribute.strategy_for(config.distribute)
+    replicas = strategy.num_replicas_in_sync
+    if config.batch_size % replicas:
+        raise PipelineError(f"train.batch_size ({config.batch_size}) must be a multiple of the {replicas} replicas "
+                            "of train.distribute: it is the global batch, shared equally")
+    batches = strategy.distribute_datasets_from_function(
+        lambda context: training_batches(train, config.batch_size, config.augment, params.seed, context))
+    val_batches = strategy.distribute_datasets_from_function(
+        lambda context: evaluation_batches(val, VALIDATION_BATCH, context))
+    steps_per_epoch = (len(train["labels"]) // config.batch_size if replicas > 1
+                       else math.ceil(len(train["labels"]) / config.batch_size))
+    with strategy.scope():
+        model_settings = (config.mixed_precision, replicas)
+        model = build_model(params.model, *model_settings)
+        optimizer = make_optimizer(config, steps_per_epoch)
+        if config.mixed_precision == "mixed_float16":
+            optimizer = keras.optimizers.LossScaleOptimizer(optimizer)  # float16 gradients would underflow
+        optimizer.build(model.trainable_variables)
+    loss_function = keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing, reduction=None)
     print(f"train: {model.count_params():,} parameters, {len(train['labels']):,} training and "
-          f"{len(val['labels']):,} validation images, {params.train.epochs} epochs", flush=True)
-    history = model.fit(
-        batches,
-        epochs=params.train.epochs,
-        validation_data=evaluation_batches(val, 1000),
-        callbacks=[keras.callbacks.TerminateOnNaN(), *callbacks],
-        shuffle=False,  # the dataset shuffles itself, seeded
-        verbose=2,
-    )
-    if not all(math.isfinite(loss) for loss in history.history["loss"]):
-        raise PipelineError("training diverged (the loss became NaN); no model was written. "
-                            "Lower train.learning_rate or switch on model.batch_norm")
-    return model
+          f"{len(val['labels']):,} validation images, {config.epochs} epochs, on {distribute.describe(strategy)}",
+          flush=True)
+
+    def totals(loss, probabilities, targets, weights):
+        """On one replica: summed loss, correct predictions and images."""
+        correct = tf.cast(tf.argmax(probabilities, -1) == tf.argmax(targets, -1), tf.float32)
+        return tf.reduce_sum(loss * weights), tf.reduce_sum(correct * weights), tf.reduce_sum(weights)
+
+    def train_replica(images, targets):
+        with tf.GradientTape() as tape:
+            probabilities = model(images, training=True)
+            loss = loss_function(targets, probabilities)
+            scaled = optimizer.scale_loss(tf.nn.compute_average_loss(loss))
+        optimizer.apply(tape.gradient(scaled, model.trainable_variables), model.trainable_variables)
+        return totals(loss, probabilities, targets, tf.ones_like(loss))
+
+    def validation_replica(images, targets, weights):
+        probabilities = model(images, training=False)
+        return totals(loss_function(targets, probabilities), probabilities, targets, weights)
+
+    @tf.function
+    def train_step(*batch):
+        return [strategy.reduce("SUM", value, axis=None) for value in strategy.run(train_replica, args=batch)]
+
+    @tf.function
+    def validation_step(*batch):
+        return [strategy.reduce("SUM", value, axis=None) for value in strategy.run(validation_replica, args=batch)]
+
+    def mean(step, dataset) -> tuple[float, float]:
+        """Mean loss and accuracy over a whole epoch of `dataset`, on every replica of every worker."""
+        totals = np.zeros(3)
+        for batch in dataset:
+            totals += [value.numpy() for value in step(*batch)]
+            if not math.isfinite(totals[0]):
+                raise PipelineError("training diverged (the loss became NaN); no model was written. "
+                                    "Lower train.learning_rate or switch on model.batch_norm")
+        return totals[0] / totals[2], totals[1] / totals[2]
+
+    callbacks = keras.callbacks.CallbackList(list(callbacks), model=model)
+    callbacks.on_train_begin()
+    try:
+        for epoch in range(config.epochs):
+            started = time.perf_counter()
+            callbacks.on_epoch_begin(epoch)
+            loss, accuracy = mean(train_step, batches)
+            val_loss, val_accuracy = mean(validation_step, val_batches)
+            logs = {"accuracy": accuracy, "loss": loss, "val_accuracy": val_accuracy, "val_loss": val_loss}
+            print(f"epoch {epoch + 1}/{config.epochs}: {time.perf_counter() - started:.0f} s, "
+                  + ", ".join(f"{name} {value:.4f}" for name, value in logs.items()), flush=True)
+            callbacks.on_epoch_end(epoch, logs)
+    except tf.errors.OpError as error:
+        if config.distribute != "multi_worker":
+            raise
+        reason = " ".join(error.message.split("\n")[:2]).strip()
+        raise PipelineError(f"training stopped because another worker failed or could not be reached ({reason}); "
+                            "no model was written. Start every worker again") from None
+    callbacks.on_train_end()
+    # The saved model is the same whatever the setting: float32, plain batch normalisation.
+    return model if model_settings == ("none", 1) else plain_copy(model, params)
+
+
+def plain_copy(model: keras.Model, params: Params) -> keras.Model:
+    """The trained weights in a one-device float32 model. Mixed precision is for training (predicting in
+    16 bits on a CPU is slow, and the variables are float32 anyway), and synchronised batch
+    normalisation is only for training on several replicas."""
+    copy = build_model(params.model)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+def fingerprint(model: keras.Model) -> str:
+    """A short hash of every weight: equal on every worker after synchronous training."""
+    digest = hashlib.sha256()
+    for weights in model.get_weights():
+        digest.update(np.ascontiguousarray(weights).tobytes())
+    return digest.hexdigest()[:16]

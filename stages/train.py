@@ -8,6 +8,10 @@ Writes MODEL_PATH (.keras), and into REPORT_DIR: metrics.json (final epoch and t
 parameter count), plots/metrics/{train,eval}/*.tsv (per-epoch curves), model_summary.txt,
 speed.json (training wall time and images/s: a timing, different on every run).
 
+With train.distribute set to multi_worker, every machine of the cluster runs this same command
+with its own TF_CONFIG; only the chief writes outputs, and every worker prints the fingerprint
+of its final weights, the same on all of them.
+
 Usage: python -m stages.train PREPARED_DIR MODEL_PATH REPORT_DIR
 """
 
@@ -19,7 +23,7 @@ import keras
 from dvclive import Live
 from dvclive.keras import DVCLiveCallback
 
-from digitlab import training
+from digitlab import distribute, training
 from digitlab.atomic import atomic_path, write_json, write_text
 from digitlab.errors import run_stage
 from digitlab.params import load_params
@@ -47,9 +51,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("report_dir", type=Path)
     args = parser.parse_args(argv)
     params = load_params()
+    chief = distribute.is_chief(params.train.distribute)
 
     train = load_arrays(args.prepared_dir / "train.npz")
     val = load_arrays(args.prepared_dir / "val.npz")
+    if not chief:
+        model = training.fit(params, train, val)
+        print(f"train: done, weights {training.fingerprint(model)}; the chief writes the model and reports")
+        return
     started = time.perf_counter()
     with Live(str(args.report_dir), dvcyaml=None, save_dvc_exp=False) as live:
         architecture = RecordArchitecture(live)
@@ -63,7 +72,8 @@ def main(argv: list[str] | None = None) -> None:
     images_per_second = params.train.epochs * len(train["labels"]) / seconds
     write_json(args.report_dir / "speed.json", {"train": {"seconds": round(seconds, 1),
                                                           "images_per_second": round(images_per_second)}})
-    print(f"train: model in {args.model_path}, curves and metrics in {args.report_dir}/")
+    print(f"train: model in {args.model_path} (weights {training.fingerprint(model)}), "
+          f"curves and metrics in {args.report_dir}/")
 
 
 if __name__ == "__main__":

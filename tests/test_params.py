@@ -48,6 +48,8 @@ def test_committed_params_are_valid():
         ("train.warmup_epochs", -1, r"train.warmup_epochs: expected a number in \[0, 1000\]"),
         ("seed", True, "seed: expected an integer"),
         ("train.augment", 0.1, "train.augment: expected a mapping"),
+        ("train.distribute", "horovod", "train.distribute: expected one of none, mirrored, multi_worker"),
+        ("train.mixed_precision", "float16", "train.mixed_precision: expected one of none, mixed_float16"),
     ],
 )
 def test_bad_value_is_reported_with_its_key_path(path, value, message):
@@ -64,7 +66,7 @@ def test_typo_in_a_key_is_reported_not_ignored():
     params = with_value("train.learing_rate", 0.01)
     assert validate(params) == [
         "train.learing_rate: unknown key; known keys here: epochs, batch_size, optimizer, learning_rate, "
-        "lr_schedule, warmup_epochs, weight_decay, label_smoothing, augment"
+        "lr_schedule, warmup_epochs, weight_decay, label_smoothing, augment, distribute, mixed_precision"
     ]
 
 

@@ -6,12 +6,14 @@ import signal
 import subprocess
 import sys
 
+import keras
 import numpy as np
 import pytest
 import yaml
 
 from digitlab import training
 from digitlab.errors import PipelineError
+from digitlab.model import build_model
 from digitlab.params import Augment, Train
 from digitlab.prepared import save_arrays
 from stages import train
@@ -91,11 +93,11 @@ def test_sigterm_during_training_keeps_the_previous_model(workdir):
     output = []
     for line in process.stdout:  # wait until training is under way
         output.append(line)
-        if line.startswith("Epoch 2/"):
+        if line.startswith("epoch 2/"):
             break
     process.send_signal(signal.SIGTERM)
     output.append(process.communicate(timeout=60)[0])
-    assert any(line.startswith("Epoch 2/") for line in output), "".join(output)  # interrupted mid-training
+    assert any(line.startswith("epoch 2/") for line in output), "".join(output)  # interrupted mid-training
     assert process.returncode == 128 + signal.SIGTERM, "".join(output)  # the orderly exit of run_stage, not a crash
     assert (workdir / "model.keras").read_bytes() == b"previous model"
     assert not list(workdir.glob(".*partial*"))
@@ -117,3 +119,19 @@ def test_learning_rate_warms_up_then_holds_or_decays(schedule, warmup_epochs, ex
     rate = training.learning_rate(train_params, steps_per_epoch=10)
     rates = [float(rate(step)) if callable(rate) else rate for step in (0, 5, 10, 20, 40)]
     assert rates == pytest.approx(expected, abs=1e-5)
+
+
+@pytest.mark.parametrize("precision", ["mixed_bfloat16", "mixed_float16"])
+def test_mixed_precision_trains_in_16_bits_and_returns_a_float32_model(precision):
+    built = build_model(make_params().model, precision)
+    assert keras.config.dtype_policy().name == "float32"  # the global policy is left as it was
+    assert {layer.compute_dtype for layer in built.layers if isinstance(layer, keras.layers.Conv2D)} == {
+        precision.removeprefix("mixed_")}
+    assert built.get_layer("digit").compute_dtype == "float32"  # the softmax and the loss stay accurate
+
+    rng = np.random.default_rng(0)
+    arrays = {"images": rng.random((64, 28, 28, 1), dtype=np.float32), "labels": np.arange(64, dtype=np.uint8) % 10}
+    params = make_params({"train.epochs": 1, "train.batch_size": 32, "train.mixed_precision": precision})
+    model = training.fit(params, arrays, arrays)
+    assert {layer.compute_dtype for layer in model.layers} == {"float32"}
+    assert np.isfinite(model.predict_on_batch(arrays["images"][:4])).all()
