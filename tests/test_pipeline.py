@@ -1,14 +1,11 @@
 """End to end: the real `dvc repro` and `dvc exp run` in a temporary git repository, on small data.
 
-The small pipeline is built once per session (`pipeline`); a test that changes anything works
-on its own copy (`clone`), so that every test can run alone and in any order. The MNIST files
-come from MNIST_MIRROR, ../shared/data/mnist beside the project, or the project's own data/raw.
+The small pipeline (`pipeline`, built once per session) and the copy a test may change (`clone`) come
+from tests/e2e.py, which the end-to-end tests of sharing and the model registry use too.
 """
 
 import csv
 import json
-import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,74 +14,9 @@ import numpy as np
 import pytest
 import yaml
 
-from digitlab.params import with_overrides
-from tests.conftest import PROJECT_ROOT, mnist_mirror
+from tests.e2e import QUICK, experiment_metrics, run, set_params, stages_run
 
 pytestmark = pytest.mark.slow
-
-MIRROR = mnist_mirror()
-QUICK = {
-    "data.max_train_samples": 3000,
-    "train.epochs": 2,
-    "train.lr_schedule": "constant",
-    "model.batch_norm": False,  # batch statistics need more steps than a smoke test takes
-    "explore.sample_count": 9,
-    "sample_predict.count": 9,
-}
-
-
-def run(command: list[str], cwd: Path, check: bool = True) -> str:
-    # `dvc` and the `python` of dvc.yaml's commands: those beside this Python, even in a venv not activated.
-    env = {**os.environ, "MNIST_MIRROR": str(MIRROR), "DVC_NO_ANALYTICS": "1",
-           "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
-    result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True)
-    if check:
-        assert result.returncode == 0, f"{' '.join(command)} failed:\n{result.stdout}\n{result.stderr}"
-    return result.stdout + (result.stderr if not check else "")
-
-
-def set_params(path: Path, changes: dict) -> None:
-    path.write_text(yaml.safe_dump(with_overrides(yaml.safe_load(path.read_text()), changes), sort_keys=False))
-
-
-def stages_run(output: str) -> list[str]:
-    return [line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage '")]
-
-
-@pytest.fixture(scope="session")
-def pipeline(tmp_path_factory) -> Path:
-    """The project's files (as git sees them) in a new git repository, with quick params, after `dvc repro`
-    and a commit of its results: the baseline. Tests must not change it; `clone` gives a copy to change."""
-    if MIRROR is None:
-        pytest.skip("no MNIST files: run `dvc repro fetch`, or set MNIST_MIRROR to a folder holding the four .gz files")
-    root = tmp_path_factory.mktemp("pipeline")
-    listed = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
-        cwd=PROJECT_ROOT, capture_output=True, text=True, check=True,
-    ).stdout.split("\0")
-    for name in filter(None, listed):
-        source = PROJECT_ROOT / name
-        if source.is_file() and not name.startswith(("data/", "reports/")) and name != "dvc.lock":
-            (root / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, root / name)
-    set_params(root / "params.yaml", QUICK)
-    for command in (["git", "init", "-q"], ["git", "config", "user.name", "test"],
-                    ["git", "config", "user.email", "test@example.com"], ["git", "add", "-A"],
-                    ["git", "commit", "-qm", "quick params"]):
-        run(command, root)
-    run(["dvc", "repro"], root)
-    # As a user would: commit the lock file and the reports kept in git, the baseline to compare with.
-    run(["git", "add", "-A"], root)
-    run(["git", "commit", "-qm", "baseline results"], root)
-    return root
-
-
-@pytest.fixture
-def clone(pipeline, tmp_path) -> Path:
-    """A copy of the baseline repository (git, DVC cache, workspace) for one test to change."""
-    copy = tmp_path / "clone"
-    shutil.copytree(pipeline, copy, symlinks=True)
-    return copy
 
 
 def test_every_stage_writes_outputs_that_make_sense(pipeline):
@@ -164,22 +96,10 @@ def test_failed_stage_leaves_no_partial_file_and_checkout_brings_the_outputs_bac
     assert json.loads(run(["dvc", "status", "--json"], clone)) == {}
 
 
-def _experiments(show: list) -> dict[str, dict]:
-    """{name: test metrics} of the baseline and its experiments, from `dvc exp show --json`."""
-    found = {}
-    for baseline in show:
-        entries = [baseline] + [rev for exp in baseline.get("experiments") or [] for rev in exp["revs"]]
-        for entry in entries:
-            metrics = (entry.get("data") or {}).get("metrics") or {}
-            found[entry.get("name") or entry["rev"]] = metrics.get("reports/evaluate/metrics.json", {}).get(
-                "data", {}).get("test")
-    return found
-
-
 def test_experiment_with_another_epoch_count_is_listed_with_its_own_metrics(clone):
     baseline = json.loads((clone / "reports/evaluate/metrics.json").read_text())["test"]
     run(["dvc", "exp", "run", "-S", "train.epochs=1", "-n", "one-epoch"], clone)
-    experiments = _experiments(json.loads(run(["dvc", "exp", "show", "--json"], clone)))
+    experiments = experiment_metrics(json.loads(run(["dvc", "exp", "show", "--json"], clone)))
     assert experiments.get("one-epoch") is not None and experiments["one-epoch"] != baseline, experiments
     # The experiment is applied to the workspace, so `dvc metrics diff` shows the change.
     diff = json.loads(run(["dvc", "metrics", "diff", "--json"], clone))
@@ -189,7 +109,7 @@ def test_experiment_with_another_epoch_count_is_listed_with_its_own_metrics(clon
 def test_a_stage_error_is_one_line_and_exits_non_zero(pipeline, tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "stages.evaluate", "data/prepared", str(tmp_path / "absent.keras"), str(tmp_path)],
-        cwd=pipeline, capture_output=True, text=True,
+        check=False, cwd=pipeline, capture_output=True, text=True,
     )
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1].startswith("error: model file")
@@ -205,7 +125,7 @@ def _plot_ids(root: Path) -> list[str]:
 def test_two_experiments_compare_in_exp_show_and_plots_diff(clone, tmp_path):
     run(["dvc", "exp", "run", "-S", "train.epochs=1", "-n", "one-epoch"], clone)
     run(["dvc", "exp", "run", "-S", "model.dense_units=16", "-n", "narrow-dense"], clone)
-    experiments = _experiments(json.loads(run(["dvc", "exp", "show", "--json"], clone)))
+    experiments = experiment_metrics(json.loads(run(["dvc", "exp", "show", "--json"], clone)))
     assert experiments["narrow-dense"] != experiments["one-epoch"]
 
     run(["dvc", "plots", "diff", "one-epoch", "narrow-dense", "-o", str(tmp_path / "plots")], clone)
@@ -238,5 +158,5 @@ def test_report_compares_an_experiment_with_the_baseline(clone, tmp_path):
 def test_queued_experiments_run_from_a_clean_copy(clone):
     run(["dvc", "exp", "run", "--queue", "-S", "train.epochs=1", "-S", "model.dropout=0.1", "-n", "queued"], clone)
     run(["dvc", "exp", "run", "--run-all"], clone)
-    experiments = _experiments(json.loads(run(["dvc", "exp", "show", "--json"], clone)))
+    experiments = experiment_metrics(json.loads(run(["dvc", "exp", "show", "--json"], clone)))
     assert experiments.get("queued") is not None and 0 < experiments["queued"]["accuracy"] <= 1
