@@ -6,6 +6,7 @@ the same way, on one device or many (digitlab/distribute.py). The model is chose
 
 import hashlib
 import math
+import re
 import time
 
 import keras
@@ -192,7 +193,11 @@ def fit(params: Params, train: dict, val: dict, callbacks: list[keras.callbacks.
     except tf.errors.OpError as error:
         if config.distribute != "multi_worker":
             raise
-        reason = " ".join(error.message.split("\n")[:2]).strip()
+        # The useful part of TensorFlow's message, e.g. "Error reported from /job:worker/task:1: The
+        # following tasks are unhealthy (stopped sending heartbeats): /job:worker/replica:0/task:1".
+        text = " ".join(error.message.split())
+        reason = re.search(r"(Error reported from .*?)( The tasks have crashed|$)", text) or re.search(r"(.{0,200})$", text)
+        reason = reason.group(1)
         raise PipelineError(f"training stopped because another worker failed or could not be reached ({reason}); "
                             "no model was written. Start every worker again") from None
     callbacks.on_train_end()

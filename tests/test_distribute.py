@@ -158,7 +158,8 @@ def test_a_killed_worker_stops_the_other_with_a_clear_error(tmp_path):
     killed = time.monotonic()
     chief.wait(timeout=180)
     output = (tmp_path / "chief.log").read_text()
-    assert time.monotonic() - killed < distribute.PEER_TIMEOUT_S + 60
+    # TensorFlow's coordination service notices the missing heartbeats (38 s after the kill, measured here).
+    assert time.monotonic() - killed < 120
     assert chief.returncode == 1, output
     assert "error: training stopped because another worker failed or could not be reached" in output, output
     assert not (folder / "model.keras").exists()
