@@ -307,9 +307,9 @@ CONTENT_SECURITY_POLICY = (
 # --- The app ------------------------------------------------------------------------------------
 
 
-def create_app(model_path: str | Path = DEFAULT_MODEL) -> FastAPI:
-    """The app, with the model loaded (PipelineError if it cannot be) and warmed up."""
-    reader = DigitReader(model_path)
+def create_app(model_path: str | Path = DEFAULT_MODEL, views: int = 1) -> FastAPI:
+    """The app, with the model loaded (PipelineError if it cannot be) and warmed up; `views` as mnist-predict's."""
+    reader = DigitReader(model_path, views=views)
     # The first call of a Keras model traces it (a second or so): do it now, not on the first visitor.
     warm_up = np.zeros((28, 28), dtype=np.uint8)
     warm_up[4:24, 13:16] = 255
@@ -461,6 +461,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="address to listen on (default 127.0.0.1: this machine only)")
     parser.add_argument("--port", type=port_number, default=8000, help="port (default 8000; 0 picks a free one)")
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL, help=f"Keras model file (default {DEFAULT_MODEL})")
+    parser.add_argument("--views", type=int, choices=[1, 5, 9], default=1,
+                        help="test-time augmentation: average over the image and its 4 (or 8) one-pixel shifts")
     args = parser.parse_args(argv)
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
@@ -471,7 +473,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(1)
     try:
         with native_stderr_hidden():  # TensorFlow's start-up lines would bury a one-line error
-            app = create_app(args.model)
+            app = create_app(args.model, args.views)
     except PipelineError as error:
         sock.close()
         print(f"error: {error}", file=sys.stderr)

@@ -41,13 +41,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print one JSON object per image")
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL, help=f"a trained .keras model ({DEFAULT_MODEL})")
     parser.add_argument("--show", type=Path, metavar="OUT.png", help="draw the images and their probabilities here")
+    parser.add_argument("--views", type=int, choices=[1, 5, 9], default=1,
+                        help="test-time augmentation: average over the image and its 4 (or 8) one-pixel shifts")
     args = parser.parse_args(argv)
     if args.show is not None and args.show.suffix.lower() != ".png":
         parser.error(f"--show {args.show}: the figure is a PNG file, give a name ending in .png")
 
     try:
         with native_stderr_hidden():
-            reader = DigitReader(args.model)
+            reader = DigitReader(args.model, views=args.views)
         files, all_read = image_files(args.paths)
         shown = []
         with reader:  # its worker processes stop before the command ends, however it ends

@@ -71,6 +71,8 @@ class Augment(Section):
     rotation_degrees: float = Field(ge=0, le=180)
     shift_fraction: float = Field(ge=0, le=0.5)
     zoom_fraction: float = Field(ge=0, le=0.5)
+    elastic_alpha: float = Field(ge=0, le=100)
+    elastic_sigma: float = Field(gt=0, le=10)
 
 
 class Train(Section):
@@ -89,6 +91,7 @@ class Train(Section):
 
 class Evaluate(Section):
     batch_size: int = Field(ge=1, le=65536)
+    tta_views: Literal[1, 5, 9]
     calibration_bins: int = Field(ge=2, le=100)
     mistakes: int = Field(ge=1, le=100)
 
@@ -123,7 +126,7 @@ def _expected(annotation: Any, constraints: list) -> str:
     if annotation is bool:
         return "expected true or false"
     if get_origin(annotation) is Literal:
-        return "expected one of " + ", ".join(get_args(annotation))
+        return "expected one of " + ", ".join(map(str, get_args(annotation)))
     if get_origin(annotation) is list:
         item_type, item_field = get_args(get_args(annotation)[0])  # Annotated[int, Field(...)]
         items = _expected(item_type, item_field.metadata).replace("expected an integer", "integers")

@@ -49,13 +49,14 @@ class Reading:
 class DigitReader:
     """A trained model, loaded once (Keras safe mode), that reads digits from images."""
 
-    def __init__(self, model_path: str | Path = DEFAULT_MODEL, batch_size: int = 500):
+    def __init__(self, model_path: str | Path = DEFAULT_MODEL, batch_size: int = 500, views: int = 1):
         # TensorFlow is imported here, not with this module: it takes seconds, and mnist-predict and mnist-app
         # import this module at once, then hide TensorFlow's start-up lines while they create a reader.
         from digitlab.prediction import load_model
 
         self.model = load_model(model_path)
         self.batch_size = batch_size
+        self.views = views  # test-time augmentation, as evaluate.tta_views
         self.workers = None
 
     def _workers(self) -> ProcessPoolExecutor:
@@ -94,7 +95,7 @@ class DigitReader:
             from digitlab.prediction import predict_probabilities  # imported by __init__ already
 
             batch = to_model_input(np.stack([reading.image for reading in seen]))
-            for reading, probabilities in zip(seen, predict_probabilities(self.model, batch, self.batch_size)):
+            for reading, probabilities in zip(seen, predict_probabilities(self.model, batch, self.batch_size, self.views)):
                 runner_up, digit = np.argsort(probabilities)[-2:]
                 reading.digit, reading.runner_up = int(digit), int(runner_up)
                 reading.confidence = round(float(probabilities[digit]), 6)

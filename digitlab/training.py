@@ -30,9 +30,53 @@ def make_reproducible(seed: int) -> None:
     tf.config.experimental.enable_op_determinism()
 
 
+class ElasticDistortion(layers.Layer):
+    """Elastic distortion (Simard, Steinkraus and Platt, 2003): every pixel moves by a random field,
+    uniform in [-1, 1], smoothed by a Gaussian of `sigma` pixels and scaled by `alpha`; the image is
+    sampled there bilinearly, with background (0) beyond its edges. Like handwriting that wobbles.
+    (keras.layers.RandomElasticTransform draws the same noise for both directions and one scale
+    per batch, so it is not used.)"""
+
+    def __init__(self, alpha: float, sigma: float, seed: int, **kwargs):
+        super().__init__(**kwargs)
+        self.alpha = alpha
+        self.seed_generator = keras.random.SeedGenerator(seed)
+        radius = math.ceil(3 * sigma)
+        taps = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
+        self.taps = (taps / taps.sum()).astype(np.float32)
+
+    def call(self, images, training=True):
+        if not training:
+            return images
+        batch, height, width = tf.shape(images)[0], images.shape[1], images.shape[2]
+        field = keras.random.uniform((batch, height, width, 2), -1.0, 1.0, seed=self.seed_generator)
+        for kernel in (self.taps[:, None], self.taps[None, :]):  # a Gaussian blur is two 1-D blurs
+            kernel = np.tile(kernel[:, :, None, None], (1, 1, 2, 1))
+            field = tf.nn.depthwise_conv2d(field, kernel, strides=[1, 1, 1, 1], padding="SAME")
+        rows, columns = tf.meshgrid(tf.range(height, dtype=tf.float32), tf.range(width, dtype=tf.float32),
+                                    indexing="ij")
+        # Coordinates in the image padded by one background pixel, kept inside it.
+        y = tf.clip_by_value(rows + self.alpha * field[..., 0] + 1, 0, height + 1 - 1e-3)
+        x = tf.clip_by_value(columns + self.alpha * field[..., 1] + 1, 0, width + 1 - 1e-3)
+        padded = tf.pad(images, [[0, 0], [1, 1], [1, 1], [0, 0]])
+        top, left = tf.floor(y), tf.floor(x)
+        down, right = (y - top)[..., None], (x - left)[..., None]
+        image_index = tf.broadcast_to(tf.range(batch)[:, None, None], tf.shape(y))
+        top, left = tf.cast(top, tf.int32), tf.cast(left, tf.int32)
+
+        def at(row, column):
+            return tf.gather_nd(padded, tf.stack([image_index, row, column], axis=-1))
+
+        upper = at(top, left) * (1 - right) + at(top, left + 1) * right
+        lower = at(top + 1, left) * (1 - right) + at(top + 1, left + 1) * right
+        return upper * (1 - down) + lower * down
+
+
 def augmentation(augment: Augment, seed: int) -> keras.Sequential | None:
     """Keras preprocessing layers that distort each training batch a little; None if all are off."""
     distortions = []
+    if augment.elastic_alpha:
+        distortions.append(ElasticDistortion(augment.elastic_alpha, augment.elastic_sigma, seed=seed + 3))
     if augment.rotation_degrees:
         distortions.append(layers.RandomRotation(augment.rotation_degrees / 360, fill_mode="constant", seed=seed))
     if augment.shift_fraction:
@@ -178,18 +222,26 @@ def fit(params: Params, train: dict, val: dict, callbacks: list[keras.callbacks.
                                     "Lower train.learning_rate or switch on model.batch_norm")
         return totals[0] / totals[2], totals[1] / totals[2]
 
-    callbacks = keras.callbacks.CallbackList(list(callbacks), model=model)
-    callbacks.on_train_begin()
+    # Called one by one, not through keras.callbacks.CallbackList: its pythonify_logs has a bare
+    # `except:` that swallowed the SystemExit of a SIGTERM (digitlab/errors.py) landing inside it.
+    for callback in callbacks:
+        callback.set_model(model)
+
+    def notify(hook: str, *args) -> None:
+        for callback in callbacks:
+            getattr(callback, hook)(*args)
+
+    notify("on_train_begin")
     try:
         for epoch in range(config.epochs):
             started = time.perf_counter()
-            callbacks.on_epoch_begin(epoch)
+            notify("on_epoch_begin", epoch)
             loss, accuracy = mean(train_step, batches)
             val_loss, val_accuracy = mean(validation_step, val_batches)
             logs = {"accuracy": accuracy, "loss": loss, "val_accuracy": val_accuracy, "val_loss": val_loss}
             print(f"epoch {epoch + 1}/{config.epochs}: {time.perf_counter() - started:.0f} s, "
                   + ", ".join(f"{name} {value:.4f}" for name, value in logs.items()), flush=True)
-            callbacks.on_epoch_end(epoch, logs)
+            notify("on_epoch_end", epoch, logs)
     except tf.errors.OpError as error:
         if config.distribute != "multi_worker":
             raise
@@ -200,7 +252,7 @@ def fit(params: Params, train: dict, val: dict, callbacks: list[keras.callbacks.
         reason = reason.group(1)
         raise PipelineError(f"training stopped because another worker failed or could not be reached ({reason}); "
                             "no model was written. Start every worker again") from None
-    callbacks.on_train_end()
+    notify("on_train_end")
     # The saved model is the same whatever the setting: float32, plain batch normalisation.
     return model if model_settings == ("none", 1) else plain_copy(model, params)
 

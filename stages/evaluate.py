@@ -48,9 +48,9 @@ def main(argv: list[str] | None = None) -> None:
     labels = test["labels"].astype(np.int64)
 
     # A first small call builds the prediction graph, so the timing below is steady-state speed.
-    predict_probabilities(model, test["images"][: params.batch_size], params.batch_size)
+    predict_probabilities(model, test["images"][: params.batch_size], params.batch_size, params.tta_views)
     started = time.perf_counter()
-    probabilities = predict_probabilities(model, test["images"], params.batch_size)
+    probabilities = predict_probabilities(model, test["images"], params.batch_size, params.tta_views)
     seconds = time.perf_counter() - started
     predicted = probabilities.argmax(axis=1)
 

@@ -29,14 +29,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("model_path", type=Path)
     parser.add_argument("output_dir", type=Path)
     args = parser.parse_args(argv)
-    params = load_params().sample_predict
+    all_params = load_params()
+    params, views = all_params.sample_predict, all_params.evaluate.tta_views  # predicted as evaluate predicts
 
     test = load_arrays(args.prepared_dir / "test.npz")
     model = load_model(args.model_path)
     rng = np.random.default_rng(params.seed)
     chosen = np.sort(rng.choice(len(test["labels"]), size=min(params.count, len(test["labels"])), replace=False))
 
-    probabilities = predict_probabilities(model, test["images"][chosen], batch_size=len(chosen))  # a few: one batch
+    probabilities = predict_probabilities(model, test["images"][chosen], len(chosen), views)  # a few: one batch
     predicted = probabilities.argmax(axis=1)
     confidence = probabilities.max(axis=1)
     labels = test["labels"][chosen]

@@ -23,9 +23,10 @@ BASE_PARAMS = {
               "pooling": "max", "batch_norm": True, "activation": "relu", "dense_units": 128, "dropout": 0.3},
     "train": {"epochs": 12, "batch_size": 128, "optimizer": "adam", "learning_rate": 0.003, "lr_schedule": "cosine",
               "warmup_epochs": 0, "weight_decay": 0.0, "label_smoothing": 0.0,
-              "augment": {"rotation_degrees": 0, "shift_fraction": 0.1, "zoom_fraction": 0},
+              "augment": {"rotation_degrees": 0, "shift_fraction": 0.1, "zoom_fraction": 0,
+                          "elastic_alpha": 0, "elastic_sigma": 4},
               "distribute": "none", "mixed_precision": "none"},
-    "evaluate": {"batch_size": 500, "calibration_bins": 10, "mistakes": 16},
+    "evaluate": {"batch_size": 500, "tta_views": 1, "calibration_bins": 10, "mistakes": 16},
     "sample_predict": {"count": 25, "seed": 0},
 }
 

@@ -295,3 +295,17 @@ def test_mnist_app_refuses_a_port_that_is_not_one(port, capsys):
         web.main(["--port", port])
     assert exit_.value.code == 2
     assert "is not a port number" in capsys.readouterr().err
+
+
+def test_views_reach_the_reader_the_app_predicts_with(small_model, digits):
+    """mnist-app --views 5: the endpoint answers the mean over the image and its four shifts, as mnist-predict does."""
+    from digitlab.reader import DigitReader
+
+    with TestClient(web.create_app(small_model, views=5)) as client:
+        answer = post_file(client, digits[3][1]).json()
+    with DigitReader(small_model, views=5) as reader:
+        expected = reader.read([digits[3][1]])[0].probabilities
+    with DigitReader(small_model) as reader:
+        one_view = reader.read([digits[3][1]])[0].probabilities
+    np.testing.assert_allclose(answer["probabilities"], expected, atol=1e-6)
+    assert not np.allclose(answer["probabilities"], one_view, atol=1e-6)

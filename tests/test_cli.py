@@ -351,3 +351,19 @@ def test_ctrl_c_stops_the_command_with_one_line(small_model, digits, tmp_path):
     os.killpg(process.pid, signal.SIGINT)
     _, errors = process.communicate(timeout=60)
     assert process.returncode == 130 and errors == "error: interrupted\n", errors
+
+
+def test_views_averages_the_prediction_over_shifted_copies(small_model, good_file, capsys):
+    """--views 5 gives what the evaluate stage's evaluate.tta_views 5 gives: the mean over the image and its shifts."""
+    from digitlab.images import prepare
+    from digitlab.prediction import VIEWS, load_model, shifted
+    from digitlab.prepared import to_model_input
+
+    status, out, err = run(capsys, good_file, "--json", "--views", "5", "--model", small_model)
+    assert (status, err) == (0, [])
+    image = to_model_input(prepare(good_file)[None])
+    model = load_model(small_model)
+    expected = np.mean([model.predict_on_batch(shifted(image, down, right))[0] for down, right in VIEWS[5]], axis=0)
+    np.testing.assert_allclose(json.loads(out[0])["probabilities"], expected, atol=1e-5)
+    status, out, err = run(capsys, good_file, "--json", "--model", small_model)
+    assert not np.allclose(json.loads(out[0])["probabilities"], expected, atol=1e-5)  # one view differs

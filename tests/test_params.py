@@ -49,6 +49,9 @@ def test_committed_params_are_valid():
         ("seed", True, "seed: expected an integer"),
         ("train.augment", 0.1, "train.augment: expected a mapping"),
         ("train.distribute", "horovod", "train.distribute: expected one of none, mirrored, multi_worker"),
+        ("train.augment.elastic_alpha", -1, "train.augment.elastic_alpha: expected a number in \\[0, 100\\], got -1"),
+        ("train.augment.elastic_sigma", 0, "train.augment.elastic_sigma: expected a number in \\(0, 10\\], got 0"),
+        ("evaluate.tta_views", 4, "evaluate.tta_views: expected one of 1, 5, 9"),
         ("train.mixed_precision", "float16", "train.mixed_precision: expected one of none, mixed_float16"),
     ],
 )

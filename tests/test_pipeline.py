@@ -68,6 +68,16 @@ def test_changing_a_sample_predict_param_reruns_only_sample_predict(clone):
     assert stages_run(run(["dvc", "repro"], clone)) == ["sample_predict"]
 
 
+def test_test_time_augmentation_reruns_evaluate_and_sample_predict_and_changes_the_probabilities(clone):
+    before = json.loads((clone / "reports/evaluate/metrics.json").read_text())["test"]
+    predictions = (clone / "reports/predict/predictions.csv").read_text()
+    set_params(clone / "params.yaml", {"evaluate.tta_views": 5})
+    assert stages_run(run(["dvc", "repro"], clone)) == ["evaluate", "sample_predict"]
+    after = json.loads((clone / "reports/evaluate/metrics.json").read_text())["test"]
+    assert after["loss"] != before["loss"]  # the five views' mean, not the plain prediction
+    assert (clone / "reports/predict/predictions.csv").read_text() != predictions
+
+
 def test_changing_train_epochs_reruns_exactly_train_evaluate_and_sample_predict(clone):
     set_params(clone / "params.yaml", {"train.epochs": 1})
     assert stages_run(run(["dvc", "repro"], clone)) == ["train", "evaluate", "sample_predict"]

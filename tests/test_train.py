@@ -23,7 +23,8 @@ TINY = make_params({
     "model.conv_filters": [4], "model.convs_per_block": 1, "model.dense_units": 8,
     "train.epochs": 2, "train.batch_size": 32,
     # Every distortion on, so that the reproducibility test covers them all.
-    "train.augment": {"rotation_degrees": 10, "shift_fraction": 0.1, "zoom_fraction": 0.1},
+    "train.augment": {"rotation_degrees": 10, "shift_fraction": 0.1, "zoom_fraction": 0.1,
+                      "elastic_alpha": 34, "elastic_sigma": 4},
 }).model_dump()
 
 
@@ -56,14 +57,14 @@ def test_same_params_and_seed_give_identical_metrics(workdir):
 @pytest.mark.parametrize(
     "augment, expected",
     [
-        ({"rotation_degrees": 0, "shift_fraction": 0, "zoom_fraction": 0}, None),
-        ({"rotation_degrees": 0, "shift_fraction": 0.1, "zoom_fraction": 0}, ["RandomTranslation"]),
-        ({"rotation_degrees": 10, "shift_fraction": 0.1, "zoom_fraction": 0.1},
-         ["RandomRotation", "RandomTranslation", "RandomZoom"]),
+        ({"rotation_degrees": 0, "shift_fraction": 0, "zoom_fraction": 0, "elastic_alpha": 0}, None),
+        ({"rotation_degrees": 0, "shift_fraction": 0.1, "zoom_fraction": 0, "elastic_alpha": 0}, ["RandomTranslation"]),
+        ({"rotation_degrees": 10, "shift_fraction": 0.1, "zoom_fraction": 0.1, "elastic_alpha": 34},
+         ["ElasticDistortion", "RandomRotation", "RandomTranslation", "RandomZoom"]),
     ],
 )
 def test_augmentation_has_one_layer_per_distortion_switched_on(augment, expected):
-    distort = training.augmentation(Augment(**augment), seed=0)
+    distort = training.augmentation(Augment(**augment, elastic_sigma=4), seed=0)
     layer_names = None if distort is None else [type(layer).__name__ for layer in distort.layers]
     assert layer_names == expected
     if distort is not None:
@@ -135,3 +136,23 @@ def test_mixed_precision_trains_in_16_bits_and_returns_a_float32_model(precision
     model = training.fit(params, arrays, arrays)
     assert {layer.compute_dtype for layer in model.layers} == {"float32"}
     assert np.isfinite(model.predict_on_batch(arrays["images"][:4])).all()
+
+
+def test_elastic_distortion_moves_strokes_smoothly_and_keeps_the_image():
+    """A vertical bar, distorted: still one bar of about the same ink, bent a little, not shuffled pixels."""
+    bar = np.zeros((64, 28, 28, 1), np.float32)
+    bar[:, 4:24, 12:16] = 1.0
+    distort = training.ElasticDistortion(alpha=34, sigma=4, seed=0)
+    distorted = np.asarray(distort(bar, training=True))
+    assert distorted.shape == bar.shape and distorted.min() >= 0 and distorted.max() <= 1
+    assert not np.allclose(distorted, bar)
+    # A smooth field stretches strokes here and squeezes them there, but moves the ink rather than
+    # creating or losing it: the same ink on average (0.79 to 1.24 of it on real digits, 0.7 to 1.4 on this bar).
+    ink = distorted.sum(axis=(1, 2, 3)) / bar.sum(axis=(1, 2, 3))
+    assert abs(ink.mean() - 1) < 0.05 and ((ink > 0.5) & (ink < 1.5)).all()
+    # Smooth: neighbouring pixels move together, so the bar stays in one piece near where it was.
+    columns = distorted[:, 8:20].sum(axis=(1, 3))  # ink per column in the bar's middle rows
+    assert (columns[:, 8:20].sum(axis=1) / columns.sum(axis=1) > 0.9).all()
+    # Each image gets its own field.
+    assert not np.allclose(distorted[0], distorted[1])
+    assert np.array_equal(np.asarray(distort(bar, training=False)), bar)
