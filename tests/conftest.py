@@ -1,6 +1,7 @@
 """Shared fixtures: fixed params, small IDX files, and the MNIST files the end-to-end tests use."""
 
 import os
+import socket
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +30,22 @@ BASE_PARAMS = {
     "evaluate": {"batch_size": 500, "tta_views": 1, "calibration_bins": 10, "mistakes": 16},
     "sample_predict": {"count": 25, "seed": 0},
 }
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` distinct ports of 127.0.0.1 that were free just now (all held open until all are chosen)."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def free_port() -> int:
+    return free_ports(1)[0]
 
 
 def make_params(overrides: dict | None = None) -> Params:

@@ -10,7 +10,6 @@ the last drawn digit and its prediction, for the README.
 import io
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -20,16 +19,10 @@ import httpx
 import pytest
 from PIL import Image, ImageDraw
 
-from tests.conftest import PROJECT_ROOT
+from tests.conftest import PROJECT_ROOT, free_port
 
 FIRST_PREDICTION_LIMIT_S = 15  # from the process's start: importing TensorFlow, loading the model, serving
 START_TIMEOUT_S = 60  # after this, stop waiting (the machine may be busy) and fail with the server's log
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def drawn_one_png() -> bytes:

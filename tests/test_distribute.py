@@ -9,7 +9,6 @@ scaled gradient (it is nearly scale-invariant), so SGD it is.
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,7 +23,7 @@ from digitlab import distribute
 from digitlab.errors import PipelineError
 from digitlab.prepared import save_arrays
 from stages import train
-from tests.conftest import PROJECT_ROOT, make_params
+from tests.conftest import PROJECT_ROOT, free_ports, make_params
 
 SYNCHRONOUS = {
     "model.conv_filters": [4], "model.convs_per_block": 1, "model.dense_units": 16, "model.batch_norm": True,
@@ -73,16 +72,6 @@ def finish(process: subprocess.Popen, timeout: int = 240) -> str:
     output = process.communicate(timeout=timeout)[0]
     assert process.returncode == 0, output
     return output
-
-
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    for sock in sockets:
-        sock.bind(("127.0.0.1", 0))
-    ports = [sock.getsockname()[1] for sock in sockets]
-    for sock in sockets:
-        sock.close()
-    return ports
 
 
 def cluster(ports: list[int], index: int) -> dict:

@@ -22,18 +22,12 @@ import pytest
 import yaml
 from PIL import Image
 
-from tests.conftest import PROJECT_ROOT
+from tests.conftest import PROJECT_ROOT, free_port
 from tests.e2e import environment, experiment_metrics, run, set_params, stages_run
 
 pytestmark = pytest.mark.slow
 
 MODEL = "data/model/model.keras"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @dataclass
