@@ -84,6 +84,7 @@ class Train(Section):
     warmup_epochs: float = Field(ge=0, le=1000)
     weight_decay: float = Field(ge=0, le=1)
     label_smoothing: float = Field(ge=0, lt=1)
+    ema_momentum: float = Field(ge=0, lt=1)
     augment: Augment
     distribute: Literal["none", "mirrored", "multi_worker"]
     mixed_precision: Literal["none", "mixed_float16", "mixed_bfloat16"]

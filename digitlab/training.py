@@ -144,11 +144,13 @@ def learning_rate(train: Train, steps_per_epoch: int) -> float | keras.optimizer
 def make_optimizer(train: Train, steps_per_epoch: int) -> keras.optimizers.Optimizer:
     rate = learning_rate(train, steps_per_epoch)
     weight_decay = train.weight_decay or None
+    # Polyak averaging: the optimizer keeps a moving average of the weights beside them.
+    averaging = {"use_ema": True, "ema_momentum": train.ema_momentum} if train.ema_momentum else {}
     return {
-        "adam": lambda: keras.optimizers.Adam(rate, weight_decay=weight_decay),
-        "adamw": lambda: keras.optimizers.AdamW(rate, weight_decay=train.weight_decay),
-        "sgd": lambda: keras.optimizers.SGD(rate, momentum=0.9, nesterov=True, weight_decay=weight_decay),
-        "rmsprop": lambda: keras.optimizers.RMSprop(rate, weight_decay=weight_decay),
+        "adam": lambda: keras.optimizers.Adam(rate, weight_decay=weight_decay, **averaging),
+        "adamw": lambda: keras.optimizers.AdamW(rate, weight_decay=train.weight_decay, **averaging),
+        "sgd": lambda: keras.optimizers.SGD(rate, momentum=0.9, nesterov=True, weight_decay=weight_decay, **averaging),
+        "rmsprop": lambda: keras.optimizers.RMSprop(rate, weight_decay=weight_decay, **averaging),
     }[train.optimizer]()
 
 
@@ -222,6 +224,12 @@ def fit(params: Params, train: dict, val: dict, callbacks: list[keras.callbacks.
                                     "Lower train.learning_rate or switch on model.batch_norm")
         return totals[0] / totals[2], totals[1] / totals[2]
 
+    if config.ema_momentum:
+        # Validate on the averaged weights (Keras's callback swaps them in around each validation),
+        # then keep them (finalize_variable_values below).
+        model.optimizer = optimizer
+        callbacks = [keras.callbacks.SwapEMAWeights(), *callbacks]
+
     # Called one by one, not through keras.callbacks.CallbackList: its pythonify_logs has a bare
     # `except:` that swallowed the SystemExit of a SIGTERM (digitlab/errors.py) landing inside it.
     for callback in callbacks:
@@ -237,7 +245,9 @@ def fit(params: Params, train: dict, val: dict, callbacks: list[keras.callbacks.
             started = time.perf_counter()
             notify("on_epoch_begin", epoch)
             loss, accuracy = mean(train_step, batches)
+            notify("on_test_begin")
             val_loss, val_accuracy = mean(validation_step, val_batches)
+            notify("on_test_end")
             logs = {"accuracy": accuracy, "loss": loss, "val_accuracy": val_accuracy, "val_loss": val_loss}
             print(f"epoch {epoch + 1}/{config.epochs}: {time.perf_counter() - started:.0f} s, "
                   + ", ".join(f"{name} {value:.4f}" for name, value in logs.items()), flush=True)
@@ -252,6 +262,7 @@ def fit(params: Params, train: dict, val: dict, callbacks: list[keras.callbacks.
         reason = reason.group(1)
         raise PipelineError(f"training stopped because another worker failed or could not be reached ({reason}); "
                             "no model was written. Start every worker again") from None
+    optimizer.finalize_variable_values(model.trainable_variables)  # the averaged weights, if train.ema_momentum
     notify("on_train_end")
     # The saved model is the same whatever the setting: float32, plain batch normalisation.
     return model if model_settings == ("none", 1) else plain_copy(model, params)

@@ -23,7 +23,7 @@ BASE_PARAMS = {
     "model": {"conv_filters": [16, 32], "convs_per_block": 2, "kernel_size": 3, "padding": "valid",
               "pooling": "max", "batch_norm": True, "activation": "relu", "dense_units": 128, "dropout": 0.3},
     "train": {"epochs": 12, "batch_size": 128, "optimizer": "adam", "learning_rate": 0.003, "lr_schedule": "cosine",
-              "warmup_epochs": 0, "weight_decay": 0.0, "label_smoothing": 0.0,
+              "warmup_epochs": 0, "weight_decay": 0.0, "label_smoothing": 0.0, "ema_momentum": 0,
               "augment": {"rotation_degrees": 0, "shift_fraction": 0.1, "zoom_fraction": 0,
                           "elastic_alpha": 0, "elastic_sigma": 4},
               "distribute": "none", "mixed_precision": "none"},

@@ -31,6 +31,7 @@ SYNCHRONOUS = {
     "train.optimizer": "sgd", "train.learning_rate": 0.05, "train.lr_schedule": "constant",
     "train.epochs": 2, "train.batch_size": 64,
     "train.augment.shift_fraction": 0,  # every other distortion is off in BASE_PARAMS
+    "train.ema_momentum": 0.5,  # the saved weights are the replicas' moving average, also to be the same
 }
 TRAIN_FILES = ["model.keras", "reports/metrics.json", "reports/model_summary.txt", "reports/speed.json",
                "reports/plots/metrics/eval/accuracy.tsv", "reports/plots/metrics/eval/loss.tsv",

@@ -69,7 +69,7 @@ def test_typo_in_a_key_is_reported_not_ignored():
     params = with_value("train.learing_rate", 0.01)
     assert validate(params) == [
         "train.learing_rate: unknown key; known keys here: epochs, batch_size, optimizer, learning_rate, "
-        "lr_schedule, warmup_epochs, weight_decay, label_smoothing, augment, distribute, mixed_precision"
+        "lr_schedule, warmup_epochs, weight_decay, label_smoothing, ema_momentum, augment, distribute, mixed_precision"
     ]
 
 

@@ -156,3 +156,30 @@ def test_elastic_distortion_moves_strokes_smoothly_and_keeps_the_image():
     # Each image gets its own field.
     assert not np.allclose(distorted[0], distorted[1])
     assert np.array_equal(np.asarray(distort(bar, training=False)), bar)
+
+
+def test_ema_momentum_validates_and_returns_the_moving_average_of_the_weights():
+    """One step per epoch, so the weights seen at each epoch's end are the weights after each step."""
+    rng = np.random.default_rng(0)
+    arrays = {"images": rng.random((64, 28, 28, 1), dtype=np.float32), "labels": np.arange(64, dtype=np.uint8) % 10}
+    params = make_params({"train.epochs": 4, "train.batch_size": 64, "train.lr_schedule": "constant",
+                          "train.ema_momentum": 0.5})
+
+    class Recorder(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            steps.append([np.array(weight) for weight in self.model.trainable_weights])
+            last_logs.update(logs)
+
+    steps, last_logs = [], {}
+    model = training.fit(params, arrays, arrays, callbacks=[Recorder()])
+    average = steps[0]  # Keras starts the average at the weights after the first step
+    for weights in steps[1:]:
+        average = [0.5 * mean + 0.5 * weight for mean, weight in zip(average, weights)]
+    assert not np.allclose(steps[-1][0], average[0])  # the last weights are not their average
+    for saved, expected in zip(model.trainable_weights, average):
+        np.testing.assert_allclose(np.array(saved), expected, atol=1e-6)
+    # The last validation measured these averaged weights, i.e. the saved model.
+    probabilities = model.predict_on_batch(arrays["images"])
+    assert last_logs["val_accuracy"] == pytest.approx((probabilities.argmax(1) == arrays["labels"]).mean())
+    targets = np.eye(10, dtype=np.float32)[arrays["labels"]]
+    assert last_logs["val_loss"] == pytest.approx(float(keras.losses.categorical_crossentropy(targets, probabilities).numpy().mean()), rel=1e-4)
