@@ -1,22 +1,26 @@
 """Benchmark: accuracy, speed and memory of the keras.io convnet, our default and our fast configuration.
 
-For each configuration, on the full data set (the train/val/test arrays of
-data/prepared, so run `dvc repro preprocess` first), in its own process so that
-its peak memory is its own, it measures:
+For each configuration (our two with each of --seeds; keras.io's with its own seed), on the
+full data set (the train/val/test arrays of data/prepared, so run `dvc repro preprocess`
+first), in its own process so that its peak memory is its own, it measures:
 
-  test accuracy          after the last epoch
+  test accuracy          after the last epoch, predicted as the evaluate stage does
+                         (evaluate.tta_views of params.yaml; keras.io: 1 view)
   train wall time        seconds in model.fit, without the benchmark's own test evaluations
   time to 99.2%          train wall time until the test accuracy first reaches 99.2%
                          (evaluated after each epoch here only, never to choose a model)
   training images/s      training images processed per second of train wall time
   inference images/s     the 10,000 test images predicted as the evaluate stage does
-                         (predict_probabilities, evaluate.batch_size; the second run)
+                         (predict_probabilities, evaluate.batch_size and tta_views; the second run)
   peak RSS               the process's maximum resident memory
   parameters             model.count_params()
 
-Writes OUTPUT.json and OUTPUT.md and prints the Markdown table.
+and, per configuration, the mean test accuracy over the seeds and the mean training time as a
+ratio to keras.io's in the same run. Writes OUTPUT.json and OUTPUT.md and prints the Markdown.
+--set KEY=VALUE changes params.yaml's values for our configurations, as `dvc exp run -S` does.
 
-Usage: python benchmarks/benchmark.py [--configs keras_io default fast] [--output benchmarks/results]
+Usage: python benchmarks/benchmark.py [--configs keras_io default fast] [--seeds 42 43 44]
+                                      [--set train.epochs=14 ...] [--output benchmarks/results]
 """
 
 import argparse
@@ -28,6 +32,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+import yaml
 
 import digitlab  # noqa: F401  (sets TensorFlow's environment before the imports of keras below)
 
@@ -72,7 +78,7 @@ def pipeline_model(params, train, val, test_callback):
     return fit(params, train, val, callbacks=[test_callback]), params.train.epochs
 
 
-def measure(config: str) -> dict:
+def measure(config: str, seed: int, settings: dict) -> dict:
     """Train one configuration in this process and return its figures."""
     import keras
 
@@ -106,17 +112,21 @@ def measure(config: str) -> dict:
     clock = TestAccuracyClock()
     if config == "keras_io":
         model, epochs = keras_io_convnet(train, val, clock)
+        seed, views = 0, 1
     else:
-        overrides = FAST_OVERRIDES if config == "fast" else {}
+        overrides = {**settings, **(FAST_OVERRIDES if config == "fast" else {}), "seed": seed}
         params = Params.model_validate(with_overrides(params.model_dump(), overrides))
         model, epochs = pipeline_model(params, train, val, clock)
+        views = params.evaluate.tta_views
 
-    predict_probabilities(model, test["images"][:batch_size], batch_size)  # builds the prediction graph
+    predict_probabilities(model, test["images"][:batch_size], batch_size, views)  # builds the prediction graph
     started = time.perf_counter()
-    probabilities = predict_probabilities(model, test["images"], batch_size)
+    probabilities = predict_probabilities(model, test["images"], batch_size, views)
     inference_seconds = time.perf_counter() - started
     return {
         "config": config,
+        "seed": seed,
+        "views": views,
         "test_accuracy": round(float((probabilities.argmax(axis=1) == test["labels"]).mean()), 4),
         "train_seconds": round(clock.train_seconds, 1),
         "time_to_99.2_seconds": None if clock.time_to_target is None else round(clock.time_to_target, 1),
@@ -129,21 +139,41 @@ def measure(config: str) -> dict:
     }
 
 
-def markdown(results: list[dict], machine: str) -> str:
+def summary(results: list[dict]) -> list[dict]:
+    """Per configuration: mean test accuracy over its seeds, mean training time and its ratio to keras.io's."""
+    baseline = [r["train_seconds"] for r in results if r["config"] == "keras_io"]
+    rows = []
+    for config in dict.fromkeys(r["config"] for r in results):
+        runs = [r for r in results if r["config"] == config]
+        seconds = sum(r["train_seconds"] for r in runs) / len(runs)
+        rows.append({"config": config, "seeds": [r["seed"] for r in runs],
+                     "mean_test_accuracy": round(sum(r["test_accuracy"] for r in runs) / len(runs), 5),
+                     "mean_train_seconds": round(seconds, 1),
+                     "train_time_vs_keras_io": round(seconds / baseline[0], 2) if baseline else None})
+    return rows
+
+
+def markdown(results: list[dict], means: list[dict], machine: str, settings: dict) -> str:
+    changed = ", ".join(f"`{key}={value}`" for key, value in settings.items())
     rows = [
-        f"Measured {time.strftime('%Y-%m-%d')} on {machine}.",
+        f"Measured {time.strftime('%Y-%m-%d')} on {machine}" + (f"; params.yaml with {changed}." if changed else "."),
         "",
-        "| configuration | test accuracy | train wall time | time to 99.2% | train images/s "
+        "| configuration | seed | test accuracy (views) | train wall time | time to 99.2% | train images/s "
         "| inference images/s | peak RSS | parameters |",
-        "|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         reached = "not reached" if r["time_to_99.2_seconds"] is None else f"{r['time_to_99.2_seconds']:.0f} s"
         rows.append(
-            f"| {r['config']} ({r['epochs']} epochs) | {r['test_accuracy']:.2%} | {r['train_seconds']:.0f} s "
-            f"| {reached} | {r['train_images_per_second']:,} | {r['inference_images_per_second']:,} "
-            f"| {r['peak_rss_mb']:,} MB | {r['parameters']:,} |"
+            f"| {r['config']} ({r['epochs']} epochs) | {r['seed']} | {r['test_accuracy']:.2%} ({r['views']}) "
+            f"| {r['train_seconds']:.0f} s | {reached} | {r['train_images_per_second']:,} "
+            f"| {r['inference_images_per_second']:,} | {r['peak_rss_mb']:,} MB | {r['parameters']:,} |"
         )
+    rows += ["", "| configuration | seeds | mean test accuracy | mean train wall time | vs keras.io |", "|---|---|---|---|---|"]
+    for m in means:
+        ratio = "" if m["train_time_vs_keras_io"] is None else f"{m['train_time_vs_keras_io']:.2f}x"
+        rows.append(f"| {m['config']} | {', '.join(map(str, m['seeds']))} | {m['mean_test_accuracy']:.2%} "
+                    f"| {m['mean_train_seconds']:.0f} s | {ratio} |")
     return "\n".join(rows) + "\n"
 
 
@@ -157,26 +187,37 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--configs", nargs="+", default=["keras_io", "default", "fast"],
                         choices=["keras_io", "default", "fast"])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[42, 43, 44],
+                        help="seeds of our configurations (keras.io's is its own, 0)")
+    parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="params.yaml values for our configurations, e.g. train.epochs=14")
     parser.add_argument("--output", type=Path, default=PROJECT_ROOT / "benchmarks" / "results")
-    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    settings = {key: yaml.safe_load(value) for key, _, value in (item.partition("=") for item in args.set)}
 
-    if args.child:  # one configuration, in its own process
-        print(json.dumps(measure(args.child)))
+    if args.child:  # one configuration and seed, in its own process
+        print(json.dumps(measure(args.child[0], int(args.child[1]), settings)))
         return
 
+    from digitlab.params import Params, load_params, with_overrides
+
+    Params.model_validate(with_overrides(load_params(PROJECT_ROOT / "params.yaml").model_dump(), settings))  # fail now, not after hours
+    runs = [(config, seed) for config in args.configs for seed in ([0] if config == "keras_io" else args.seeds)]
     results = []
-    for config in args.configs:
-        print(f"benchmark: training {config} ...", file=sys.stderr, flush=True)
-        child = subprocess.run([sys.executable, __file__, "--child", config], stdout=subprocess.PIPE, text=True,
-                               cwd=PROJECT_ROOT, check=True)
+    for config, seed in runs:
+        print(f"benchmark: training {config}, seed {seed} ...", file=sys.stderr, flush=True)
+        command = [sys.executable, __file__, "--child", config, str(seed), *(["--set", *args.set] if args.set else [])]
+        child = subprocess.run(command, stdout=subprocess.PIPE, text=True, cwd=PROJECT_ROOT, check=True)
         results.append(json.loads(child.stdout.strip().splitlines()[-1]))
         print(f"benchmark: {json.dumps(results[-1])}", file=sys.stderr, flush=True)
 
     machine = machine_description()
-    table = markdown(results, machine)
+    means = summary(results)
+    table = markdown(results, means, machine, settings)
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.with_suffix(".json").write_text(json.dumps({"machine": machine, "results": results}, indent=2) + "\n")
+    args.output.with_suffix(".json").write_text(
+        json.dumps({"machine": machine, "settings": settings, "results": results, "means": means}, indent=2) + "\n")
     args.output.with_suffix(".md").write_text(table)
     print(table)
 
