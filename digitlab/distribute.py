@@ -78,7 +78,8 @@ def describe(strategy: tf.distribute.Strategy) -> str:
     hardware = f"{len(devices)} GPU(s)" if devices else "CPU"
     if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
         resolver = strategy.cluster_resolver
-        workers = sum(len(addresses) for addresses in cluster_task()[0].values())
+        spec = resolver.cluster_spec()
+        workers = sum(spec.num_tasks(job) for job in spec.jobs)
         task = "the chief" if resolver.task_type == "chief" else f"worker {resolver.task_id}"
         return f"{hardware}, {task} of {workers} machines ({strategy.num_replicas_in_sync} replicas)"
     if isinstance(strategy, tf.distribute.MirroredStrategy):

@@ -178,8 +178,7 @@ def fit(params: Params, train: dict, val: dict, callbacks: list[keras.callbacks.
     steps_per_epoch = (len(train["labels"]) // config.batch_size if replicas > 1
                        else math.ceil(len(train["labels"]) / config.batch_size))
     with strategy.scope():
-        model_settings = (config.mixed_precision, replicas)
-        model = build_model(params.model, *model_settings)
+        model = build_model(params.model, config.mixed_precision, replicas)
         optimizer = make_optimizer(config, steps_per_epoch)
         if config.mixed_precision == "mixed_float16":
             optimizer = keras.optimizers.LossScaleOptimizer(optimizer)  # float16 gradients would underflow
@@ -206,13 +205,14 @@ def fit(params: Params, train: dict, val: dict, callbacks: list[keras.callbacks.
         probabilities = model(images, training=False)
         return totals(loss_function(targets, probabilities), probabilities, targets, weights)
 
-    @tf.function
-    def train_step(*batch):
-        return [strategy.reduce("SUM", value, axis=None) for value in strategy.run(train_replica, args=batch)]
+    def summed_over_replicas(replica_step):
+        """One step on every replica, as a graph, its totals summed over them."""
+        @tf.function
+        def step(*batch):
+            return [strategy.reduce("SUM", value, axis=None) for value in strategy.run(replica_step, args=batch)]
+        return step
 
-    @tf.function
-    def validation_step(*batch):
-        return [strategy.reduce("SUM", value, axis=None) for value in strategy.run(validation_replica, args=batch)]
+    train_step, validation_step = summed_over_replicas(train_replica), summed_over_replicas(validation_replica)
 
     def mean(step, dataset) -> tuple[float, float]:
         """Mean loss and accuracy over a whole epoch of `dataset`, on every replica of every worker."""
@@ -258,14 +258,14 @@ def fit(params: Params, train: dict, val: dict, callbacks: list[keras.callbacks.
         # The useful part of TensorFlow's message, e.g. "Error reported from /job:worker/task:1: The
         # following tasks are unhealthy (stopped sending heartbeats): /job:worker/replica:0/task:1".
         text = " ".join(error.message.split())
-        reason = re.search(r"(Error reported from .*?)( The tasks have crashed|$)", text) or re.search(r"(.{0,200})$", text)
-        reason = reason.group(1)
+        found = re.search(r"Error reported from .*?(?= The tasks have crashed|$)", text)
+        reason = found.group(0) if found else text[-200:]
         raise PipelineError(f"training stopped because another worker failed or could not be reached ({reason}); "
                             "no model was written. Start every worker again") from None
     optimizer.finalize_variable_values(model.trainable_variables)  # the averaged weights, if train.ema_momentum
     notify("on_train_end")
     # The saved model is the same whatever the setting: float32, plain batch normalisation.
-    return model if model_settings == ("none", 1) else plain_copy(model, params)
+    return model if config.mixed_precision == "none" and replicas == 1 else plain_copy(model, params)
 
 
 def plain_copy(model: keras.Model, params: Params) -> keras.Model:
