@@ -54,7 +54,7 @@ from starlette.exceptions import HTTPException
 
 from digitlab.cli import native_stderr_hidden
 from digitlab.errors import PipelineError
-from digitlab.reader import DEFAULT_MODEL, DigitReader
+from digitlab.reader import DEFAULT_MODEL, DEFAULT_VIEWS, DigitReader
 
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024  # a photo from a phone is 2-6 MB; the canvas PNG is a few KB
 # Pillow only warns from 89 megapixels and refuses from 179 (its decompression-bomb limits); a
@@ -307,7 +307,7 @@ CONTENT_SECURITY_POLICY = (
 # --- The app ------------------------------------------------------------------------------------
 
 
-def create_app(model_path: str | Path = DEFAULT_MODEL, views: int = 1) -> FastAPI:
+def create_app(model_path: str | Path = DEFAULT_MODEL, views: int = DEFAULT_VIEWS) -> FastAPI:
     """The app, with the model loaded (PipelineError if it cannot be) and warmed up; `views` as mnist-predict's."""
     reader = DigitReader(model_path, views=views)
     # The first call of a Keras model traces it (a second or so): do it now, not on the first visitor.
@@ -461,8 +461,9 @@ def main(argv: list[str] | None = None) -> None:
                         help="address to listen on (default 127.0.0.1: this machine only)")
     parser.add_argument("--port", type=port_number, default=8000, help="port (default 8000; 0 picks a free one)")
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL, help=f"Keras model file (default {DEFAULT_MODEL})")
-    parser.add_argument("--views", type=int, choices=[1, 5, 9], default=1,
-                        help="test-time augmentation: average over the image and its 4 (or 8) one-pixel shifts")
+    parser.add_argument("--views", type=int, choices=[1, 5, 9], default=DEFAULT_VIEWS,
+                        help="test-time augmentation: average over the image and its 4 (or 8) one-pixel shifts; "
+                        f"1 for none (default {DEFAULT_VIEWS}, as the evaluate stage)")
     args = parser.parse_args(argv)
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")

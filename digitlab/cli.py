@@ -27,7 +27,7 @@ from PIL import Image
 from digitlab.atomic import atomic_path
 from digitlab.errors import PipelineError
 from digitlab.images import NO_DIGIT
-from digitlab.reader import DEFAULT_MODEL, DigitReader, Reading
+from digitlab.reader import DEFAULT_MODEL, DEFAULT_VIEWS, DigitReader, Reading
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 CHUNK = 500  # files read and predicted at a time: memory stays bounded and lines come out as they are ready
@@ -41,8 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print one JSON object per image")
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL, help=f"a trained .keras model ({DEFAULT_MODEL})")
     parser.add_argument("--show", type=Path, metavar="OUT.png", help="draw the images and their probabilities here")
-    parser.add_argument("--views", type=int, choices=[1, 5, 9], default=1,
-                        help="test-time augmentation: average over the image and its 4 (or 8) one-pixel shifts")
+    parser.add_argument("--views", type=int, choices=[1, 5, 9], default=DEFAULT_VIEWS,
+                        help="test-time augmentation: average over the image and its 4 (or 8) one-pixel shifts; "
+                        f"1 for none (default {DEFAULT_VIEWS}, as the evaluate stage)")
     args = parser.parse_args(argv)
     if args.show is not None and args.show.suffix.lower() != ".png":
         parser.error(f"--show {args.show}: the figure is a PNG file, give a name ending in .png")

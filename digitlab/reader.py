@@ -24,6 +24,9 @@ from digitlab.images import prepare_or_why
 from digitlab.prepared import to_model_input
 
 DEFAULT_MODEL = Path("data/model/model.keras")
+# Test-time augmentation (1, 5 or 9 views): as evaluate.tta_views in params.yaml, so the model is used
+# as main's metrics measured it.
+DEFAULT_VIEWS = 5
 # Fewer images are prepared in this process: starting the worker processes (about a second) would cost more.
 PARALLEL_FROM = 64
 
@@ -49,7 +52,7 @@ class Reading:
 class DigitReader:
     """A trained model, loaded once (Keras safe mode), that reads digits from images."""
 
-    def __init__(self, model_path: str | Path = DEFAULT_MODEL, batch_size: int = 500, views: int = 1):
+    def __init__(self, model_path: str | Path = DEFAULT_MODEL, batch_size: int = 500, views: int = DEFAULT_VIEWS):
         # TensorFlow is imported here, not with this module: it takes seconds, and mnist-predict and mnist-app
         # import this module at once, then hide TensorFlow's start-up lines while they create a reader.
         from digitlab.prediction import load_model

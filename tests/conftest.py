@@ -27,7 +27,7 @@ BASE_PARAMS = {
               "augment": {"rotation_degrees": 0, "shift_fraction": 0.1, "zoom_fraction": 0,
                           "elastic_alpha": 0, "elastic_sigma": 4},
               "distribute": "none", "mixed_precision": "none"},
-    "evaluate": {"batch_size": 500, "tta_views": 1, "calibration_bins": 10, "mistakes": 16},
+    "evaluate": {"batch_size": 500, "tta_views": 5, "calibration_bins": 10, "mistakes": 16},
     "sample_predict": {"count": 25, "seed": 0},
 }
 

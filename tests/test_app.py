@@ -305,7 +305,12 @@ def test_views_reach_the_reader_the_app_predicts_with(small_model, digits):
         answer = post_file(client, digits[3][1]).json()
     with DigitReader(small_model, views=5) as reader:
         expected = reader.read([digits[3][1]])[0].probabilities
-    with DigitReader(small_model) as reader:
+    with DigitReader(small_model, views=1) as reader:
         one_view = reader.read([digits[3][1]])[0].probabilities
     np.testing.assert_allclose(answer["probabilities"], expected, atol=1e-6)
     assert not np.allclose(answer["probabilities"], one_view, atol=1e-6)
+    # By default the app and DigitReader predict as the evaluate stage does (evaluate.tta_views: 5).
+    with TestClient(web.create_app(small_model)) as client:
+        np.testing.assert_allclose(post_file(client, digits[3][1]).json()["probabilities"], expected, atol=1e-6)
+    with DigitReader(small_model) as reader:
+        np.testing.assert_allclose(reader.read([digits[3][1]])[0].probabilities, expected, atol=1e-6)

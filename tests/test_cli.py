@@ -365,5 +365,7 @@ def test_views_averages_the_prediction_over_shifted_copies(small_model, good_fil
     model = load_model(small_model)
     expected = np.mean([model.predict_on_batch(shifted(image, down, right))[0] for down, right in VIEWS[5]], axis=0)
     np.testing.assert_allclose(json.loads(out[0])["probabilities"], expected, atol=1e-5)
-    status, out, err = run(capsys, good_file, "--json", "--model", small_model)
+    status, out, err = run(capsys, good_file, "--json", "--model", small_model)  # the default: as evaluate.tta_views
+    np.testing.assert_allclose(json.loads(out[0])["probabilities"], expected, atol=1e-5)
+    status, out, err = run(capsys, good_file, "--json", "--views", "1", "--model", small_model)
     assert not np.allclose(json.loads(out[0])["probabilities"], expected, atol=1e-5)  # one view differs

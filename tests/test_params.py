@@ -28,6 +28,12 @@ def test_committed_params_are_valid():
     assert validate(yaml.safe_load((PROJECT_ROOT / PARAMS_FILE).read_text())) == []
 
 
+def test_mnist_predict_and_the_app_use_the_model_as_the_evaluate_stage_does():
+    from digitlab.reader import DEFAULT_VIEWS
+
+    assert DEFAULT_VIEWS == yaml.safe_load((PROJECT_ROOT / PARAMS_FILE).read_text())["evaluate"]["tta_views"]
+
+
 @pytest.mark.parametrize(
     "path, value, message",
     [

@@ -71,10 +71,11 @@ def test_changing_a_sample_predict_param_reruns_only_sample_predict(clone):
 def test_test_time_augmentation_reruns_evaluate_and_sample_predict_and_changes_the_probabilities(clone):
     before = json.loads((clone / "reports/evaluate/metrics.json").read_text())["test"]
     predictions = (clone / "reports/predict/predictions.csv").read_text()
-    set_params(clone / "params.yaml", {"evaluate.tta_views": 5})
+    views = yaml.safe_load((clone / "params.yaml").read_text())["evaluate"]["tta_views"]
+    set_params(clone / "params.yaml", {"evaluate.tta_views": 1 if views != 1 else 5})
     assert stages_run(run(["dvc", "repro"], clone)) == ["evaluate", "sample_predict"]
     after = json.loads((clone / "reports/evaluate/metrics.json").read_text())["test"]
-    assert after["loss"] != before["loss"]  # the five views' mean, not the plain prediction
+    assert after["loss"] != before["loss"]  # another mean over views, or the plain prediction
     assert (clone / "reports/predict/predictions.csv").read_text() != predictions
 
 
