@@ -80,7 +80,7 @@ def write_images(images: np.ndarray, folder: Path, png_folder: Path) -> list[dic
     return made
 
 
-def naive_digits(model, files: list[Path], made: list[dict]) -> np.ndarray:
+def naive_digits(model, files: list[Path], made: list[dict], views: int) -> np.ndarray:
     """Greyscale, invert the paper ones, squash to 28x28: what a user without digitlab.images does."""
     images = []
     for path, kind in zip(files, made):
@@ -88,7 +88,7 @@ def naive_digits(model, files: list[Path], made: list[dict]) -> np.ndarray:
             grey = image.convert("L")
             grey = ImageOps.invert(grey) if kind["paper"] else grey
             images.append(np.asarray(grey.resize((28, 28), Image.Resampling.BILINEAR)))
-    return predict_probabilities(model, to_model_input(np.stack(images)), CHUNK).argmax(axis=1)
+    return predict_probabilities(model, to_model_input(np.stack(images)), CHUNK, views).argmax(axis=1)
 
 
 def reader_digits(reader: DigitReader, files: list[Path]) -> tuple[np.ndarray, float]:
@@ -131,9 +131,10 @@ def main() -> None:
     images, labels = images[:args.count], labels[:args.count]
     reader = DigitReader(args.model)
 
-    predict_probabilities(reader.model, to_model_input(images[:CHUNK]), CHUNK)  # the first call sets up; not timed
+    # The same views as the command (DigitReader's default), so the paths differ only in how images are made.
+    predict_probabilities(reader.model, to_model_input(images[:CHUNK]), CHUNK, reader.views)  # sets up; not timed
     start = time.perf_counter()
-    original = predict_probabilities(reader.model, to_model_input(images), CHUNK).argmax(axis=1)
+    original = predict_probabilities(reader.model, to_model_input(images), CHUNK, reader.views).argmax(axis=1)
     model_seconds = time.perf_counter() - start
 
     with tempfile.TemporaryDirectory(prefix="predict_benchmark_") as temporary:
@@ -145,7 +146,7 @@ def main() -> None:
         print(f"wrote {len(made)} images twice in {time.perf_counter() - start:.0f} s", file=sys.stderr)
         files, png_files = sorted(folder.iterdir()), sorted(png_folder.iterdir())
 
-        naive = naive_digits(reader.model, files, made)
+        naive = naive_digits(reader.model, files, made, reader.views)
         read, _ = reader_digits(reader, files)
         _, reader_seconds = reader_digits(reader, png_files)
         _, start_up_seconds, start_up_peak_mb = command_digits(args.model, png_files[0])  # start-up and model load
