@@ -112,7 +112,7 @@ def measure(config: str, seed: int, settings: dict) -> dict:
     clock = TestAccuracyClock()
     if config == "keras_io":
         model, epochs = keras_io_convnet(train, val, clock)
-        seed, views = 0, 1
+        views = 1
     else:
         overrides = {**settings, **(FAST_OVERRIDES if config == "fast" else {}), "seed": seed}
         params = Params.model_validate(with_overrides(params.model_dump(), overrides))

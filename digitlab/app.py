@@ -52,7 +52,7 @@ from PIL import Image, UnidentifiedImageError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
-from digitlab.cli import native_stderr_hidden
+from digitlab.cli import add_views_option, native_stderr_hidden
 from digitlab.errors import PipelineError
 from digitlab.reader import DEFAULT_MODEL, DEFAULT_VIEWS, DigitReader
 
@@ -461,9 +461,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="address to listen on (default 127.0.0.1: this machine only)")
     parser.add_argument("--port", type=port_number, default=8000, help="port (default 8000; 0 picks a free one)")
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL, help=f"Keras model file (default {DEFAULT_MODEL})")
-    parser.add_argument("--views", type=int, choices=[1, 5, 9], default=DEFAULT_VIEWS,
-                        help="test-time augmentation: average over the image and its 4 (or 8) one-pixel shifts; "
-                        f"1 for none (default {DEFAULT_VIEWS}, as the evaluate stage)")
+    add_views_option(parser)
     args = parser.parse_args(argv)
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")

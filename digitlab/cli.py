@@ -34,6 +34,13 @@ CHUNK = 500  # files read and predicted at a time: memory stays bounded and line
 SHOW_LIMIT = 20  # rows of the --show figure; more would make it too tall to read
 
 
+def add_views_option(parser: argparse.ArgumentParser) -> None:
+    """--views, for mnist-predict and mnist-app alike."""
+    parser.add_argument("--views", type=int, choices=[1, 5, 9], default=DEFAULT_VIEWS,
+                        help="test-time augmentation: average over the image and its 4 (or 8) one-pixel shifts; "
+                        f"1 for none (default {DEFAULT_VIEWS}, as the evaluate stage)")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="mnist-predict", description=__doc__.splitlines()[0],
                                      epilog="A folder means the images in it, sorted by name.")
@@ -41,9 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print one JSON object per image")
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL, help=f"a trained .keras model ({DEFAULT_MODEL})")
     parser.add_argument("--show", type=Path, metavar="OUT.png", help="draw the images and their probabilities here")
-    parser.add_argument("--views", type=int, choices=[1, 5, 9], default=DEFAULT_VIEWS,
-                        help="test-time augmentation: average over the image and its 4 (or 8) one-pixel shifts; "
-                        f"1 for none (default {DEFAULT_VIEWS}, as the evaluate stage)")
+    add_views_option(parser)
     args = parser.parse_args(argv)
     if args.show is not None and args.show.suffix.lower() != ".png":
         parser.error(f"--show {args.show}: the figure is a PNG file, give a name ending in .png")
