@@ -178,7 +178,7 @@ def fit(params: Params, train: dict, val: dict, callbacks: list[keras.callbacks.
     steps_per_epoch = (len(train["labels"]) // config.batch_size if replicas > 1
                        else math.ceil(len(train["labels"]) / config.batch_size))
     with strategy.scope():
-        model = build_model(params.model, config.mixed_precision, replicas)
+        model = build_model(params.model, config.mixed_precision, replicas, for_training=True)
         optimizer = make_optimizer(config, steps_per_epoch)
         if config.mixed_precision == "mixed_float16":
             optimizer = keras.optimizers.LossScaleOptimizer(optimizer)  # float16 gradients would underflow
@@ -264,14 +264,14 @@ def fit(params: Params, train: dict, val: dict, callbacks: list[keras.callbacks.
                             "no model was written. Start every worker again") from None
     optimizer.finalize_variable_values(model.trainable_variables)  # the averaged weights, if train.ema_momentum
     notify("on_train_end")
-    # The saved model is the same whatever the setting: float32, plain batch normalisation.
-    return model if config.mixed_precision == "none" and replicas == 1 else plain_copy(model, params)
+    # The saved model is the same whatever the setting: float32, Keras's plain batch normalisation.
+    return plain_copy(model, params)
 
 
 def plain_copy(model: keras.Model, params: Params) -> keras.Model:
-    """The trained weights in a one-device float32 model. Mixed precision is for training (predicting in
-    16 bits on a CPU is slow, and the variables are float32 anyway), and synchronised batch
-    normalisation is only for training on several replicas."""
+    """The trained weights in a one-device float32 model of Keras's own layers, which loads anywhere.
+    Mixed precision is for training (predicting in 16 bits on a CPU is slow, and the variables are
+    float32 anyway); synchronised and fused batch normalisation are only for training."""
     copy = build_model(params.model)
     copy.set_weights(model.get_weights())
     return copy

@@ -1,9 +1,11 @@
 """The CNN is built from params alone."""
 
 import keras
+import numpy as np
 import pytest
+import tensorflow as tf
 
-from digitlab.model import build_model
+from digitlab.model import FusedBatchNormalization, build_model
 from tests.conftest import make_params
 
 
@@ -49,3 +51,37 @@ def test_parameter_count_of_a_known_configuration():
     # conv 3x3x1x8 + bias (80), flatten 13*13*8=1352 -> dense 10 (13530)
     model = build_model(model_params(conv_filters=[8], convs_per_block=1, batch_norm=False, dense_units=0))
     assert model.count_params() == 80 + 13530
+
+
+@pytest.mark.parametrize("shape", [(16, 6, 6, 3), (8, 5)], ids=["after a convolution", "after the dense layer"])
+def test_fused_batch_norm_trains_exactly_like_keras_batch_norm(shape):
+    """Same output, same gradients, same running statistics as Keras's layer, in training and inference."""
+    rng = np.random.default_rng(0)
+    images = tf.constant(rng.normal(2.0, 3.0, shape), tf.float32)
+    upstream = tf.constant(rng.normal(size=shape), tf.float32)  # a loss that weighs every output differently
+    plain, fused = keras.layers.BatchNormalization(momentum=0.9), FusedBatchNormalization(momentum=0.9)
+    for layer in (plain, fused):
+        layer.build(shape)
+    starting_weights = [rng.normal(1.0, 0.5, shape[-1]).astype(np.float32) for _ in range(4)]
+    starting_weights[3] = np.abs(starting_weights[3])  # a variance
+    results = []
+    for layer in (plain, fused):
+        layer.set_weights(starting_weights)
+        with tf.GradientTape() as tape:
+            tape.watch(images)
+            outputs = layer(images, training=True)
+            loss = tf.reduce_sum(outputs * upstream)
+        gradients = tape.gradient(loss, [images, layer.gamma, layer.beta])
+        results.append([outputs, *gradients, *layer.non_trainable_weights, layer(images, training=False)])
+    for keras_value, fused_value in zip(*results):
+        np.testing.assert_allclose(np.asarray(fused_value), np.asarray(keras_value), rtol=1e-4, atol=1e-5)
+
+
+def test_only_a_model_for_training_uses_the_fused_batch_norm():
+    params = model_params(batch_norm=True, conv_filters=[16, 32], convs_per_block=2, dense_units=128)
+    assert count(build_model(params, for_training=True), FusedBatchNormalization) == 5
+    assert count(build_model(params), FusedBatchNormalization) == 0
+    # Several replicas normalise with the global batch's statistics, which the fused kernel cannot.
+    synchronised = build_model(params, replicas=2, for_training=True)
+    assert count(synchronised, FusedBatchNormalization) == 0
+    assert all(layer.synchronized for layer in synchronised.layers if isinstance(layer, keras.layers.BatchNormalization))

@@ -13,7 +13,7 @@ import yaml
 
 from digitlab import training
 from digitlab.errors import PipelineError
-from digitlab.model import build_model
+from digitlab.model import FusedBatchNormalization, build_model
 from digitlab.params import Augment, Train
 from digitlab.prepared import save_arrays
 from stages import train
@@ -137,6 +137,26 @@ def test_mixed_precision_trains_in_16_bits_and_returns_a_float32_model(precision
     assert {layer.compute_dtype for layer in model.layers} == {"float32"}
     assert np.isfinite(model.predict_on_batch(arrays["images"][:4])).all()
 
+
+
+def test_training_normalises_with_the_fused_kernel_and_returns_keras_own_layers():
+    """Trained with FusedBatchNormalization (faster), returned with Keras's BatchNormalization (loads
+    anywhere), with every weight and running statistic carried over."""
+    rng = np.random.default_rng(0)
+    arrays = {"images": rng.random((64, 28, 28, 1), dtype=np.float32), "labels": np.arange(64, dtype=np.uint8) % 10}
+
+    class Spy(keras.callbacks.Callback):
+        def on_train_end(self, logs=None):
+            trained.update(layers={type(layer) for layer in self.model.layers}, weights=self.model.get_weights())
+
+    trained = {}
+    model = training.fit(make_params({"train.epochs": 1, "train.batch_size": 32}), arrays, arrays, callbacks=[Spy()])
+    assert FusedBatchNormalization in trained["layers"]
+    norms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    assert len(norms) == 5 and {type(layer) for layer in norms} == {keras.layers.BatchNormalization}
+    assert not np.allclose(norms[0].moving_variance, 1.0)  # the running statistics moved, and came along
+    for saved, expected in zip(model.get_weights(), trained["weights"], strict=True):
+        np.testing.assert_array_equal(saved, expected)
 
 def test_elastic_distortion_moves_strokes_smoothly_and_keeps_the_image():
     """A vertical bar, distorted: still one bar of about the same ink, bent a little, not shuffled pixels."""
