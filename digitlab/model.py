@@ -61,23 +61,26 @@ def _build(params: Model, normalisation) -> keras.Model:
     use_bias = not params.batch_norm
     pooling = {"max": layers.MaxPooling2D, "average": layers.AveragePooling2D}[params.pooling]
 
-    def normalise_and_activate(x):
+    # Layers are named for their place (block1_conv2, dense_norm), so that every model built from the
+    # same params, for training or for saving, has the same names.
+    def normalise_and_activate(x, place: str):
         if params.batch_norm:
-            x = normalisation()(x)
-        return layers.Activation(params.activation)(x)
+            x = normalisation(name=f"{place}_norm")(x)
+        return layers.Activation(params.activation, name=f"{place}_{params.activation}")(x)
 
     inputs = keras.Input(shape=(IMAGE_SIZE, IMAGE_SIZE, 1), name="image")
     x = inputs
-    for filters in params.conv_filters:
-        for _ in range(params.convs_per_block):
-            x = layers.Conv2D(filters, params.kernel_size, padding=params.padding, use_bias=use_bias)(x)
-            x = normalise_and_activate(x)
-        x = pooling(pool_size=2)(x)
+    for block, filters in enumerate(params.conv_filters, start=1):
+        for conv in range(1, params.convs_per_block + 1):
+            place = f"block{block}_conv{conv}"
+            x = layers.Conv2D(filters, params.kernel_size, padding=params.padding, use_bias=use_bias, name=place)(x)
+            x = normalise_and_activate(x, place)
+        x = pooling(pool_size=2, name=f"block{block}_pool")(x)
 
-    x = layers.Flatten()(x)
+    x = layers.Flatten(name="flatten")(x)
     if params.dense_units:
-        x = layers.Dense(params.dense_units, use_bias=use_bias)(x)
-        x = normalise_and_activate(x)
-    x = layers.Dropout(params.dropout)(x)
+        x = layers.Dense(params.dense_units, use_bias=use_bias, name="dense")(x)
+        x = normalise_and_activate(x, "dense")
+    x = layers.Dropout(params.dropout, name="dropout")(x)
     outputs = layers.Dense(len(CLASSES), activation="softmax", name="digit", dtype="float32")(x)
     return keras.Model(inputs, outputs, name="mnist_cnn")

@@ -30,8 +30,8 @@ from digitlab.params import load_params
 from digitlab.prepared import load_arrays
 
 
-class RecordArchitecture(keras.callbacks.Callback):
-    """Logs the parameter count and keeps the model summary, before the optimizer adds its own variables."""
+class LogParameterCount(keras.callbacks.Callback):
+    """Logs the parameter count with the metrics, before the optimizer adds its own variables."""
 
     def __init__(self, live: Live):
         super().__init__()
@@ -39,9 +39,13 @@ class RecordArchitecture(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         self.live.log_metric("model/params", self.model.count_params(), plot=False)
-        lines = []
-        self.model.summary(print_fn=lambda text, **_: lines.append(text))
-        self.summary = "\n".join(lines) + "\n"
+
+
+def summary(model: keras.Model) -> str:
+    """Keras's table of the saved model's layers (not those of training: see training.plain_copy)."""
+    lines = []
+    model.summary(print_fn=lambda text, **_: lines.append(text))
+    return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -61,13 +65,12 @@ def main(argv: list[str] | None = None) -> None:
         return
     started = time.perf_counter()
     with Live(str(args.report_dir), dvcyaml=None, save_dvc_exp=False) as live:
-        architecture = RecordArchitecture(live)
-        model = training.fit(params, train, val, callbacks=[architecture, DVCLiveCallback(live=live)])
+        model = training.fit(params, train, val, callbacks=[LogParameterCount(live), DVCLiveCallback(live=live)])
     seconds = time.perf_counter() - started
 
     with atomic_path(args.model_path) as temporary:
         model.save(temporary)
-    write_text(args.report_dir / "model_summary.txt", architecture.summary)
+    write_text(args.report_dir / "model_summary.txt", summary(model))
     # Timings differ from run to run, so they live apart from the reproducible metrics.json.
     images_per_second = params.train.epochs * len(train["labels"]) / seconds
     write_json(args.report_dir / "speed.json", {"train": {"seconds": round(seconds, 1),

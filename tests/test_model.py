@@ -85,3 +85,13 @@ def test_only_a_model_for_training_uses_the_fused_batch_norm():
     synchronised = build_model(params, replicas=2, for_training=True)
     assert count(synchronised, FusedBatchNormalization) == 0
     assert all(layer.synchronized for layer in synchronised.layers if isinstance(layer, keras.layers.BatchNormalization))
+
+
+def test_every_build_of_the_same_params_names_its_layers_alike():
+    """The saved model is a copy of the one trained (training.plain_copy): the same names, not conv2d_5."""
+    params = model_params()
+    builds = [build_model(params), build_model(params), build_model(params, for_training=True),
+              build_model(params, replicas=2, for_training=True)]
+    names = [[layer.name for layer in model.layers] for model in builds]
+    assert names[0] == names[1] == names[2] == names[3]
+    assert names[0][1:4] == ["block1_conv1", "block1_conv1_norm", "block1_conv1_relu"]

@@ -52,6 +52,7 @@ def test_same_params_and_seed_give_identical_metrics(workdir):
     assert metrics["step"] == 1 and list(metrics) == ["model", "train", "eval", "step"]
     summary = (workdir / "a/model_summary.txt").read_text()
     assert f"Total params: {metrics['model']['params']:,}" in summary and "Optimizer" not in summary
+    assert "(BatchNormalization)" in summary and "Fused" not in summary  # the saved model's layers, not training's
 
 
 @pytest.mark.parametrize(
