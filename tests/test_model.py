@@ -95,3 +95,15 @@ def test_every_build_of_the_same_params_names_its_layers_alike():
     names = [[layer.name for layer in model.layers] for model in builds]
     assert names[0] == names[1] == names[2] == names[3]
     assert names[0][1:4] == ["block1_conv1", "block1_conv1_norm", "block1_conv1_relu"]
+
+
+def test_fused_batch_norm_leaves_masks_and_any_axis_but_the_last_to_keras():
+    rng = np.random.default_rng(0)
+    images = tf.constant(rng.normal(size=(4, 3, 5, 5)), tf.float32)  # channels first
+    plain, fused = keras.layers.BatchNormalization(axis=1), FusedBatchNormalization(axis=1)
+    np.testing.assert_allclose(np.asarray(fused(images, training=True)), np.asarray(plain(images, training=True)),
+                               rtol=1e-5, atol=1e-5)
+    sequences, mask = tf.constant(rng.normal(size=(4, 6, 3)), tf.float32), tf.constant(rng.random((4, 6)) > 0.5)
+    plain, fused = keras.layers.BatchNormalization(), FusedBatchNormalization()
+    np.testing.assert_allclose(np.asarray(fused(sequences, training=True, mask=mask)),
+                               np.asarray(plain(sequences, training=True, mask=mask)), rtol=1e-5, atol=1e-5)
