@@ -38,12 +38,12 @@ class FusedBatchNormalization(layers.BatchNormalization):
     """Keras's BatchNormalization, trained with TensorFlow's fused kernel: one op forward and one back
     where Keras 3 computes the moments and the normalisation as separate ops. On 2 CPU cores a training
     epoch took 27% less time (benchmarks/README.md, "Fused batch normalisation"). Same weights, same
-    running statistics (the biased batch variance, as Keras keeps). Inference, masks and any axis but
-    the last take Keras's own path."""
+    running statistics (the biased batch variance, as Keras keeps). Inference, masks, renormalisation
+    and any axis but the last take Keras's own path."""
 
     def call(self, inputs, training=None, mask=None):
         fused = (training and self.trainable and self.center and self.scale and mask is None
-                 and self.axis in (-1, inputs.shape.rank - 1))
+                 and not self.renorm and self.axis in (-1, inputs.shape.rank - 1))
         if not fused:
             return super().call(inputs, training=training, mask=mask)
         channels = inputs.shape[-1]

@@ -97,7 +97,7 @@ def test_every_build_of_the_same_params_names_its_layers_alike():
     assert names[0][1:4] == ["block1_conv1", "block1_conv1_norm", "block1_conv1_relu"]
 
 
-def test_fused_batch_norm_leaves_masks_and_any_axis_but_the_last_to_keras():
+def test_fused_batch_norm_leaves_masks_renorm_and_any_axis_but_the_last_to_keras():
     rng = np.random.default_rng(0)
     images = tf.constant(rng.normal(size=(4, 3, 5, 5)), tf.float32)  # channels first
     plain, fused = keras.layers.BatchNormalization(axis=1), FusedBatchNormalization(axis=1)
@@ -107,3 +107,10 @@ def test_fused_batch_norm_leaves_masks_and_any_axis_but_the_last_to_keras():
     plain, fused = keras.layers.BatchNormalization(), FusedBatchNormalization()
     np.testing.assert_allclose(np.asarray(fused(sequences, training=True, mask=mask)),
                                np.asarray(plain(sequences, training=True, mask=mask)), rtol=1e-5, atol=1e-5)
+    images = tf.constant(rng.normal(2.0, 3.0, size=(8, 5, 5, 3)), tf.float32)
+    plain, fused = keras.layers.BatchNormalization(renorm=True), FusedBatchNormalization(renorm=True)
+    for layer in (plain, fused):  # renormalisation corrects the batch's statistics towards the running ones
+        layer.build(images.shape)
+        layer.renorm_mean.assign([1.0, -1.0, 0.5])
+    np.testing.assert_allclose(np.asarray(fused(images, training=True)), np.asarray(plain(images, training=True)),
+                               rtol=1e-5, atol=1e-5)
