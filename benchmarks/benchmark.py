@@ -210,8 +210,8 @@ def main() -> None:
 
     Params.model_validate(with_overrides(load_params(PROJECT_ROOT / "params.yaml").model_dump(), settings))  # fail now, not after hours
     ours = [config for config in args.configs if config != "keras_io"]
-    baseline = [("keras_io", 0)] if "keras_io" in args.configs else []
-    runs = [run for seed in args.seeds for run in baseline + [(config, seed) for config in ours]] or baseline
+    keras_io_run = [("keras_io", 0)] if "keras_io" in args.configs else []
+    runs = [run for seed in args.seeds for run in keras_io_run + [(config, seed) for config in ours]]
     results = []
     for config, seed in runs:
         print(f"benchmark: training {config}, seed {seed} ...", file=sys.stderr, flush=True)

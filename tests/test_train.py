@@ -40,6 +40,12 @@ def workdir(tmp_path, monkeypatch):
     return tmp_path
 
 
+def random_digits() -> dict:
+    """64 random images, labelled 0-9 in turn: enough for `fit` to run, not to learn."""
+    images = np.random.default_rng(0).random((64, 28, 28, 1), dtype=np.float32)
+    return {"images": images, "labels": np.arange(64, dtype=np.uint8) % 10}
+
+
 def run_train(workdir, name="model.keras", reports="reports"):
     train.main([str(workdir / "prepared"), str(workdir / name), str(workdir / reports)])
 
@@ -131,20 +137,17 @@ def test_mixed_precision_trains_in_16_bits_and_returns_a_float32_model(precision
         precision.removeprefix("mixed_")}
     assert built.get_layer("digit").compute_dtype == "float32"  # the softmax and the loss stay accurate
 
-    rng = np.random.default_rng(0)
-    arrays = {"images": rng.random((64, 28, 28, 1), dtype=np.float32), "labels": np.arange(64, dtype=np.uint8) % 10}
+    arrays = random_digits()
     params = make_params({"train.epochs": 1, "train.batch_size": 32, "train.mixed_precision": precision})
     model = training.fit(params, arrays, arrays)
     assert {layer.compute_dtype for layer in model.layers} == {"float32"}
     assert np.isfinite(model.predict_on_batch(arrays["images"][:4])).all()
 
 
-
 def test_training_normalises_with_the_fused_kernel_and_returns_keras_own_layers():
     """Trained with FusedBatchNormalization (faster), returned with Keras's BatchNormalization (loads
     anywhere), with every weight and running statistic carried over."""
-    rng = np.random.default_rng(0)
-    arrays = {"images": rng.random((64, 28, 28, 1), dtype=np.float32), "labels": np.arange(64, dtype=np.uint8) % 10}
+    arrays = random_digits()
 
     class Spy(keras.callbacks.Callback):
         def on_train_end(self, logs=None):
@@ -158,6 +161,7 @@ def test_training_normalises_with_the_fused_kernel_and_returns_keras_own_layers(
     assert not np.allclose(norms[0].moving_variance, 1.0)  # the running statistics moved, and came along
     for saved, expected in zip(model.get_weights(), trained["weights"], strict=True):
         np.testing.assert_array_equal(saved, expected)
+
 
 def test_elastic_distortion_moves_strokes_smoothly_and_keeps_the_image():
     """A vertical bar, distorted: still one bar of about the same ink, bent a little, not shuffled pixels."""
@@ -181,8 +185,7 @@ def test_elastic_distortion_moves_strokes_smoothly_and_keeps_the_image():
 
 def test_ema_momentum_validates_and_returns_the_moving_average_of_the_weights():
     """One step per epoch, so the weights seen at each epoch's end are the weights after each step."""
-    rng = np.random.default_rng(0)
-    arrays = {"images": rng.random((64, 28, 28, 1), dtype=np.float32), "labels": np.arange(64, dtype=np.uint8) % 10}
+    arrays = random_digits()
     params = make_params({"train.epochs": 4, "train.batch_size": 64, "train.lr_schedule": "constant",
                           "train.ema_momentum": 0.5})
 
