@@ -1,6 +1,6 @@
-"""Benchmark of the draw-a-digit web app (digitlab/app.py), as the real server process on 127.0.0.1.
+"""Benchmark of the draw-a-digit web app (digitlab/serving/app.py), as the real server process on 127.0.0.1.
 
-It starts `python -m digitlab.app` on a free port and measures, sending what the page sends (a
+It starts `python -m digitlab.serving.app` on a free port and measures, sending what the page sends (a
 280x280 PNG of a drawn 7 as the multipart field `image`):
 
   first prediction    seconds from the process's start to its first successful /predict
@@ -77,11 +77,11 @@ def find_model(path: Path) -> tuple[Path, str]:
 def train_stand_in() -> Path:
     """A model trained on 12,000 MNIST images for 2 epochs (about 97% right), in a temporary folder.
     Without batch normalisation: with it, 2 short epochs leave its running statistics unsettled."""
-    import digitlab  # noqa: F401  (sets TensorFlow's environment first)
-    from digitlab.params import Params, load_params, with_overrides
-    from digitlab.prepared import to_model_input
-    from digitlab.raw import SHA256, load_split
-    from digitlab.training import fit
+    import digitlab.shared  # noqa: F401  (sets TensorFlow's environment first)
+    from digitlab.data.raw import SHA256, load_split
+    from digitlab.shared.params import Params, load_params, with_overrides
+    from digitlab.shared.prepared import to_model_input
+    from digitlab.training.fitting import fit
 
     folders = [os.environ.get("MNIST_MIRROR", ""), PROJECT_ROOT.parent / "shared" / "data" / "mnist",
                PROJECT_ROOT / "data" / "raw"]
@@ -192,7 +192,7 @@ def main() -> None:
     load_before = os.getloadavg()[0]
 
     with tempfile.TemporaryDirectory() as tmp, open(Path(tmp) / "server.log", "wb") as log:
-        command = [sys.executable, "-m", "digitlab.app", "--port", str(port), "--model", str(model)]
+        command = [sys.executable, "-m", "digitlab.serving.app", "--port", str(port), "--model", str(model)]
         started = time.monotonic()
         process = subprocess.Popen(command, cwd=PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT)
         try:

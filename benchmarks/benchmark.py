@@ -37,7 +37,7 @@ from pathlib import Path
 
 import yaml
 
-import digitlab  # noqa: F401  (sets TensorFlow's environment before the imports of keras below)
+import digitlab.shared  # noqa: F401  (sets TensorFlow's environment before the imports of keras below)
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -75,7 +75,7 @@ def keras_io_convnet(train, val, test_callback):
 
 def pipeline_model(params, train, val, test_callback):
     """Our train stage's model and training: the same `fit` that `dvc repro train` runs."""
-    from digitlab.training import fit
+    from digitlab.training.fitting import fit
 
     return fit(params, train, val, callbacks=[test_callback]), params.train.epochs
 
@@ -84,9 +84,9 @@ def measure(config: str, seed: int, settings: dict) -> dict:
     """Train one configuration in this process and return its figures."""
     import keras
 
-    from digitlab.params import Params, load_params, with_overrides
-    from digitlab.prediction import predict_probabilities
-    from digitlab.prepared import load_arrays
+    from digitlab.evaluation.prediction import predict_probabilities
+    from digitlab.shared.params import Params, load_params, with_overrides
+    from digitlab.shared.prepared import load_arrays
 
     prepared = PROJECT_ROOT / "data" / "prepared"
     train, val, test = (load_arrays(prepared / f"{name}.npz") for name in ("train", "val", "test"))
@@ -206,7 +206,7 @@ def main() -> None:
         print(json.dumps(measure(args.child[0], int(args.child[1]), settings)))
         return
 
-    from digitlab.params import Params, load_params, with_overrides
+    from digitlab.shared.params import Params, load_params, with_overrides
 
     Params.model_validate(with_overrides(load_params(PROJECT_ROOT / "params.yaml").model_dump(), settings))  # fail now, not after hours
     ours = [config for config in args.configs if config != "keras_io"]

@@ -7,7 +7,7 @@ other half light ink on black, as PNG. Then it measures:
 
   accuracy   the model on the original 28x28 test images; the command's code path (DigitReader on
              the files); and a naive path: greyscale, inverted for the paper ones (told which they
-             are), resized to 28x28 (what one does without digitlab.images)
+             are), resized to 28x28 (what one does without digitlab.serving.images)
   speed      images/s of the command's path on a folder of the same images, all PNG, decoding and
              preparing included: the wall time of a `mnist-predict --json FOLDER` subprocess (start-up,
              imports and model load included) and of DigitReader in this process; and of the model alone
@@ -30,12 +30,12 @@ import numpy as np
 from benchmark import machine_description  # benchmarks/benchmark.py, beside this script
 from PIL import Image, ImageFilter, ImageOps
 
-import digitlab  # noqa: F401  (sets TensorFlow's environment before keras is imported)
-from digitlab.atomic import write_json
-from digitlab.prediction import predict_probabilities
-from digitlab.prepared import to_model_input
-from digitlab.raw import load_split
-from digitlab.reader import DigitReader
+import digitlab.shared  # noqa: F401  (sets TensorFlow's environment before keras is imported)
+from digitlab.data.raw import load_split
+from digitlab.evaluation.prediction import predict_probabilities
+from digitlab.serving.reader import DigitReader
+from digitlab.shared.atomic import write_json
+from digitlab.shared.prepared import to_model_input
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 CHUNK = 500  # files per DigitReader.read call, as the command does
@@ -81,7 +81,7 @@ def write_images(images: np.ndarray, folder: Path, png_folder: Path) -> list[dic
 
 
 def naive_digits(model, files: list[Path], made: list[dict], views: int) -> np.ndarray:
-    """Greyscale, invert the paper ones, squash to 28x28: what a user without digitlab.images does."""
+    """Greyscale, invert the paper ones, squash to 28x28: what a user without digitlab.serving.images does."""
     images = []
     for path, kind in zip(files, made):
         with Image.open(path) as image:

@@ -1,6 +1,6 @@
 """Benchmark: test-time augmentation (the image and its one-pixel shifts) on the validation split.
 
-For 1, 5 and 9 views (digitlab/prediction.py, VIEWS) it measures, with the model of
+For 1, 5 and 9 views (digitlab/evaluation/prediction.py, VIEWS) it measures, with the model of
 data/model/model.keras, on data/prepared/val.npz: accuracy, errors, cross-entropy, ECE (the
 evaluate stage's bins) and images/s (the second of two timed runs). The test split is left to the
 evaluate stage (`evaluate.tta_views`), so the choice is made on validation only; pass --split test
@@ -19,10 +19,10 @@ from pathlib import Path
 
 from benchmark import machine_description  # benchmarks/benchmark.py, beside this script
 
-from digitlab.params import load_params
-from digitlab.prediction import VIEWS, load_model, predict_probabilities
-from digitlab.prepared import load_arrays
-from digitlab.scores import cross_entropy, reliability
+from digitlab.evaluation.prediction import VIEWS, load_model, predict_probabilities
+from digitlab.evaluation.scores import cross_entropy, reliability
+from digitlab.shared.params import load_params
+from digitlab.shared.prepared import load_arrays
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 

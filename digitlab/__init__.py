@@ -1,20 +1,15 @@
-"""digitlab: what the six pipeline stages in `stages/` share, and the ways to use the model.
+"""digitlab: the library beside `stages/`, one folder for each part. dvc.yaml makes each stage depend
+on the folders it imports, so an edit re-runs exactly the stages that use it.
 
-  params      params.yaml, typed and validated up front
-  raw, idx    the four official MNIST files: names, checksums, the IDX format
-  prepared    the arrays the model sees: classes, image size, scaling, .npz files
-  model       the CNN, built from params
-  training    fitting it: augmentation, batches, optimizer, schedule
-  prediction  loading a trained model and predicting probabilities
-  scores      confusion matrix, per-class scores, calibration (NumPy only)
-  figures     the stages' PNG figures
-  report      the pull-request report (`python -m digitlab.report`)
-  atomic, errors  writing outputs whole, and one-line errors for bad input
+  shared/      what every stage reads: params.yaml validated (params), the prepared arrays' format
+               (prepared), test-time views (views), whole-file writes (atomic), one-line errors (errors)
+  data/        the four official MNIST files: names, checksums, the IDX format         (fetch, explore, preprocess)
+  training/    the CNN (model), fitting it (fitting), several devices or machines (distribute)    (train)
+  evaluation/  loading the model and predicting (prediction), scores and calibration (scores)
+                                                                                (evaluate, sample_predict)
+  figures/     the stages' PNG figures                                 (explore, evaluate, sample_predict)
+  serving/     using the model on your own images: images, DigitReader, mnist-predict, mnist-app (no stage)
+  review/      the pull-request report, `python -m digitlab.review.report` (CI, no stage)
+
+This file holds no code: the stages do not depend on it, so editing this map re-runs nothing.
 """
-
-import os
-
-# Settings that must be in place before TensorFlow or Matplotlib is first imported.
-# Every stage imports this package first (see stages/__init__.py).
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # hide TensorFlow's start-up chatter
-os.environ.setdefault("MPLBACKEND", "Agg")  # figures are files; no display needed

@@ -4,4 +4,4 @@ fetch, explore, preprocess, train, evaluate, sample_predict.
 Each is run as `python -m stages.<name> <paths...>`; what they share lives in `digitlab`.
 """
 
-import digitlab  # noqa: F401  (sets TensorFlow's and Matplotlib's environment before any stage imports them)
+import digitlab.shared  # noqa: F401  (sets TensorFlow's and Matplotlib's environment before any stage imports them)

@@ -15,11 +15,11 @@ from pathlib import Path
 import numpy as np
 
 from digitlab import figures
-from digitlab.atomic import write_json
-from digitlab.errors import run_stage
-from digitlab.params import load_params
-from digitlab.prepared import CLASSES
-from digitlab.raw import load_split
+from digitlab.data.raw import load_split
+from digitlab.shared.atomic import write_json
+from digitlab.shared.errors import run_stage
+from digitlab.shared.params import load_params
+from digitlab.shared.prepared import CLASSES
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
-from digitlab.errors import PipelineError, run_stage
-from digitlab.params import load_params
-from digitlab.prepared import save_arrays, to_model_input
-from digitlab.raw import load_split
+from digitlab.data.raw import load_split
+from digitlab.shared.errors import PipelineError, run_stage
+from digitlab.shared.params import load_params
+from digitlab.shared.prepared import save_arrays, to_model_input
 
 
 def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

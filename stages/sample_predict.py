@@ -16,11 +16,11 @@ from pathlib import Path
 import numpy as np
 
 from digitlab import figures
-from digitlab.atomic import write_text
-from digitlab.errors import run_stage
-from digitlab.params import load_params
-from digitlab.prediction import load_model, predict_probabilities
-from digitlab.prepared import load_arrays
+from digitlab.evaluation.prediction import load_model, predict_probabilities
+from digitlab.shared.atomic import write_text
+from digitlab.shared.errors import run_stage
+from digitlab.shared.params import load_params
+from digitlab.shared.prepared import load_arrays
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -4,8 +4,8 @@ Each epoch, dvclive logs accuracy and loss on the training and validation splits
 (`dvc plots show` draws them). The model is chosen on the validation split only;
 the test set is not read here.
 
-Writes MODEL_PATH (.keras), and into REPORT_DIR: metrics.json (final epoch and the
-parameter count), plots/metrics/{train,eval}/*.tsv (per-epoch curves), model_summary.txt,
+Writes MODEL_PATH (.keras), and into REPORT_DIR: metrics.json (the validation split's accuracy
+and loss after the last epoch, and the parameter count), plots/metrics/{train,eval}/*.tsv (per-epoch curves), model_summary.txt,
 speed.json (training wall time and images/s: a timing, different on every run).
 
 With train.distribute set to multi_worker, every machine of the cluster runs this same command
@@ -23,11 +23,12 @@ import keras
 from dvclive import Live
 from dvclive.keras import DVCLiveCallback
 
-from digitlab import distribute, training
-from digitlab.atomic import atomic_path, write_json, write_text
-from digitlab.errors import run_stage
-from digitlab.params import load_params
-from digitlab.prepared import load_arrays
+from digitlab.shared.atomic import write_json, write_text
+from digitlab.shared.errors import run_stage
+from digitlab.shared.params import load_params
+from digitlab.shared.prepared import load_arrays
+from digitlab.training import distribute, fitting
+from digitlab.training.saving import save_model
 
 
 class LogParameterCount(keras.callbacks.Callback):
@@ -42,7 +43,7 @@ class LogParameterCount(keras.callbacks.Callback):
 
 
 def summary(model: keras.Model) -> str:
-    """Keras's table of the saved model's layers (not those of training: see training.plain_copy)."""
+    """Keras's table of the saved model's layers (not those of training: see fitting.plain_copy)."""
     lines = []
     model.summary(print_fn=lambda text, **_: lines.append(text))
     return "\n".join(lines) + "\n"
@@ -60,22 +61,24 @@ def main(argv: list[str] | None = None) -> None:
     train = load_arrays(args.prepared_dir / "train.npz")
     val = load_arrays(args.prepared_dir / "val.npz")
     if not chief:
-        model = training.fit(params, train, val)
-        print(f"train: done, weights {training.fingerprint(model)}; the chief writes the model and reports")
+        model = fitting.fit(params, train, val)
+        print(f"train: done, weights {fitting.fingerprint(model)}; the chief writes the model and reports")
         return
     started = time.perf_counter()
     with Live(str(args.report_dir), dvcyaml=None, save_dvc_exp=False) as live:
-        model = training.fit(params, train, val, callbacks=[LogParameterCount(live), DVCLiveCallback(live=live)])
+        model = fitting.fit(params, train, val, callbacks=[LogParameterCount(live), DVCLiveCallback(live=live)])
+        # The training split's figures stay in the curves (plots/metrics/train/), not in the metrics: they are
+        # measured on augmented batches while the weights move, and the validation figures are what to compare.
+        live.summary.pop("train", None)
     seconds = time.perf_counter() - started
 
-    with atomic_path(args.model_path) as temporary:
-        model.save(temporary)
+    save_model(model, args.model_path)
     write_text(args.report_dir / "model_summary.txt", summary(model))
     # Timings differ from run to run, so they live apart from the reproducible metrics.json.
     images_per_second = params.train.epochs * len(train["labels"]) / seconds
     write_json(args.report_dir / "speed.json", {"train": {"seconds": round(seconds, 1),
                                                           "images_per_second": round(images_per_second)}})
-    print(f"train: model in {args.model_path} (weights {training.fingerprint(model)}), "
+    print(f"train: model in {args.model_path} (weights {fitting.fingerprint(model)}), "
           f"curves and metrics in {args.report_dir}/")
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from digitlab.params import with_overrides
+from digitlab.shared.params import with_overrides
 from tests.conftest import PROJECT_ROOT, mnist_mirror
 
 MIRROR = mnist_mirror()

@@ -2,27 +2,29 @@
 every kind of bad upload (each followed by a good request, to show the server keeps serving), /health,
 and the `mnist-app` command's errors. The real server in a real browser is in test_browser.py."""
 
-import base64
-import hashlib
 import io
 import re
+import shutil
 import socket
 import struct
 import subprocess
 import sys
 import zlib
+from html.parser import HTMLParser
+from importlib import resources
 
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image, ImageDraw
 
-from digitlab import app as web
-from digitlab.errors import PipelineError
-from digitlab.raw import load_split
+from digitlab.data.raw import load_split
+from digitlab.serving import app as web
+from digitlab.shared.errors import PipelineError
 from tests.conftest import PROJECT_ROOT, mnist_mirror
 
 FIELDS = {"path", "digit", "confidence", "runner_up", "probabilities", "error", "image"}
+STATIC = resources.files("digitlab.serving") / "static"  # the page's files, in the package
 
 
 @pytest.fixture(scope="module")
@@ -64,6 +66,38 @@ def assert_still_serving(client, digits):
 # --- The page and /health ---------------------------------------------------------------------
 
 
+class PageParser(HTMLParser):
+    """What a page holds that a Content-Security-Policy cares about: each tag with its attributes, and
+    the text inside each <script> and <style> element."""
+
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.tags, self.inline, self._open = [], {"script": [], "style": []}, None
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append((tag, dict(attrs)))
+        if tag in self.inline:
+            self._open = tag
+            self.inline[tag].append("")
+
+    def handle_endtag(self, tag):
+        self._open = None
+
+    def handle_data(self, data):
+        if self._open:
+            self.inline[self._open][-1] += data
+
+
+def parsed(page: str) -> PageParser:
+    parser = PageParser()
+    parser.feed(page)
+    parser.close()
+    return parser
+
+
+PAGE_URLS = {"static/app.css", "static/app.js"}  # what the page links to, relative to /
+
+
 def test_page_has_the_canvas_buttons_and_result_area_and_no_outside_url(client):
     response = client.get("/")
     assert response.status_code == 200
@@ -73,20 +107,76 @@ def test_page_has_the_canvas_buttons_and_result_area_and_no_outside_url(client):
                     'id="seen"', 'id="error"'):
         assert element in page, element
     assert all(f'id="bar-{d}"' in page for d in range(10))
-    # Offline: nothing on the page may fetch from another host (or from anywhere: all is inline).
-    assert re.search(r"https?:", page) is None
-    assert re.search(r"\b(src|href|action)\s*=", page) is None
-    assert "url(" not in page and "@import" not in page
+    # Offline: the page loads nothing but its own two files from this server, and they load nothing at all.
+    urls = [value for _, attrs in parsed(page).tags for name, value in attrs.items()
+            if name in ("src", "href", "action", "srcset", "poster", "data")]
+    assert sorted(urls) == sorted(PAGE_URLS)
+    for text in [page] + [client.get("/" + url).text for url in PAGE_URLS]:
+        assert re.search(r"https?:", text) is None
+        assert "url(" not in text and "@import" not in text and "import(" not in text
 
 
-def test_page_inline_script_and_style_are_the_ones_its_security_policy_allows(client):
-    response = client.get("/")
-    policy = response.headers["content-security-policy"]
-    assert "default-src 'none'" in policy and "connect-src 'self'" in policy
-    for tag in ("script", "style"):
-        inline = re.search(rf"<{tag}>(.*?)</{tag}>", response.text, re.DOTALL).group(1)
-        digest = base64.b64encode(hashlib.sha256(inline.encode()).digest()).decode()
-        assert f"'sha256-{digest}'" in policy, f"the browser would refuse to run the page's {tag}"
+def test_page_has_no_inline_script_style_or_event_handler(client):
+    """So that its policy needs no 'unsafe-inline', hash or nonce: script and style come from files only."""
+    page = parsed(client.get("/").text)
+    assert page.inline["style"] == [], "a <style> element"
+    assert [body for body in page.inline["script"] if body.strip()] == [], "an inline <script>"
+    scripts = [attrs for tag, attrs in page.tags if tag == "script"]
+    assert [attrs.get("src") for attrs in scripts] == ["static/app.js"]
+    for tag, attrs in page.tags:
+        assert "style" not in attrs, f"a style attribute on <{tag}>"
+        handlers = [name for name in attrs if name.startswith("on")]
+        assert not handlers, f"an inline event handler on <{tag}>: {handlers}"
+        assert not str(attrs.get("href", "")).lower().startswith("javascript:"), f"a javascript: URL on <{tag}>"
+
+
+def test_page_security_policy_allows_only_this_servers_files_and_nothing_inline(client):
+    policy = client.get("/").headers["content-security-policy"]
+    directives = {part.split()[0]: part.split()[1:] for part in policy.split(";") if part.strip()}
+    assert directives["default-src"] == ["'none'"]
+    for directive in ("script-src", "style-src", "connect-src"):
+        assert directives[directive] == ["'self'"], directive
+    for directive in ("base-uri", "form-action", "frame-ancestors"):
+        assert directives[directive] == ["'none'"], directive
+    assert "'unsafe-inline'" not in policy and "'unsafe-eval'" not in policy
+    assert re.search(r"'(sha256|sha384|sha512|nonce)-", policy) is None, "a hash or nonce: nothing is inline"
+    assert "*" not in policy and "http" not in policy
+
+
+@pytest.mark.parametrize("path, content_type", [
+    ("/", "text/html; charset=utf-8"),
+    ("/static/app.css", "text/css; charset=utf-8"),
+    ("/static/app.js", "text/javascript; charset=utf-8"),
+])
+def test_each_page_file_is_served_with_its_content_type_policy_and_caching(client, path, content_type):
+    name = {"/": "index.html"}.get(path, path.rsplit("/", 1)[-1])
+    response = client.get(path)
+    assert response.status_code == 200
+    assert response.headers["content-type"] == content_type
+    assert response.content == (STATIC / name).read_bytes()
+    assert response.headers["x-content-type-options"] == "nosniff"
+    assert response.headers["content-security-policy"] == web.CONTENT_SECURITY_POLICY
+    # Kept, but asked for again on each load: a copy from an older version of the package is never used.
+    assert response.headers["cache-control"] == "no-cache"
+    etag = response.headers["etag"]
+    again = client.get(path, headers={"if-none-match": etag})
+    assert again.status_code == 304 and again.content == b"" and again.headers["etag"] == etag
+    assert client.get(path, headers={"if-none-match": '"another"'}).status_code == 200
+
+
+@pytest.mark.parametrize("path", ["/index.html", "/static/", "/static/index.html", "/static/nothing.js",
+                                  "/static/../app.py", "/static/%2e%2e/app.py", "/app.js", "/docs", "/nothing"])
+def test_other_paths_are_404(client, path):
+    response = client.get(path)
+    assert response.status_code == 404 and response.json() == {"error": "Not Found"}
+
+
+def test_page_script_is_valid_javascript(tmp_path):
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("needs node (Node.js) on the PATH to check app.js's syntax: apt-get install nodejs")
+    done = subprocess.run([node, "--check", str(STATIC / "app.js")], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
 
 
 def test_health(client):
@@ -233,7 +323,7 @@ def test_an_unforeseen_failure_reading_an_image_is_a_json_500_and_the_server_goe
     def broken_prepare(source):
         raise struct.error("a decoder bug")
 
-    monkeypatch.setattr("digitlab.reader.prepare_or_why", broken_prepare)
+    monkeypatch.setattr("digitlab.serving.reader.prepare_or_why", broken_prepare)
     response = post_file(client, digits[0][1])
     assert response.status_code == 500 and "log says why" in response.json()["error"]
     monkeypatch.undo()
@@ -251,7 +341,7 @@ def test_create_app_with_a_missing_model_says_so(tmp_path):
 def test_mnist_app_with_a_missing_model_prints_one_line_on_stderr_and_exits_1(tmp_path):
     """The real command: TensorFlow's start-up lines must not bury the error."""
     missing = tmp_path / "missing.keras"
-    command = [sys.executable, "-m", "digitlab.app", "--port", "0", "--model", str(missing)]
+    command = [sys.executable, "-m", "digitlab.serving.app", "--port", "0", "--model", str(missing)]
     done = subprocess.run(command, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 1 and done.stdout == ""
     assert done.stderr.splitlines() == [f"error: model file {missing} not found; run `dvc repro train` to train it"]
@@ -299,7 +389,7 @@ def test_mnist_app_refuses_a_port_that_is_not_one(port, capsys):
 
 def test_views_reach_the_reader_the_app_predicts_with(small_model, digits):
     """mnist-app --views 5: the endpoint answers the mean over the image and its four shifts, as mnist-predict does."""
-    from digitlab.reader import DigitReader
+    from digitlab.serving.reader import DigitReader
 
     with TestClient(web.create_app(small_model, views=5)) as client:
         answer = post_file(client, digits[3][1]).json()

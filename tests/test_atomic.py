@@ -5,8 +5,8 @@ import os
 
 import pytest
 
-from digitlab.atomic import atomic_path, write_json
-from digitlab.errors import PipelineError
+from digitlab.shared.atomic import atomic_path, write_json
+from digitlab.shared.errors import PipelineError
 
 
 def test_failure_midway_keeps_the_previous_file_and_no_temporary(tmp_path):

@@ -38,7 +38,7 @@ def server(small_model, tmp_path_factory):
     """(base URL, seconds from the process's start to its first successful prediction)."""
     port = free_port()
     log_path = tmp_path_factory.mktemp("server") / "server.log"
-    command = [sys.executable, "-m", "digitlab.app", "--port", str(port), "--model", str(small_model)]
+    command = [sys.executable, "-m", "digitlab.serving.app", "--port", str(port), "--model", str(small_model)]
     with open(log_path, "wb") as log:  # a file, not a pipe: a full pipe would block the server
         started = time.monotonic()
         process = subprocess.Popen(command, cwd=PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT)
@@ -173,6 +173,9 @@ def test_drawing_digits_in_a_browser_shows_their_prediction(server, browser, tmp
     url, _ = server
     browser.get(url + "/")
     pad = browser.find_element(By.ID, "pad")
+    # The style sheet, a file of its own, was loaded and allowed by the page's security policy (the script's
+    # turn comes with every step below).
+    assert browser.execute_script("return getComputedStyle(document.getElementById('drop')).borderStyle") == "dashed"
 
     # Predict with nothing drawn: the page shows the server's error, not a guess.
     browser.find_element(By.ID, "predict").click()

@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from digitlab import cli
-from digitlab.reader import DigitReader
+from digitlab.serving import cli
+from digitlab.serving.reader import DigitReader
 from tests.conftest import mnist_mirror
 
 LINE = re.compile(r"^(?P<path>.+): (?P<digit>\d) \((?P<percent>\d+\.\d)%\), runner-up (?P<runner_up>\d)$")
@@ -32,7 +32,7 @@ def digits() -> tuple[np.ndarray, np.ndarray]:
     mirror = mnist_mirror()
     if mirror is None:
         pytest.skip("no MNIST files: run `dvc repro fetch`, or set MNIST_MIRROR to a folder holding them")
-    from digitlab.raw import load_split
+    from digitlab.data.raw import load_split
 
     images, labels = load_split(mirror, "test")
     return images[:20], labels[:20]
@@ -207,7 +207,7 @@ def test_a_huge_image_is_refused_without_decoding_it(tmp_path):
     script = textwrap.dedent("""
         import re, sys
         from pathlib import Path
-        from digitlab.images import ImageError, prepare
+        from digitlab.serving.images import ImageError, prepare
 
         def peak_mb():
             return int(re.search(r"VmHWM:\\s+(\\d+) kB", Path("/proc/self/status").read_text())[1]) // 1024
@@ -355,9 +355,9 @@ def test_ctrl_c_stops_the_command_with_one_line(small_model, digits, tmp_path):
 
 def test_views_averages_the_prediction_over_shifted_copies(small_model, good_file, capsys):
     """--views 5 gives what the evaluate stage's evaluate.tta_views 5 gives: the mean over the image and its shifts."""
-    from digitlab.images import prepare
-    from digitlab.prediction import VIEWS, load_model, shifted
-    from digitlab.prepared import to_model_input
+    from digitlab.evaluation.prediction import VIEWS, load_model, shifted
+    from digitlab.serving.images import prepare
+    from digitlab.shared.prepared import to_model_input
 
     status, out, err = run(capsys, good_file, "--json", "--views", "5", "--model", small_model)
     assert (status, err) == (0, [])

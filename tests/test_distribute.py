@@ -19,9 +19,9 @@ import numpy as np
 import pytest
 import yaml
 
-from digitlab import distribute
-from digitlab.errors import PipelineError
-from digitlab.prepared import save_arrays
+from digitlab.shared.errors import PipelineError
+from digitlab.shared.prepared import save_arrays
+from digitlab.training import distribute
 from stages import train
 from tests.conftest import PROJECT_ROOT, free_ports, make_params
 
@@ -42,7 +42,7 @@ TWO_CPU_DEVICES = """
 import sys, tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-from digitlab.errors import run_stage
+from digitlab.shared.errors import run_stage
 from stages import train
 sys.argv[1:] = ["prepared", "model.keras", "reports"]
 run_stage(train.main)

@@ -3,7 +3,13 @@
 import numpy as np
 import pytest
 
-from digitlab.scores import confusion_matrix, cross_entropy, most_confident_mistakes, per_class_scores, reliability
+from digitlab.evaluation.scores import (
+    confusion_matrix,
+    cross_entropy,
+    most_confident_mistakes,
+    per_class_scores,
+    reliability,
+)
 
 
 def test_confusion_matrix_counts_true_rows_and_predicted_columns():

@@ -19,7 +19,7 @@ import time
 import pytest
 import yaml
 
-from digitlab.errors import PipelineError
+from digitlab.shared.errors import PipelineError
 from stages import fetch
 from tests.conftest import BASE_PARAMS, PROJECT_ROOT, make_params
 

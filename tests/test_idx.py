@@ -6,9 +6,9 @@ import struct
 import numpy as np
 import pytest
 
-from digitlab.errors import PipelineError
-from digitlab.idx import read_idx, write_idx
-from digitlab.raw import load_split
+from digitlab.data.idx import read_idx, write_idx
+from digitlab.data.raw import load_split
+from digitlab.shared.errors import PipelineError
 
 
 def header(ndim_code: int, *shape: int, type_code: int = 0x08) -> bytes:

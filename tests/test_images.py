@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 from scipy import ndimage
 
-from digitlab.images import ImageError, prepare, read_image, to_mnist
+from digitlab.serving.images import ImageError, prepare, read_image, to_mnist
 
 
 def bar(width: int, height: int, size=(200, 300), at=(40, 60), ink=255, paper=0) -> np.ndarray:

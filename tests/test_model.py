@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from digitlab.model import FusedBatchNormalization, build_model
+from digitlab.training.model import FusedBatchNormalization, build_model
 from tests.conftest import make_params
 
 

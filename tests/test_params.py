@@ -5,8 +5,8 @@ import copy
 import pytest
 import yaml
 
-from digitlab.errors import PipelineError
-from digitlab.params import PARAMS_FILE, load_params, validate, with_overrides
+from digitlab.shared.errors import PipelineError
+from digitlab.shared.params import PARAMS_FILE, load_params, validate, with_overrides
 from tests.conftest import BASE_PARAMS, PROJECT_ROOT
 
 
@@ -28,8 +28,17 @@ def test_committed_params_are_valid():
     assert validate(yaml.safe_load((PROJECT_ROOT / PARAMS_FILE).read_text())) == []
 
 
+def test_the_tests_fixed_params_have_the_keys_of_params_yaml():
+    # The fixture's values may differ from the defaults; its keys may not, or a new param would go untested.
+    def keys(tree: dict, prefix: str = "") -> set[str]:
+        return {name for key, value in tree.items()
+                for name in (keys(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}"})}
+
+    assert keys(BASE_PARAMS) == keys(yaml.safe_load((PROJECT_ROOT / PARAMS_FILE).read_text()))
+
+
 def test_mnist_predict_and_the_app_use_the_model_as_the_evaluate_stage_does():
-    from digitlab.reader import DEFAULT_VIEWS
+    from digitlab.serving.reader import DEFAULT_VIEWS
 
     assert DEFAULT_VIEWS == yaml.safe_load((PROJECT_ROOT / PARAMS_FILE).read_text())["evaluate"]["tta_views"]
 

@@ -153,7 +153,7 @@ def test_two_experiments_compare_in_exp_show_and_plots_diff(clone, tmp_path):
 def test_report_compares_an_experiment_with_the_baseline(clone, tmp_path):
     run(["dvc", "exp", "run", "-S", "model.dense_units=16", "-n", "narrow-dense"], clone)
     output = tmp_path / "report"
-    run([sys.executable, "-m", "digitlab.report", "--rev", "HEAD", "--output", str(output)], clone)
+    run([sys.executable, "-m", "digitlab.review.report", "--rev", "HEAD", "--output", str(output)], clone)
     report = (output / "report.md").read_text()
 
     old = json.loads(run(["git", "show", "HEAD:reports/evaluate/metrics.json"], clone))["test"]["accuracy"]
@@ -171,3 +171,43 @@ def test_queued_experiments_run_from_a_clean_copy(clone):
     run(["dvc", "exp", "run", "--run-all"], clone)
     experiments = experiment_metrics(json.loads(run(["dvc", "exp", "show", "--json"], clone)))
     assert experiments.get("queued") is not None and 0 < experiments["queued"]["accuracy"] <= 1
+
+
+def exp_show_headers(clone: Path, *options: str) -> list[str]:
+    """The column headers of `dvc exp show` as a 120-column terminal shows them (a cut one ends in '…')."""
+    table = run(["dvc", "exp", "show", "--no-pager", *options], clone, env={"COLUMNS": "120"})
+    return table.splitlines()[1].split()
+
+
+def test_exp_show_and_metrics_diff_fit_a_terminal_after_two_experiments(clone, tmp_path):
+    run(["dvc", "exp", "run", "-n", "one", "-S", "train.epochs=1"], clone)
+    run(["dvc", "exp", "run", "-n", "two", "-S", "train.epochs=2"], clone)
+
+    assert {"Experiment", "test.accuracy"} <= set(exp_show_headers(clone))
+    assert {"Experiment", "test.accuracy", "test.errors", "train.epochs"} <= set(
+        exp_show_headers(clone, "--only-changed"))
+    # A reviewer reads every changed metric at a glance: the headline figures, no per-class scores or timings.
+    rows = [line for line in run(["dvc", "metrics", "diff", "one", "two"], clone).splitlines()[1:] if line.strip()]
+    assert 5 <= len(rows) <= 12, rows
+    assert not [row for row in rows if "per_class" in row or "seconds" in row or "images_per_second" in row]
+
+    # The per-class scores are still compared, as plots.
+    run(["dvc", "plots", "diff", "one", "two", "-o", str(tmp_path / "plots")], clone)
+    html = (tmp_path / "plots" / "index.html").read_text()
+    for score in ("F1", "precision", "recall"):
+        assert f"Per-class {score} (test)" in html
+
+
+def test_training_the_same_params_again_writes_the_same_model_file(clone):
+    def model_hashes() -> list:
+        lock = yaml.safe_load((clone / "dvc.lock").read_text())["stages"]
+        return [entry["md5"] for stage in lock.values() for entry in stage.get("deps", []) + stage.get("outs", [])
+                if entry["path"] == "data/model/model.keras"]
+
+    model = clone / "data/model/model.keras"
+    before, hashes = model.read_bytes(), model_hashes()
+    assert stages_run(run(["dvc", "repro", "--force", "--single-item", "train"], clone)) == ["train"]
+    assert model.read_bytes() == before  # no save date, no memory addresses: the weights alone
+    # So dvc.lock keeps the model's hash (only the timing in speed.json changes), and nothing downstream re-runs.
+    assert model_hashes() == hashes and len(hashes) == 3
+    assert stages_run(run(["dvc", "repro"], clone)) == []

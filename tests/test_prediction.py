@@ -3,9 +3,14 @@
 import numpy as np
 import pytest
 
-from digitlab.errors import PipelineError
-from digitlab.model import build_model
-from digitlab.prediction import VIEWS, load_model, predict_probabilities, shifted
+from digitlab.evaluation.prediction import (
+    VIEWS,
+    load_model,
+    predict_probabilities,
+    shifted,
+)
+from digitlab.shared.errors import PipelineError
+from digitlab.training.model import build_model
 from tests.test_model import model_params
 
 

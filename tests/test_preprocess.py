@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from digitlab.errors import PipelineError
-from digitlab.prepared import load_arrays, save_arrays, to_model_input
+from digitlab.shared.errors import PipelineError
+from digitlab.shared.prepared import load_arrays, save_arrays, to_model_input
 from stages import preprocess
 from tests.conftest import make_params
 

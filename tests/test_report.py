@@ -1,4 +1,4 @@
-"""The pull-request report, `python -m digitlab.report`, in a tiny git + DVC repository: no training, seconds.
+"""The pull-request report, `python -m digitlab.review.report`, in a tiny git + DVC repository: no training, seconds.
 
 Each test commits metrics files shaped like the pipeline's as the baseline, changes the workspace,
 runs the report against HEAD as CI does against the base branch, and reads the report.md it writes.
@@ -24,15 +24,11 @@ ENV = {
     "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")])),
 }
 
-# The metrics files of the real dvc.yaml, with the same keys: 7 test, 6 train and 30 per-class metrics.
-TEST_METRICS = {"test": {"accuracy": 0.9957, "loss": 0.014714, "errors": 43, "macro_precision": 0.995723,
-                         "macro_recall": 0.995661, "macro_f1": 0.995689, "ece": 0.001628}}
-TRAIN_METRICS = {"model": {"params": 83994}, "train": {"accuracy": 0.99496, "loss": 0.016344},
-                 "eval": {"accuracy": 0.994666, "loss": 0.021995}, "step": 11}
-PER_CLASS_METRICS = {"per_class": {str(digit): {"precision": 0.99, "recall": 0.99, "f1": 0.99} for digit in range(10)}}
-METRIC_COUNT = 7 + 6 + 30
-DVC_YAML = {"metrics": ["reports/train/metrics.json", "reports/evaluate/metrics.json",
-                        "reports/evaluate/per_class_metrics.json"]}
+# The metrics files of the real dvc.yaml, with the same keys: 5 test and 4 train metrics.
+TEST_METRICS = {"test": {"accuracy": 0.9957, "errors": 43, "loss": 0.014714, "macro_f1": 0.995689, "ece": 0.001628}}
+TRAIN_METRICS = {"model": {"params": 83994}, "eval": {"accuracy": 0.994666, "loss": 0.021995}, "step": 11}
+METRIC_COUNT = 5 + 4
+DVC_YAML = {"metrics": ["reports/evaluate/metrics.json", "reports/train/metrics.json"]}
 # No stage needs to name these: `dvc params diff` compares the whole of params.yaml.
 PARAMS = {"seed": 42, "train": {"epochs": 12, "learning_rate": 0.003}}
 
@@ -49,7 +45,7 @@ def write_json(path: Path, data) -> None:
 
 
 def report(repo: Path, rev: str = "HEAD") -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "digitlab.report", "--rev", rev, "--output", "compare"],
+    return subprocess.run([sys.executable, "-m", "digitlab.review.report", "--rev", rev, "--output", "compare"],
                           cwd=repo, env=ENV, capture_output=True, text=True)
 
 
@@ -78,7 +74,6 @@ def repo(tmp_path) -> Path:
     (repo / "params.yaml").write_text(yaml.safe_dump(PARAMS))
     write_json(repo / "reports/evaluate/metrics.json", TEST_METRICS)
     write_json(repo / "reports/train/metrics.json", TRAIN_METRICS)
-    write_json(repo / "reports/evaluate/per_class_metrics.json", PER_CLASS_METRICS)
     for command in (["git", "init", "-q"], ["git", "config", "user.name", "test"],
                     ["git", "config", "user.email", "test@example.com"], ["dvc", "init", "-q"],
                     ["git", "add", "-A"], ["git", "commit", "-qm", "baseline"]):
@@ -114,9 +109,9 @@ def test_changes_show_in_the_headline_and_in_dvcs_own_tables(repo):
     changed["test"]["accuracy"] = 0.9962
     changed["test"]["top2_accuracy"] = 0.9995  # a new metric: changed too, though DVC gives it no difference
     write_json(repo / "reports/evaluate/metrics.json", changed)
-    per_class = copy.deepcopy(PER_CLASS_METRICS)
-    per_class["per_class"]["3"]["f1"] = 0.985
-    write_json(repo / "reports/evaluate/per_class_metrics.json", per_class)
+    trained = copy.deepcopy(TRAIN_METRICS)
+    trained["eval"]["loss"] = 0.0201
+    write_json(repo / "reports/train/metrics.json", trained)
     (repo / "params.yaml").write_text(yaml.safe_dump({**PARAMS, "train": {**PARAMS["train"], "epochs": 20}}))
 
     report = report_md(repo)
@@ -130,15 +125,15 @@ def test_changes_show_in_the_headline_and_in_dvcs_own_tables(repo):
     assert params[2:] == [["params.yaml", "train.epochs", "12", "20"]]
 
     metrics = section(report, "Metrics changed")
-    # Of the 43 baseline metrics 2 changed and 41 did not; the new one counts as changed.
-    assert metrics.startswith("<details><summary>3 metrics changed, 41 unchanged</summary>\n\n|")
+    # Of the 9 baseline metrics 2 changed and 7 did not; the new one counts as changed.
+    assert metrics.startswith("<details><summary>3 metrics changed, 7 unchanged</summary>\n\n|")
     inside = metrics.split("</summary>", 1)[1].split("</details>", 1)[0]
     header, _, *rows = [cells(line) for line in inside.splitlines() if line.startswith("|")]
     assert header[:4] == ["Path", "Metric", "HEAD", "workspace"]
-    assert sorted(row[1] for row in rows) == ["per_class.3.f1", "test.accuracy", "test.top2_accuracy"]  # changed only
-    assert ["reports/evaluate/per_class_metrics.json", "per_class.3.f1", "0.99", "0.985"] in [row[:4] for row in rows]
-    # The per-class rows appear in the folded DVC table only.
-    assert "per_class" not in report.split("<details>", 1)[0] + report.split("</details>", 1)[1]
+    assert sorted(row[1] for row in rows) == ["eval.loss", "test.accuracy", "test.top2_accuracy"]  # changed only
+    assert ["reports/train/metrics.json", "eval.loss", "0.022", "0.0201"] in [row[:4] for row in rows]
+    # Rows outside the headline appear in the folded DVC table only.
+    assert "eval.loss" not in report.split("<details>", 1)[0] + report.split("</details>", 1)[1]
 
 
 def test_unknown_revision_is_one_line_error(repo):

@@ -5,17 +5,18 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 import keras
 import numpy as np
 import pytest
 import yaml
 
-from digitlab import training
-from digitlab.errors import PipelineError
-from digitlab.model import FusedBatchNormalization, build_model
-from digitlab.params import Augment, Train
-from digitlab.prepared import save_arrays
+from digitlab.shared.errors import PipelineError
+from digitlab.shared.params import Augment, Train
+from digitlab.shared.prepared import save_arrays
+from digitlab.training import fitting
+from digitlab.training.model import FusedBatchNormalization, build_model
 from stages import train
 from tests.conftest import PROJECT_ROOT, make_params
 
@@ -71,7 +72,7 @@ def test_same_params_and_seed_give_identical_metrics(workdir):
     ],
 )
 def test_augmentation_has_one_layer_per_distortion_switched_on(augment, expected):
-    distort = training.augmentation(Augment(**augment, elastic_sigma=4), seed=0)
+    distort = fitting.augmentation(Augment(**augment, elastic_sigma=4), seed=0)
     layer_names = None if distort is None else [type(layer).__name__ for layer in distort.layers]
     assert layer_names == expected
     if distort is not None:
@@ -124,7 +125,7 @@ def test_sigterm_during_training_keeps_the_previous_model(workdir):
 def test_learning_rate_warms_up_then_holds_or_decays(schedule, warmup_epochs, expected):
     train_params = Train(**{**make_params().train.model_dump(), "learning_rate": 0.003, "epochs": 4,
                             "lr_schedule": schedule, "warmup_epochs": warmup_epochs})
-    rate = training.learning_rate(train_params, steps_per_epoch=10)
+    rate = fitting.learning_rate(train_params, steps_per_epoch=10)
     rates = [float(rate(step)) if callable(rate) else rate for step in (0, 5, 10, 20, 40)]
     assert rates == pytest.approx(expected, abs=1e-5)
 
@@ -139,7 +140,7 @@ def test_mixed_precision_trains_in_16_bits_and_returns_a_float32_model(precision
 
     arrays = random_digits()
     params = make_params({"train.epochs": 1, "train.batch_size": 32, "train.mixed_precision": precision})
-    model = training.fit(params, arrays, arrays)
+    model = fitting.fit(params, arrays, arrays)
     assert {layer.compute_dtype for layer in model.layers} == {"float32"}
     assert np.isfinite(model.predict_on_batch(arrays["images"][:4])).all()
 
@@ -154,7 +155,7 @@ def test_training_normalises_with_the_fused_kernel_and_returns_keras_own_layers(
             trained.update(layers={type(layer) for layer in self.model.layers}, weights=self.model.get_weights())
 
     trained = {}
-    model = training.fit(make_params({"train.epochs": 1, "train.batch_size": 32}), arrays, arrays, callbacks=[Spy()])
+    model = fitting.fit(make_params({"train.epochs": 1, "train.batch_size": 32}), arrays, arrays, callbacks=[Spy()])
     assert FusedBatchNormalization in trained["layers"]
     norms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
     assert len(norms) == 5 and {type(layer) for layer in norms} == {keras.layers.BatchNormalization}
@@ -167,7 +168,7 @@ def test_elastic_distortion_moves_strokes_smoothly_and_keeps_the_image():
     """A vertical bar, distorted: still one bar of about the same ink, bent a little, not shuffled pixels."""
     bar = np.zeros((64, 28, 28, 1), np.float32)
     bar[:, 4:24, 12:16] = 1.0
-    distort = training.ElasticDistortion(alpha=34, sigma=4, seed=0)
+    distort = fitting.ElasticDistortion(alpha=34, sigma=4, seed=0)
     distorted = np.asarray(distort(bar, training=True))
     assert distorted.shape == bar.shape and distorted.min() >= 0 and distorted.max() <= 1
     assert not np.allclose(distorted, bar)
@@ -195,7 +196,7 @@ def test_ema_momentum_validates_and_returns_the_moving_average_of_the_weights():
             last_logs.update(logs)
 
     steps, last_logs = [], {}
-    model = training.fit(params, arrays, arrays, callbacks=[Recorder()])
+    model = fitting.fit(params, arrays, arrays, callbacks=[Recorder()])
     average = steps[0]  # Keras starts the average at the weights after the first step
     for weights in steps[1:]:
         average = [0.5 * mean + 0.5 * weight for mean, weight in zip(average, weights)]
@@ -207,3 +208,21 @@ def test_ema_momentum_validates_and_returns_the_moving_average_of_the_weights():
     assert last_logs["val_accuracy"] == pytest.approx((probabilities.argmax(1) == arrays["labels"]).mean())
     targets = np.eye(10, dtype=np.float32)[arrays["labels"]]
     assert last_logs["val_loss"] == pytest.approx(float(keras.losses.categorical_crossentropy(targets, probabilities).numpy().mean()), rel=1e-4)
+
+
+def test_the_same_weights_give_the_same_model_file_bytes(tmp_path):
+    from digitlab.training.saving import save_model
+
+    paths = []
+    for name in ("first", "second"):
+        if paths:
+            time.sleep(2.1)  # a later save time, to the zip format's 2-second step and Keras's 1-second one
+        # Two models built apart: new Python objects (Keras writes their addresses), the same seeded weights.
+        fitting.make_reproducible(0)
+        model = build_model(make_params(TINY).model)
+        paths.append(tmp_path / name / "model.keras")
+        save_model(model, paths[-1])
+    assert paths[0].read_bytes() == paths[1].read_bytes()
+    loaded = keras.saving.load_model(paths[0], safe_mode=True)
+    assert [w.tolist() for w in loaded.get_weights()] == [w.tolist() for w in model.get_weights()]
+    assert sorted(p.name for p in (tmp_path / "first").iterdir()) == ["model.keras"]  # no temporary left behind

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from digitlab.errors import PipelineError
+from digitlab.shared.errors import PipelineError
 
 UNSIGNED_BYTE = 0x08
 

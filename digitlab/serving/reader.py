@@ -1,12 +1,12 @@
 """Reading digits from your own images: load the trained model once, then predict many images.
 
-    from digitlab.reader import DigitReader
+    from digitlab.serving.reader import DigitReader
     reader = DigitReader()                       # data/model/model.keras, or DigitReader("other.keras")
     reader.predict(["photo.jpg", pil_image, array])
     -> [{"path": "photo.jpg", "digit": 7, "confidence": 0.998, "runner_up": 1,
          "probabilities": [...10 floats...], "error": None}, ...]
 
-Each image goes through digitlab.images.prepare (the MNIST look), then the model, in batches.
+Each image goes through digitlab.serving.images.prepare (the MNIST look), then the model, in batches.
 An image that cannot be read, or holds no digit, gets `digit: None` and an `error` that says
 why; it never gets a guess.
 """
@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from digitlab.images import prepare_or_why
-from digitlab.prepared import to_model_input
+from digitlab.serving.images import prepare_or_why
+from digitlab.shared.prepared import to_model_input
 
 DEFAULT_MODEL = Path("data/model/model.keras")
 # Test-time augmentation (1, 5 or 9 views): as evaluate.tta_views in params.yaml, so the model is used
@@ -55,7 +55,7 @@ class DigitReader:
     def __init__(self, model_path: str | Path = DEFAULT_MODEL, batch_size: int = 500, views: int = DEFAULT_VIEWS):
         # TensorFlow is imported here, not with this module: it takes seconds, and mnist-predict and mnist-app
         # import this module at once, then hide TensorFlow's start-up lines while they create a reader.
-        from digitlab.prediction import load_model
+        from digitlab.evaluation.prediction import load_model
 
         self.model = load_model(model_path)
         self.batch_size = batch_size
@@ -73,7 +73,7 @@ class DigitReader:
         return self.workers
 
     def close(self) -> None:
-        """Stop the worker processes, if any started, dropping work not yet begun. Python 3.11 can report
+        """Stop the worker processes, if any started, dropping work not yet begun. Python can report
         a spurious 'Bad file descriptor' if a pool is left to its exit handler while work is pending."""
         if self.workers is not None:
             self.workers.shutdown(cancel_futures=True)
@@ -95,7 +95,9 @@ class DigitReader:
         readings = [Reading(path, image=digit, error=why) for path, (digit, why) in zip(paths, prepared)]
         seen = [reading for reading in readings if reading.image is not None]
         if seen:
-            from digitlab.prediction import predict_probabilities  # imported by __init__ already
+            from digitlab.evaluation.prediction import (
+                predict_probabilities,  # imported by __init__ already
+            )
 
             batch = to_model_input(np.stack([reading.image for reading in seen]))
             for reading, probabilities in zip(seen, predict_probabilities(self.model, batch, self.batch_size, self.views)):

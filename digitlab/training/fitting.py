@@ -1,7 +1,7 @@
 """Fitting the CNN: seeding, augmented batches, the optimizer and its schedule, and `fit` itself.
 
 `fit` is what the train stage runs and what benchmarks/benchmark.py times, so both train
-the same way, on one device or many (digitlab/distribute.py). The model is chosen on the validation split only; the test set is not read here.
+the same way, on one device or many (digitlab/training/distribute.py). The model is chosen on the validation split only; the test set is not read here.
 """
 
 import hashlib
@@ -14,11 +14,11 @@ import numpy as np
 import tensorflow as tf
 from keras import layers
 
-from digitlab import distribute
-from digitlab.errors import PipelineError
-from digitlab.model import build_model
-from digitlab.params import Augment, Params, Train
-from digitlab.prepared import CLASSES
+from digitlab.shared.errors import PipelineError
+from digitlab.shared.params import Augment, Params, Train
+from digitlab.shared.prepared import CLASSES
+from digitlab.training import distribute
+from digitlab.training.model import build_model
 
 # Validation images per replica and step; no effect on the results.
 VALIDATION_BATCH = 500
@@ -231,7 +231,7 @@ def fit(params: Params, train: dict, val: dict, callbacks: list[keras.callbacks.
         callbacks = [keras.callbacks.SwapEMAWeights(), *callbacks]
 
     # Called one by one, not through keras.callbacks.CallbackList: its pythonify_logs has a bare
-    # `except:` that swallowed the SystemExit of a SIGTERM (digitlab/errors.py) landing inside it.
+    # `except:` that swallowed the SystemExit of a SIGTERM (digitlab/shared/errors.py) landing inside it.
     for callback in callbacks:
         callback.set_model(model)
 

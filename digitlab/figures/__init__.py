@@ -1,6 +1,6 @@
 """Drawing the stages' figures: image grids, the class distribution, the confusion heatmap.
 
-The comparison plots of the pull-request report live with it, in digitlab/report.py.
+The comparison plots of the pull-request report live with it, in digitlab/review/report.py.
 
 Every figure is saved atomically as PNG with fixed metadata, so that the same data
 gives byte-identical files and DVC sees no change where there is none.
@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import seaborn as sns
 
-from digitlab.atomic import atomic_path
+from digitlab.shared.atomic import atomic_path
 
 DPI = 100
 WRONG = "tab:red"

@@ -1,6 +1,6 @@
 """Using a trained model: load the train stage's file and predict class probabilities.
 
-Kept apart from digitlab/model.py and digitlab/training.py (dependencies of train) so
+Kept apart from digitlab/training/model.py and digitlab/training/fitting.py (dependencies of train) so
 that a change to how we predict re-runs evaluate and sample_predict, not training.
 """
 
@@ -10,7 +10,8 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from digitlab.errors import PipelineError
+from digitlab.shared.errors import PipelineError
+from digitlab.shared.views import VIEWS
 
 
 def load_model(path: str | Path) -> keras.Model:
@@ -26,16 +27,6 @@ def load_model(path: str | Path) -> keras.Model:
         ) from error
 
 
-# Test-time augmentation: the image itself, then copies shifted by one pixel. A digit drawn a pixel
-# off is still the same digit, so averaging the views' probabilities smooths out the model's
-# sensitivity to where exactly the strokes fall.
-VIEWS = {
-    1: [(0, 0)],
-    5: [(0, 0), (-1, 0), (1, 0), (0, -1), (0, 1)],
-    9: [(0, 0), (-1, 0), (1, 0), (0, -1), (0, 1), (-1, -1), (-1, 1), (1, -1), (1, 1)],
-}
-
-
 def shifted(images: np.ndarray, down: int, right: int) -> np.ndarray:
     """`images` (N, H, W, C) moved by whole pixels, the background (0) coming in at the edges."""
     if not (down or right):
@@ -49,9 +40,9 @@ def predict_probabilities(model: keras.Model, images: np.ndarray, batch_size: in
     """Class probabilities of `images`, averaged over `views` (1, 5 or 9, see VIEWS), one
     `predict_on_batch` call per batch.
 
-    Not `model.predict`: on 2 cores, 12 of 32 of its timed runs over the 10,000 test images took about
-    2.6 s whatever the batch size; this loop gives the same probabilities to the bit and never did
-    (1.0-1.4 s in batches of 500).
+    Not `model.predict`: timed over the test set, it now and then fell into a mode twice as slow,
+    whatever the batch size; this loop gives the same probabilities to the bit and never did
+    (benchmarks/README.md, "Inference").
     """
     def probabilities(batch: np.ndarray) -> np.ndarray:
         # All the views of a batch in one call: fewer, larger calls are faster on a CPU.

@@ -21,8 +21,8 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 from scipy import ndimage
 
-from digitlab.errors import PipelineError
-from digitlab.prepared import IMAGE_SIZE
+from digitlab.shared.errors import PipelineError
+from digitlab.shared.prepared import IMAGE_SIZE
 
 DIGIT_BOX = 20  # MNIST's digits fit a 20x20 box inside the 28x28 image
 MAX_SIDE = 2048  # larger images are reduced to this first: plenty for one digit, and bounded memory

@@ -14,7 +14,7 @@ import os
 
 import tensorflow as tf
 
-from digitlab.errors import PipelineError
+from digitlab.shared.errors import PipelineError
 
 
 def cluster_task() -> tuple[dict, str, int]:
@@ -68,7 +68,8 @@ def strategy_for(distribute: str) -> tf.distribute.Strategy:
     cluster_task()
     # A worker that dies stops sending heartbeats to TensorFlow's coordination service, which then
     # aborts the others' collective operations. (CommunicationOptions(timeout_seconds=...) would do
-    # it too, but it starts a thread for every collective, and 54,000 images made 10,000s of them.)
+    # it too, but it starts a thread for every collective: benchmarks/README.md, "One training loop,
+    # one device or many".)
     return tf.distribute.MultiWorkerMirroredStrategy()
 
 

@@ -11,7 +11,7 @@ Writes OUTPUT_DIR/report.md for the reviewer, comparing the workspace with REV (
 No browser, no network: it reads git and the workspace only. The CI workflow posts report.md
 as a pull-request comment.
 
-Usage: python -m digitlab.report [--rev main] [--output reports/compare]
+Usage: python -m digitlab.review.report [--rev main] [--output reports/compare]
 """
 
 import argparse
@@ -26,10 +26,10 @@ import matplotlib.pyplot as plt
 import numpy as np
 import seaborn as sns
 
-from digitlab.atomic import write_text
-from digitlab.errors import PipelineError, run_stage
+from digitlab.evaluation.scores import confusion_matrix
 from digitlab.figures import grouped_bars, save
-from digitlab.scores import confusion_matrix
+from digitlab.shared.atomic import write_text
+from digitlab.shared.errors import PipelineError, run_stage
 
 CURVES = "reports/train/plots/metrics/{split}/{metric}.tsv"
 SPLITS = {"train": "train", "eval": "validation"}

@@ -11,8 +11,8 @@ import keras
 import tensorflow as tf
 from keras import layers
 
-from digitlab.params import Model
-from digitlab.prepared import CLASSES, IMAGE_SIZE
+from digitlab.shared.params import Model
+from digitlab.shared.prepared import CLASSES, IMAGE_SIZE
 
 
 def build_model(params: Model, precision: str = "none", replicas: int = 1, for_training: bool = False) -> keras.Model:
@@ -36,10 +36,10 @@ def build_model(params: Model, precision: str = "none", replicas: int = 1, for_t
 
 class FusedBatchNormalization(layers.BatchNormalization):
     """Keras's BatchNormalization, trained with TensorFlow's fused kernel: one op forward and one back
-    where Keras 3 computes the moments and the normalisation as separate ops. On 2 CPU cores a training
-    epoch took 27% less time (benchmarks/README.md, "Fused batch normalisation"). Same weights, same
-    running statistics (the biased batch variance, as Keras keeps). Inference, masks, renormalisation
-    and any axis but the last take Keras's own path."""
+    where Keras computes the moments and the normalisation as separate ops, which on a CPU makes each
+    training step markedly slower (benchmarks/README.md, "Fused batch normalisation, and what the time
+    bought"). Same weights, same running statistics (the biased batch variance, as Keras keeps).
+    Inference, masks, renormalisation and any axis but the last take Keras's own path."""
 
     def call(self, inputs, training=None, mask=None):
         fused = (training and self.trainable and self.center and self.scale and mask is None

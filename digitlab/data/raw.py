@@ -1,16 +1,16 @@
 """The raw MNIST data set: its four official files, where they are published, their checksums.
 
 Fetch, explore and preprocess read these files; train and later stages see only the
-prepared arrays (digitlab/prepared.py), so that changes here never retrain the model.
+prepared arrays (digitlab/shared/prepared.py), so that changes here never retrain the model.
 """
 
 from pathlib import Path
 
 import numpy as np
 
-from digitlab.errors import PipelineError
-from digitlab.idx import read_idx
-from digitlab.prepared import CLASSES, IMAGE_SIZE
+from digitlab.data.idx import read_idx
+from digitlab.shared.errors import PipelineError
+from digitlab.shared.prepared import CLASSES, IMAGE_SIZE
 
 # Public mirrors of the official files, tried in this order (yann.lecun.com no longer serves them).
 PUBLIC_MIRRORS = (

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from digitlab.atomic import atomic_path
-from digitlab.errors import PipelineError
+from digitlab.shared.atomic import atomic_path
+from digitlab.shared.errors import PipelineError
 
 IMAGE_SIZE = 28
 CLASSES = tuple(range(10))

@@ -17,7 +17,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from digitlab.errors import PipelineError
+from digitlab.shared.errors import PipelineError
 
 
 @contextlib.contextmanager

@@ -24,10 +24,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from digitlab.atomic import atomic_path
-from digitlab.errors import PipelineError
-from digitlab.images import NO_DIGIT
-from digitlab.reader import DEFAULT_MODEL, DEFAULT_VIEWS, DigitReader, Reading
+from digitlab.serving.images import NO_DIGIT
+from digitlab.serving.reader import DEFAULT_MODEL, DEFAULT_VIEWS, DigitReader, Reading
+from digitlab.shared.atomic import atomic_path
+from digitlab.shared.errors import PipelineError
+from digitlab.shared.views import VIEWS
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 CHUNK = 500  # files read and predicted at a time: memory stays bounded and lines come out as they are ready
@@ -36,7 +37,7 @@ SHOW_LIMIT = 20  # rows of the --show figure; more would make it too tall to rea
 
 def add_views_option(parser: argparse.ArgumentParser) -> None:
     """--views, for mnist-predict and mnist-app alike."""
-    parser.add_argument("--views", type=int, choices=[1, 5, 9], default=DEFAULT_VIEWS,
+    parser.add_argument("--views", type=int, choices=sorted(VIEWS), default=DEFAULT_VIEWS,
                         help="test-time augmentation: average over the image and its 4 (or 8) one-pixel shifts; "
                         f"1 for none (default {DEFAULT_VIEWS}, as the evaluate stage)")
 
@@ -84,8 +85,8 @@ def main(argv: list[str] | None = None) -> int:
 def native_stderr_hidden():
     """Hide what C++ code writes to stderr meanwhile: TensorFlow's start-up lines (oneDNN, CUDA drivers).
 
-    TensorFlow writes them before its logging is set up, so TF_CPP_MIN_LOG_LEVEL cannot hide them (2.21),
-    and seven lines of them would bury the one-line errors. Python's own messages and tracebacks still show.
+    TensorFlow writes them before its logging is set up, so TF_CPP_MIN_LOG_LEVEL cannot hide them, and they
+    would bury the one-line errors. Python's own messages and tracebacks still show.
     """
     sys.stderr.flush()
     saved = os.dup(2)
@@ -129,7 +130,6 @@ def report(reading: Reading, as_json: bool) -> bool:
 def draw(readings: list[Reading], total: int, path: Path) -> None:
     """One row per image: the file as it is, the 28x28 image the model saw, and the ten probabilities."""
     import matplotlib.pyplot as plt  # only here: the figure is optional, and Matplotlib is slow to import
-
 
     figure, axes = plt.subplots(len(readings), 3, figsize=(9, 2.2 * len(readings)), squeeze=False,
                                 gridspec_kw={"width_ratios": [1, 1, 2]})

@@ -5,7 +5,7 @@ Plain NumPy, no TensorFlow, so that the report command can use it without loadin
 
 import numpy as np
 
-from digitlab.prepared import CLASSES
+from digitlab.shared.prepared import CLASSES
 
 
 def confusion_matrix(labels: np.ndarray, predicted: np.ndarray) -> np.ndarray:

@@ -14,8 +14,9 @@ from typing import Annotated, Any, Literal, get_args, get_origin
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from digitlab.errors import PipelineError
-from digitlab.prepared import IMAGE_SIZE
+from digitlab.shared.errors import PipelineError
+from digitlab.shared.prepared import IMAGE_SIZE
+from digitlab.shared.views import VIEWS
 
 PARAMS_FILE = Path("params.yaml")
 Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]  # NumPy's seeds stop at 2**32 - 1
@@ -92,7 +93,7 @@ class Train(Section):
 
 class Evaluate(Section):
     batch_size: int = Field(ge=1, le=65536)
-    tta_views: Literal[1, 5, 9]
+    tta_views: Literal[tuple(VIEWS)]
     calibration_bins: int = Field(ge=2, le=100)
     mistakes: int = Field(ge=1, le=100)
 

@@ -1,0 +1,314 @@
+"""The draw-a-digit web app: draw a digit (or upload a picture of one) and see what the model reads.
+
+    mnist-app                                   # http://127.0.0.1:8000/, model data/model/model.keras
+    mnist-app --port 8080 --model other.keras   # --host 0.0.0.0 to let other machines in (no login!)
+    python -m digitlab.serving.app ...          # the same
+
+Why FastAPI and a page of our own, not Gradio: the page is three small files of our own in static/
+(index.html, app.css, app.js), so the app works fully offline, with no CDN, web fonts or analytics;
+its start-up is little more than importing TensorFlow and loading the model (see benchmarks/README.md,
+'Using the model on your own digits'), and it adds only FastAPI, uvicorn and python-multipart to
+the dependencies.
+
+Routes:
+
+  GET  /          the page: a 280x280 canvas (white ink on black), Clear and Predict buttons
+                  (it also predicts when a stroke ends), a file input and drop zone, and the
+                  result: the digit, its confidence, ten probability bars and the 28x28 image
+                  the model saw, scaled up (static/index.html)
+  GET  /static/app.css, /static/app.js   its style and script. All three are sent with
+                  CONTENT_SECURITY_POLICY (no inline script or style), Cache-Control: no-cache and
+                  an ETag; any other path is a 404
+  POST /predict   an image, as the multipart form field `image` (what the page sends: the canvas
+                  as a PNG) or as the raw request body with an `image/*` content type (or
+                  `application/octet-stream`). 200 answers the fields of DigitReader.predict
+                  (path: the upload's file name, or null) plus `image`: the 28x28 image the model
+                  saw, 28 lists of 28 ints from 0 (black) to 255 (white ink). Bad input gets a 4xx
+                  and {"error": "..."}: 413 for a body over MAX_UPLOAD_BYTES (refused from its
+                  Content-Length, else counted while it streams in, never read whole first), 415 for
+                  another content type, 400 for a malformed form, 422 for an empty upload, a file
+                  that is not an image, an image too small or over MAX_PIXELS (a decompression
+                  bomb), or one with no digit ("no digit found": never a guess)
+  GET  /health    {"status": "ok"} once the model is loaded
+
+Nothing in an upload is executed: it is only decoded by Pillow, and the model file is loaded in
+Keras safe mode (digitlab.serving.reader). Predictions run in a worker thread, one at a time (a lock:
+a Keras model is not documented as safe to call from several threads), so the server keeps
+answering /health and the page while one runs.
+"""
+
+import argparse
+import hashlib
+import io
+import ipaddress
+import logging
+import socket
+import sys
+import threading
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from PIL import Image, UnidentifiedImageError
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+
+from digitlab.serving.cli import add_views_option, native_stderr_hidden
+from digitlab.serving.reader import DEFAULT_MODEL, DEFAULT_VIEWS, DigitReader
+from digitlab.shared.errors import PipelineError
+
+MAX_UPLOAD_BYTES = 10 * 1024 * 1024  # room for a full-size photo from a phone; the canvas's PNG is far smaller
+# Pillow's own decompression-bomb check first only warns, and refuses only far larger images; a 40-megapixel
+# image is larger than any ordinary photo and decodes to at most 160 MB (4 bytes a pixel, as RGBA).
+MAX_PIXELS = 40_000_000
+
+log = logging.getLogger("digitlab.serving.app")
+
+# --- The page -----------------------------------------------------------------------------------
+# Three files of static/, read once when the app is made (a missing one fails then, not on a visitor)
+# and answered from memory by routes of their own: a fixed set of URLs, each with its content type
+# spelled out here rather than guessed from the platform's MIME table, as StaticFiles would.
+
+PAGE_FILES = {  # URL path: (file in static/, content type)
+    "/": ("index.html", "text/html; charset=utf-8"),
+    "/static/app.css": ("app.css", "text/css; charset=utf-8"),
+    "/static/app.js": ("app.js", "text/javascript; charset=utf-8"),
+}
+
+# The browser runs only the script and style this server sends as files (so nothing inline, and no
+# hash or nonce to keep in step with them), and talks only to this server. img-src 'self' is for the
+# favicon request; the page itself loads no image (its two canvases are drawn by the script).
+CONTENT_SECURITY_POLICY = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
+    "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
+
+
+@dataclass(frozen=True)
+class PageFile:
+    body: bytes
+    media_type: str
+    etag: str
+
+
+def read_page_files() -> dict[str, PageFile]:
+    """PAGE_FILES read from the package's static/ folder: URL path -> file."""
+    static = resources.files("digitlab.serving") / "static"
+    files = {}
+    for url, (name, media_type) in PAGE_FILES.items():
+        body = (static / name).read_bytes()
+        files[url] = PageFile(body, media_type, '"' + hashlib.sha256(body).hexdigest()[:32] + '"')
+    return files
+
+
+def _page_file_route(file: PageFile):
+    # no-cache: the browser may keep a copy but asks again each time (a 304 while the ETag matches),
+    # so a page upgraded with the package never runs last version's script against this server.
+    headers = {"Content-Security-Policy": CONTENT_SECURITY_POLICY, "X-Content-Type-Options": "nosniff",
+               "Cache-Control": "no-cache", "ETag": file.etag}
+
+    async def serve(request: Request) -> Response:
+        if _matches(request.headers.get("if-none-match"), file.etag):
+            return Response(status_code=304, headers=headers)
+        return Response(file.body, media_type=file.media_type, headers=headers)
+
+    return serve
+
+
+def _matches(if_none_match: str | None, etag: str) -> bool:
+    if if_none_match is None:
+        return False
+    tags = [tag.strip().removeprefix("W/") for tag in if_none_match.split(",")]
+    return etag in tags or "*" in tags
+
+
+# --- The app ------------------------------------------------------------------------------------
+
+
+def create_app(model_path: str | Path = DEFAULT_MODEL, views: int = DEFAULT_VIEWS) -> FastAPI:
+    """The app, with the model loaded (PipelineError if it cannot be) and warmed up; `views` as mnist-predict's."""
+    page_files = read_page_files()
+    reader = DigitReader(model_path, views=views)
+    # The first call of a Keras model traces it, which is slow: do it now, not on the first visitor.
+    warm_up = np.zeros((28, 28), dtype=np.uint8)
+    warm_up[4:24, 13:16] = 255
+    reader.read([warm_up])
+    model_lock = threading.Lock()
+
+    app = FastAPI(title="Draw a digit", docs_url=None, redoc_url=None, openapi_url=None)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, error: HTTPException) -> JSONResponse:
+        return JSONResponse({"error": str(error.detail)}, status_code=error.status_code, headers=error.headers)
+
+    for url, file in page_files.items():
+        app.add_api_route(url, _page_file_route(file), methods=["GET"], include_in_schema=False)
+
+    @app.get("/favicon.ico")
+    def favicon() -> Response:
+        return Response(status_code=204)  # no icon: browsers ask for one, and a 404 would log an error
+
+    @app.get("/health")
+    def health() -> dict:
+        return {"status": "ok"}
+
+    @app.post("/predict")
+    async def predict(request: Request) -> JSONResponse:
+        data, filename = await read_upload(request)
+        status, body = await run_in_threadpool(read_digit, reader, model_lock, data, filename)
+        return JSONResponse(body, status_code=status)
+
+    return app
+
+
+async def read_upload(request: Request) -> tuple[bytes, str | None]:
+    """The uploaded file's bytes and name (None for a raw body), at most MAX_UPLOAD_BYTES of them."""
+    declared = request.headers.get("content-length")
+    if declared is not None and not declared.isdigit():
+        raise HTTPException(400, f"the Content-Length header {declared!r} is not a number")
+    if declared is not None and int(declared) > MAX_UPLOAD_BYTES:
+        raise HTTPException(413, _too_large(int(declared)))
+    # A body sent in chunks has no Content-Length: count its bytes as they arrive instead.
+    capped = Request(request.scope, receive=_capped_receive(request.receive))
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type == "multipart/form-data":
+        try:
+            form = await capped.form(max_files=1, max_fields=8)
+        except HTTPException as error:  # starlette's 400 for a form it cannot parse: say what was wrong
+            if error.status_code != 400:
+                raise
+            raise HTTPException(400, f"the multipart form is malformed: {error.detail}") from None
+        try:
+            upload = form.get("image")
+            if upload is None:
+                raise HTTPException(422, "the form has no file field named 'image'")
+            if isinstance(upload, str):
+                raise HTTPException(422, "the form field 'image' holds text, not a file")
+            return await upload.read(), upload.filename or None
+        finally:
+            await form.close()  # its temporary files
+    if media_type.startswith("image/") or media_type == "application/octet-stream":
+        return await capped.body(), None
+    raise HTTPException(415, f"send the image as the multipart form field 'image', or as the request body with an "
+                             f"image/* content type, not {media_type or 'no content type'}")
+
+
+def _capped_receive(receive):
+    received = 0
+
+    async def capped_receive():
+        nonlocal received
+        message = await receive()
+        received += len(message.get("body", b""))
+        if received > MAX_UPLOAD_BYTES:
+            raise HTTPException(413, _too_large(received, so_far=True))
+        return message
+
+    return capped_receive
+
+
+def _too_large(size: int, so_far: bool = False) -> str:
+    return (f"the upload is {'over ' if so_far else ''}{size:,} bytes; "
+            f"the limit is {MAX_UPLOAD_BYTES // (1024 * 1024)} MB")
+
+
+def read_digit(reader: DigitReader, model_lock: threading.Lock, data: bytes, filename: str | None) -> tuple[int, dict]:
+    """(HTTP status, JSON body) for one uploaded image. Runs in a worker thread: it is CPU-bound."""
+    too_many_pixels = _check_pixels(data)
+    if too_many_pixels:
+        return 422, {"error": too_many_pixels}
+    try:
+        with model_lock:
+            reading = reader.read([data], paths=[filename])[0]
+    except Exception:  # a Pillow decoder's unforeseen error on a malformed file: answer, log, keep serving
+        log.exception("reading an uploaded image failed")
+        return 500, {"error": "the server failed to read this image; its log says why"}
+    if reading.error:
+        return 422, {"error": reading.error}
+    return 200, reading.to_dict() | {"image": reading.image.tolist()}
+
+
+def _check_pixels(data: bytes) -> str | None:
+    """Why the image is too large to decode, from its header alone; None if it is not (or not an image)."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:  # reads the header only
+            width, height = image.size
+    except (Image.DecompressionBombError, UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError):
+        return None  # the reader says what is wrong with it
+    if width * height > MAX_PIXELS:
+        return (f"the image is {width}x{height} pixels, too large to read safely "
+                f"(the limit is {MAX_PIXELS // 1_000_000} megapixels)")
+    return None
+
+
+# --- The command ------------------------------------------------------------------------------
+
+
+def port_number(text: str) -> int:
+    if not text.isdigit() or not 0 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (0 to 65535; 0 picks a free one)")
+    return int(text)
+
+
+def listen_socket(host: str, port: int) -> socket.socket:
+    """A socket bound to host:port, so that a port in use fails at once, before the model loads."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    # IPPROTO_TCP, not the default 0: asyncio switches Nagle's algorithm off (TCP_NODELAY) only on connections
+    # whose socket says TCP, and without that every answer waits for the client's delayed ACK
+    # (tests/test_browser.py times the real server's answers).
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError as error:
+        sock.close()
+        raise PipelineError(f"cannot listen on {host}:{port} ({error.strerror or error})") from None
+    return sock
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`mnist-app`: serve the page and the endpoint until Ctrl+C."""
+    parser = argparse.ArgumentParser(prog="mnist-app", description="Serve the draw-a-digit web app.")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to listen on (default 127.0.0.1: this machine only)")
+    parser.add_argument("--port", type=port_number, default=8000, help="port (default 8000; 0 picks a free one)")
+    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL, help=f"Keras model file (default {DEFAULT_MODEL})")
+    add_views_option(parser)
+    args = parser.parse_args(argv)
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
+    try:
+        sock = listen_socket(args.host, args.port)
+    except PipelineError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(1)
+    try:
+        with native_stderr_hidden():  # TensorFlow's start-up lines would bury a one-line error
+            app = create_app(args.model, args.views)
+    except PipelineError as error:
+        sock.close()
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(1)
+    host, port = sock.getsockname()[:2]
+    shown_host = f"[{host}]" if ":" in host else host
+    print(f"Draw a digit at http://{shown_host}:{port}/ (Ctrl+C to stop)", flush=True)
+    if not _is_loopback(host):
+        print(f"note: listening on {host}, so other machines can reach the app; it has no login", flush=True)
+    # At most 32 connections and requests at once (more get 503): with uploads capped at MAX_UPLOAD_BYTES, memory
+    # stays bounded.
+    uvicorn.Server(uvicorn.Config(app, log_level="info", limit_concurrency=32)).run(sockets=[sock])
+
+
+if __name__ == "__main__":
+    main()
