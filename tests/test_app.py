@@ -212,6 +212,17 @@ def test_predict_takes_a_raw_image_body_and_reads_it_as_the_same_file_uploaded(c
     assert response.json() == post_file(client, png).json() | {"path": None}
 
 
+def test_predict_turns_a_photo_upright_by_its_exif_orientation(client, digits):
+    upright = Image.open(io.BytesIO(digits[7][1]))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored a quarter turn anticlockwise, as a phone stores a portrait photo
+    buffer = io.BytesIO()
+    upright.rotate(90, expand=True).save(buffer, "PNG", exif=exif)
+
+    sideways, reference = post_file(client, buffer.getvalue()).json(), post_file(client, digits[7][1]).json()
+    assert sideways["image"] == reference["image"] and sideways["digit"] == reference["digit"]
+
+
 def test_predict_reads_a_transparent_canvas(client):
     """A canvas never filled: transparent, with the strokes the only opaque pixels (of any colour)."""
     canvas = Image.new("RGBA", (280, 280), (0, 0, 0, 0))

@@ -121,3 +121,19 @@ def test_a_huge_image_is_reduced_before_processing():
     huge = Image.new("L", (6000, 3000), 255)
     huge.paste(0, (1000, 500, 1400, 2200))
     assert read_image(huge).shape == (1024, 2048)
+
+
+def test_exif_orientation_is_applied_before_anything_else():
+    # A phone's portrait photo: stored sideways (rotated a quarter turn anticlockwise), with EXIF
+    # orientation 6, "turn a quarter clockwise to show". Shown, its bar of ink runs along the top.
+    shown = bar(160, 30, size=(200, 300), at=(20, 10), ink=0, paper=255)
+    stored = Image.fromarray(shown).rotate(90, expand=True)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    buffer = io.BytesIO()
+    stored.save(buffer, "JPEG", exif=exif, quality=95)
+
+    ink = read_image(buffer.getvalue())
+    assert ink.shape == shown.shape  # 300 rows of 200, as shown, not 200 of 300 as stored
+    rows = np.flatnonzero(ink.mean(axis=1) > 127)
+    assert rows.min() >= 5 and rows.max() <= 45  # the bar is at the top, where the viewer sees it

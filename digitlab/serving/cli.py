@@ -115,15 +115,20 @@ def image_files(paths: list[Path]) -> tuple[list[Path], bool]:
     return files, all_found
 
 
+def printable(name: str) -> str:
+    """`name` with control characters written as escapes (a newline as \\n), so that one file stays one line."""
+    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in name)
+
+
 def report(reading: Reading, as_json: bool) -> bool:
     """Print what was read in one file (stdout), or why nothing was (stderr); True if a digit was read."""
     if as_json:
-        print(json.dumps(reading.to_dict()))
+        print(json.dumps(reading.to_dict()))  # JSON escapes control characters itself
     if reading.error is not None:
-        print(f"error: {reading.path}: {reading.error}", file=sys.stderr)
+        print(f"error: {printable(reading.path)}: {reading.error}", file=sys.stderr)
         return False
     if not as_json:
-        print(f"{reading.path}: {reading.digit} ({reading.confidence:.1%}), runner-up {reading.runner_up}")
+        print(f"{printable(reading.path)}: {reading.digit} ({reading.confidence:.1%}), runner-up {reading.runner_up}")
     return True
 
 

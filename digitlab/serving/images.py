@@ -18,7 +18,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 from scipy import ndimage
 
 from digitlab.shared.errors import PipelineError
@@ -38,7 +38,8 @@ class ImageError(PipelineError):
 
 def read_image(source) -> np.ndarray:
     """Greyscale ink map, uint8, ink bright: from a path, bytes, a PIL image or an array."""
-    image = _open(source)
+    # A phone stores a portrait photo sideways, with an EXIF tag that says how to turn it: turn it first.
+    image = ImageOps.exif_transpose(_open(source))
     if min(image.size) < MIN_SIDE:
         raise ImageError(f"the image is {image.width}x{image.height} pixels, too small to hold a digit")
     if max(image.size) > MAX_SIDE:
