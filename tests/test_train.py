@@ -56,7 +56,10 @@ def test_same_params_and_seed_give_identical_metrics(workdir):
     run_train(workdir, "b.keras", "b")
     assert (workdir / "a/metrics.json").read_bytes() == (workdir / "b/metrics.json").read_bytes()
     metrics = json.loads((workdir / "a/metrics.json").read_text())
-    assert metrics["step"] == 1 and list(metrics) == ["model", "train", "eval", "step"]
+    # Validation's figures and the size: the training split's stay in the curves, not in the metrics.
+    assert metrics["step"] == 1 and list(metrics) == ["model", "eval", "step"]
+    assert (workdir / "a/plots/metrics/train/accuracy.tsv").is_file()
+    assert (workdir / "a.keras").read_bytes() == (workdir / "b.keras").read_bytes()  # the same model file, too
     summary = (workdir / "a/model_summary.txt").read_text()
     assert f"Total params: {metrics['model']['params']:,}" in summary and "Optimizer" not in summary
     assert "(BatchNormalization)" in summary and "Fused" not in summary  # the saved model's layers, not training's
