@@ -1,7 +1,12 @@
 """Stage 5, evaluate: measure the trained model, once, on the 10,000 test images.
 
+The model scored is MODEL_PATH, the ONNX export (model.onnx, run by onnxruntime: the model users run).
+The Keras model beside it (model.keras) predicts the same images too, and the stage stops, writing no
+metrics, if the two disagree on any answer or by more than PARITY_TOLERANCE on any probability.
+
 Writes into REPORT_DIR:
-  metrics.json                     test.accuracy, test.errors, test.loss, test.macro_f1, test.ece
+  metrics.json                     test.accuracy, test.errors, test.loss, test.macro_f1, test.ece, then
+                                   onnx.argmax_agreement and onnx.max_probability_difference (vs Keras)
   per_class.json                   precision, recall, F1 and support of each digit (rows, for DVC's bar plots)
   calibration.json                 mean confidence and accuracy per confidence bin (reliability diagram)
   speed.json                       inference images/s (a timing: differs from run to run)
@@ -9,7 +14,7 @@ Writes into REPORT_DIR:
   confusion_matrix.png             the same matrix as a Seaborn heatmap
   mistakes.png                     the most confident mistakes: image, true and predicted label, confidence
 
-Usage: python -m stages.evaluate PREPARED_DIR MODEL_PATH REPORT_DIR
+Usage: python -m stages.evaluate PREPARED_DIR MODEL_PATH(.onnx) REPORT_DIR
 """
 
 import argparse
@@ -20,7 +25,7 @@ import numpy as np
 from dvclive import Live
 
 from digitlab import figures
-from digitlab.evaluation.prediction import load_model, predict_probabilities
+from digitlab.evaluation.prediction import load_model, load_onnx_model, parity, predict_probabilities
 from digitlab.evaluation.scores import (
     confusion_matrix,
     cross_entropy,
@@ -43,7 +48,8 @@ def main(argv: list[str] | None = None) -> None:
     params = load_params().evaluate
 
     test = load_arrays(args.prepared_dir / "test.npz")
-    model = load_model(args.model_path)
+    model = load_onnx_model(args.model_path)
+    keras_model = load_model(args.model_path.with_suffix(".keras"))
     labels = test["labels"].astype(np.int64)
 
     # A first small call builds the prediction graph, so the timing below is steady-state speed.
@@ -52,6 +58,9 @@ def main(argv: list[str] | None = None) -> None:
     probabilities = predict_probabilities(model, test["images"], params.batch_size, params.tta_views)
     seconds = time.perf_counter() - started
     predicted = probabilities.argmax(axis=1)
+    # The same images, views and batches through the Keras model: the ONNX file must be the same model.
+    agreement = parity(probabilities, predict_probabilities(keras_model, test["images"], params.batch_size,
+                                                            params.tta_views))
 
     matrix = confusion_matrix(labels, predicted)
     scores = per_class_scores(matrix)
@@ -66,6 +75,8 @@ def main(argv: list[str] | None = None) -> None:
         # little to accuracy and macro F1, and each metric is one more column in every `dvc exp show`.
         live.log_metric("test/macro_f1", round(float(np.mean([row["f1"] for row in scores])), 6), plot=False)
         live.log_metric("test/ece", round(ece, 6), plot=False)
+        for name, value in agreement.items():  # last: how model.onnx agrees with model.keras
+            live.log_metric(f"onnx/{name}", value, plot=False)
         live.log_sklearn_plot("confusion_matrix", labels, predicted, name="confusion_matrix.json")
     # Per-class scores are plots, not metrics: 30 more columns would crowd `dvc exp show` and `dvc metrics diff`.
     write_json(args.report_dir / "per_class.json", scores)
@@ -83,7 +94,9 @@ def main(argv: list[str] | None = None) -> None:
     )
 
     print(f"evaluate: test accuracy {accuracy:.2%} ({int(matrix.sum() - np.trace(matrix))} errors of "
-          f"{len(labels):,}), predicted at {len(labels) / seconds:,.0f} images/s")
+          f"{len(labels):,}), predicted at {len(labels) / seconds:,.0f} images/s by onnxruntime")
+    print(f"evaluate: model.onnx agrees with model.keras on every answer, probabilities within "
+          f"{agreement['max_probability_difference']:.3g}")
     print(f"evaluate: metrics and plots in {args.report_dir}/")
 
 

@@ -5,7 +5,9 @@ Writes into OUTPUT_DIR:
                    wrong predictions framed and titled in red
   predictions.csv  index, true label, predicted label and confidence of the same images
 
-Usage: python -m stages.sample_predict PREPARED_DIR MODEL_PATH OUTPUT_DIR
+The model is MODEL_PATH, the ONNX export (model.onnx) run by onnxruntime, as users run it.
+
+Usage: python -m stages.sample_predict PREPARED_DIR MODEL_PATH(.onnx) OUTPUT_DIR
 """
 
 import argparse
@@ -16,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from digitlab import figures
-from digitlab.evaluation.prediction import load_model, predict_probabilities
+from digitlab.evaluation.prediction import load_onnx_model, predict_probabilities
 from digitlab.shared.atomic import write_text
 from digitlab.shared.errors import run_stage
 from digitlab.shared.params import load_params
@@ -33,7 +35,7 @@ def main(argv: list[str] | None = None) -> None:
     params, views = all_params.sample_predict, all_params.evaluate.tta_views  # predicted as evaluate predicts
 
     test = load_arrays(args.prepared_dir / "test.npz")
-    model = load_model(args.model_path)
+    model = load_onnx_model(args.model_path)
     rng = np.random.default_rng(params.seed)
     chosen = np.sort(rng.choice(len(test["labels"]), size=min(params.count, len(test["labels"])), replace=False))
 

@@ -4,7 +4,8 @@ Each epoch, dvclive logs accuracy and loss on the training and validation splits
 (`dvc plots show` draws them). The model is chosen on the validation split only;
 the test set is not read here.
 
-Writes MODEL_PATH (.keras), and into REPORT_DIR: metrics.json (the validation split's accuracy
+Writes MODEL_PATH (.keras) and beside it the same model as ONNX (model.onnx: what evaluate scores and
+users run with onnxruntime), and into REPORT_DIR: metrics.json (the validation split's accuracy
 and loss after the last epoch, and the parameter count), plots/metrics/{train,eval}/*.tsv (per-epoch curves), model_summary.txt,
 speed.json (training wall time and images/s: a timing, different on every run).
 
@@ -28,7 +29,7 @@ from digitlab.shared.errors import run_stage
 from digitlab.shared.params import load_params
 from digitlab.shared.prepared import load_arrays
 from digitlab.training import distribute, fitting
-from digitlab.training.saving import save_model
+from digitlab.training.saving import export_onnx, save_model
 
 
 class LogParameterCount(keras.callbacks.Callback):
@@ -47,6 +48,11 @@ def summary(model: keras.Model) -> str:
     lines = []
     model.summary(print_fn=lambda text, **_: lines.append(text))
     return "\n".join(lines) + "\n"
+
+
+def onnx_path(model_path: Path) -> Path:
+    """Where the ONNX export goes: beside the .keras file, `model.keras` -> `model.onnx`."""
+    return Path(model_path).with_suffix(".onnx")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -74,11 +80,12 @@ def main(argv: list[str] | None = None) -> None:
 
     save_model(model, args.model_path)
     write_text(args.report_dir / "model_summary.txt", summary(model))
+    export_onnx(model, onnx_path(args.model_path))
     # Timings differ from run to run, so they live apart from the reproducible metrics.json.
     images_per_second = params.train.epochs * len(train["labels"]) / seconds
     write_json(args.report_dir / "speed.json", {"train": {"seconds": round(seconds, 1),
                                                           "images_per_second": round(images_per_second)}})
-    print(f"train: model in {args.model_path} (weights {fitting.fingerprint(model)}), "
+    print(f"train: model in {args.model_path} and {onnx_path(args.model_path)} (weights {fitting.fingerprint(model)}), "
           f"curves and metrics in {args.report_dir}/")
 
 
