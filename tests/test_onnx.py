@@ -1,0 +1,121 @@
+"""model.onnx, the model users run: the same bytes for the same weights, and the same answers as
+model.keras, or evaluate stops (one line, non-zero exit, no metrics)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import yaml
+
+from digitlab.evaluation.prediction import (
+    PARITY_TOLERANCE,
+    load_model,
+    load_onnx_model,
+    parity,
+    predict_probabilities,
+)
+from digitlab.shared.errors import PipelineError
+from digitlab.shared.prepared import save_arrays
+from digitlab.training import fitting
+from digitlab.training.model import build_model
+from digitlab.training.saving import export_onnx, save_model
+from stages import evaluate
+from tests.conftest import PROJECT_ROOT, make_params
+from tests.test_train import TINY
+
+EXPORT = """
+import sys
+from digitlab.shared.params import Params
+from digitlab.training import fitting
+from digitlab.training.model import build_model
+from digitlab.training.saving import export_onnx
+from tests.test_train import TINY
+fitting.make_reproducible(0)
+export_onnx(build_model(Params.model_validate(TINY).model), sys.argv[1])
+"""
+
+
+def tiny_model(seed: int):
+    fitting.make_reproducible(seed)
+    return build_model(make_params(TINY).model)
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    """params.yaml (5 test-time views, batches of 20) and 50 random test images."""
+    images = np.random.default_rng(0).random((50, 28, 28, 1), dtype=np.float32)
+    save_arrays(tmp_path / "prepared" / "test.npz", images=images, labels=np.arange(50, dtype=np.uint8) % 10)
+    params = {**TINY, "evaluate": {**TINY["evaluate"], "batch_size": 20, "tta_views": 5}}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def write_models(folder, keras_seed: int, onnx_seed: int):
+    save_model(tiny_model(keras_seed), folder / "model" / "model.keras")
+    export_onnx(tiny_model(onnx_seed), folder / "model" / "model.onnx")
+
+
+def test_two_exports_of_the_same_weights_in_two_processes_give_the_same_bytes(tmp_path):
+    for name in ("a.onnx", "b.onnx"):
+        subprocess.run([sys.executable, "-c", EXPORT, str(tmp_path / name)], check=True, cwd=PROJECT_ROOT,
+                       env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}, capture_output=True)
+    assert (tmp_path / "a.onnx").read_bytes() == (tmp_path / "b.onnx").read_bytes()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.onnx", "b.onnx"]  # no temporary left behind
+
+
+def test_the_exported_model_gives_the_keras_models_probabilities(tmp_path):
+    model = tiny_model(0)
+    export_onnx(model, tmp_path / "model.onnx")
+    images = np.random.default_rng(1).random((30, 28, 28, 1), dtype=np.float32)
+    onnx = predict_probabilities(load_onnx_model(tmp_path / "model.onnx"), images, batch_size=7, views=5)
+    keras = predict_probabilities(model, images, batch_size=7, views=5)
+    assert onnx.shape == (30, 10)
+    agreement = parity(onnx, keras)
+    assert agreement["argmax_agreement"] == 1.0 and agreement["max_probability_difference"] <= PARITY_TOLERANCE
+
+
+def test_parity_refuses_other_answers_or_probabilities_beyond_the_tolerance():
+    keras = np.array([[0.6, 0.4], [0.3, 0.7]])
+    assert parity(keras + 1e-6, keras)["argmax_agreement"] == 1.0
+    with pytest.raises(PipelineError, match=r"argmax_agreement 0.500000.*max_probability_difference"):
+        parity(np.array([[0.4, 0.6], [0.3, 0.7]]), keras)
+    with pytest.raises(PipelineError, match=r"agree on 100.00%.*differ by up to 0.001"):
+        parity(keras + [[1e-3, -1e-3], [0, 0]], keras)
+
+
+def test_unreadable_onnx_file_is_reported(tmp_path):
+    with pytest.raises(PipelineError, match="not found; run `dvc repro train`"):
+        load_onnx_model(tmp_path / "model.onnx")
+    (tmp_path / "model.onnx").write_text("not a model")
+    with pytest.raises(PipelineError, match="is not a readable ONNX model"):
+        load_onnx_model(tmp_path / "model.onnx")
+
+
+def test_evaluate_scores_the_onnx_model_and_reports_its_agreement_last(workdir):
+    write_models(workdir, keras_seed=0, onnx_seed=0)
+    evaluate.main(["prepared", "model/model.onnx", "reports"])
+    metrics = json.loads((workdir / "reports/metrics.json").read_text())
+    assert list(metrics) == ["test", "onnx"]
+    assert list(metrics["test"]) == ["accuracy", "errors", "loss", "macro_f1", "ece"]
+    assert metrics["onnx"]["argmax_agreement"] == 1.0
+    assert 0 <= metrics["onnx"]["max_probability_difference"] <= PARITY_TOLERANCE
+    # The figures are the ONNX model's, with the test-time views of params.yaml, on every image.
+    images = np.load(workdir / "prepared/test.npz")["images"]
+    expected = predict_probabilities(load_model(workdir / "model/model.keras"), images, 20, 5).argmax(axis=1)
+    assert metrics["test"]["errors"] == int((expected != np.arange(50) % 10).sum())
+
+
+def test_evaluate_stops_when_the_onnx_file_is_another_model(workdir):
+    write_models(workdir, keras_seed=0, onnx_seed=1)  # an export of a differently seeded model
+    result = subprocess.run([sys.executable, "-m", "stages.evaluate", "prepared", "model/model.onnx", "reports"],
+                            cwd=workdir, env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)},
+                            capture_output=True, text=True, check=False)
+    assert result.returncode == 1, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: model.onnx is not the Keras model") and "Traceback" not in result.stderr
+    assert "argmax_agreement" in last and "max_probability_difference" in last and "dvc repro --force train" in last
+    assert not (workdir / "reports/metrics.json").exists()
