@@ -33,7 +33,7 @@ SYNCHRONOUS = {
     "train.augment.shift_fraction": 0,  # every other distortion is off in BASE_PARAMS
     "train.ema_momentum": 0.5,  # the saved weights are the replicas' moving average, also to be the same
 }
-TRAIN_FILES = ["model.keras", "reports/metrics.json", "reports/model_summary.txt", "reports/speed.json",
+TRAIN_FILES = ["model.keras", "model.onnx", "reports/metrics.json", "reports/model_summary.txt", "reports/speed.json",
                "reports/plots/metrics/eval/accuracy.tsv", "reports/plots/metrics/eval/loss.tsv",
                "reports/plots/metrics/train/accuracy.tsv", "reports/plots/metrics/train/loss.tsv"]
 

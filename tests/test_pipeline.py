@@ -41,8 +41,11 @@ def test_every_stage_writes_outputs_that_make_sense(pipeline):
             rows = (pipeline / f"reports/train/plots/metrics/{split}/{metric}.tsv").read_text().splitlines()
             assert len(rows) == 1 + QUICK["train.epochs"]
     assert (pipeline / "data/model/model.keras").stat().st_size > 0
+    assert (pipeline / "data/model/model.onnx").stat().st_size > 0
 
-    test_metrics = json.loads((pipeline / "reports/evaluate/metrics.json").read_text())["test"]
+    all_metrics = json.loads((pipeline / "reports/evaluate/metrics.json").read_text())
+    assert list(all_metrics) == ["test", "onnx"] and all_metrics["onnx"]["argmax_agreement"] == 1.0
+    test_metrics = all_metrics["test"]
     assert 0.5 < test_metrics["accuracy"] <= 1 and test_metrics["loss"] > 0
     assert test_metrics["errors"] == round((1 - test_metrics["accuracy"]) * 10000)
     confusion = json.loads((pipeline / "reports/evaluate/plots/sklearn/confusion_matrix.json").read_text())
@@ -119,7 +122,7 @@ def test_experiment_with_another_epoch_count_is_listed_with_its_own_metrics(clon
 
 def test_a_stage_error_is_one_line_and_exits_non_zero(pipeline, tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "stages.evaluate", "data/prepared", str(tmp_path / "absent.keras"), str(tmp_path)],
+        [sys.executable, "-m", "stages.evaluate", "data/prepared", str(tmp_path / "absent.onnx"), str(tmp_path)],
         check=False, cwd=pipeline, capture_output=True, text=True,
     )
     assert result.returncode == 1
@@ -201,13 +204,17 @@ def test_exp_show_and_metrics_diff_fit_a_terminal_after_two_experiments(clone, t
 def test_training_the_same_params_again_writes_the_same_model_file(clone):
     def model_hashes() -> list:
         lock = yaml.safe_load((clone / "dvc.lock").read_text())["stages"]
-        return [entry["md5"] for stage in lock.values() for entry in stage.get("deps", []) + stage.get("outs", [])
-                if entry["path"] == "data/model/model.keras"]
+        return [(entry["path"], entry["md5"]) for stage in lock.values()
+                for entry in stage.get("deps", []) + stage.get("outs", [])
+                if entry["path"] in ("data/model/model.keras", "data/model/model.onnx")]
 
-    model = clone / "data/model/model.keras"
-    before, hashes = model.read_bytes(), model_hashes()
+    models = [clone / "data/model/model.keras", clone / "data/model/model.onnx"]
+    before, hashes = [model.read_bytes() for model in models], model_hashes()
     assert stages_run(run(["dvc", "repro", "--force", "--single-item", "train"], clone)) == ["train"]
-    assert model.read_bytes() == before  # no save date, no memory addresses: the weights alone
-    # So dvc.lock keeps the model's hash (only the timing in speed.json changes), and nothing downstream re-runs.
-    assert model_hashes() == hashes and len(hashes) == 3
+    # No save date, no memory addresses, no tf2onnx counters: the weights alone.
+    assert [model.read_bytes() for model in models] == before
+    # So dvc.lock keeps the models' hashes (only the timing in speed.json changes), and nothing downstream re-runs.
+    # model.keras: train's output and evaluate's dependency; model.onnx: also sample_predict's.
+    assert model_hashes() == hashes and sorted(path for path, _ in hashes).count("data/model/model.keras") == 2
+    assert len(hashes) == 5
     assert stages_run(run(["dvc", "repro"], clone)) == []

@@ -24,10 +24,11 @@ ENV = {
     "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")])),
 }
 
-# The metrics files of the real dvc.yaml, with the same keys: 5 test and 4 train metrics.
-TEST_METRICS = {"test": {"accuracy": 0.9957, "errors": 43, "loss": 0.014714, "macro_f1": 0.995689, "ece": 0.001628}}
+# The metrics files of the real dvc.yaml, with the same keys: 5 test, 2 ONNX-parity and 4 train metrics.
+TEST_METRICS = {"test": {"accuracy": 0.9957, "errors": 43, "loss": 0.014714, "macro_f1": 0.995689, "ece": 0.001628},
+                "onnx": {"argmax_agreement": 1.0, "max_probability_difference": 2.98e-07}}
 TRAIN_METRICS = {"model": {"params": 83994}, "eval": {"accuracy": 0.994666, "loss": 0.021995}, "step": 11}
-METRIC_COUNT = 5 + 4
+METRIC_COUNT = 5 + 2 + 4
 DVC_YAML = {"metrics": ["reports/evaluate/metrics.json", "reports/train/metrics.json"]}
 # No stage needs to name these: `dvc params diff` compares the whole of params.yaml.
 PARAMS = {"seed": 42, "train": {"epochs": 12, "learning_rate": 0.003}}
