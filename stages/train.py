@@ -5,9 +5,10 @@ Each epoch, dvclive logs accuracy and loss on the training and validation splits
 the test set is not read here.
 
 Writes MODEL_PATH (.keras) and beside it the same model as ONNX (model.onnx: what evaluate scores and
-users run with onnxruntime), and into REPORT_DIR: metrics.json (the validation split's accuracy
-and loss after the last epoch, and the parameter count), plots/metrics/{train,eval}/*.tsv (per-epoch curves), model_summary.txt,
-speed.json (training wall time and images/s: a timing, different on every run).
+users run with onnxruntime), and into REPORT_DIR: metrics.json (the validation split's accuracy and
+loss after the last epoch, and the parameter count), plots/metrics/{train,eval}/*.tsv (per-epoch
+curves), model_summary.txt, speed.json (training wall time and images/s: a timing, different on
+every run).
 
 With train.distribute set to multi_worker, every machine of the cluster runs this same command
 with its own TF_CONFIG; only the chief writes outputs, and every worker prints the fingerprint

@@ -10,11 +10,13 @@ member, no `date_saved` (Keras never reads it back), and shared objects numbered
 order they appear, which keeps what is shared with what.
 """
 
+import contextlib
 import json
 import re
 import tempfile
 import warnings
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import keras
@@ -27,13 +29,20 @@ from digitlab.shared.atomic import atomic_path
 FIXED_TIME = (1980, 1, 1, 0, 0, 0)
 
 
-def save_model(model: keras.Model, path: Path) -> None:
-    """Write `model` to `path` (.keras) whole or not at all, the same bytes for the same model."""
+@contextlib.contextmanager
+def rewritten(path: Path) -> Iterator[tuple[Path, Path]]:
+    """(where Keras writes its file, where its normalised copy goes): the first in a temporary folder
+    beside `path`, removed afterwards, the second renamed onto `path` only if all went well."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.name}.partial") as folder, \
             atomic_path(path) as normalised:
-        saved = Path(folder) / path.name
+        yield Path(folder) / path.name, normalised
+
+
+def save_model(model: keras.Model, path: Path) -> None:
+    """Write `model` to `path` (.keras) whole or not at all, the same bytes for the same model."""
+    with rewritten(path) as (saved, normalised):
         model.save(saved)
         with zipfile.ZipFile(saved) as source, zipfile.ZipFile(normalised, "w") as target:
             for member in source.infolist():
@@ -76,11 +85,8 @@ def export_onnx(model: keras.Model, path: Path) -> None:
     the process (how many functions it traced before: 445 when exported from a loaded model, 55005
     at the end of training): it is dropped.
     The model is called once on a dummy batch first: the export traces a built model."""
-    path = Path(path)
     model(np.zeros((1, *model.input_shape[1:]), dtype="float32"), training=False)
-    with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.name}.partial") as folder, \
-            atomic_path(path) as normalised:
-        exported = Path(folder) / path.name
+    with rewritten(path) as (exported, normalised):
         with warnings.catch_warnings():  # Keras's tf2onnx_lib probes `np.object`, a FutureWarning under NumPy 2
             warnings.filterwarnings("ignore", message="In the future `np.object`", category=FutureWarning)
             model.export(str(exported), format="onnx", verbose=False)
