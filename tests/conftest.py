@@ -82,15 +82,16 @@ def tiny_raw_dir(tmp_path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def small_model(tmp_path_factory) -> Path:
-    """A model file trained in the test session on 12,000 MNIST images (about 99% right), for tests
-    that use the model on real digits: the prediction command, the function and the web app."""
+def small_keras_model(tmp_path_factory) -> Path:
+    """A model.keras trained in the test session on 12,000 MNIST images (about 99% right), with its
+    model.onnx beside it, exported as the train stage does."""
     mirror = mnist_mirror()
     if mirror is None:
         pytest.skip("no MNIST files: run `dvc repro fetch`, or set MNIST_MIRROR to a folder holding them")
     from digitlab.data.raw import load_split
     from digitlab.shared.prepared import to_model_input
     from digitlab.training.fitting import fit
+    from digitlab.training.saving import export_onnx, save_model
 
     images, labels = load_split(mirror, "train")
     train = {"images": to_model_input(images[:12000]), "labels": labels[:12000]}
@@ -98,5 +99,13 @@ def small_model(tmp_path_factory) -> Path:
     # Batches of 32: 750 steps, enough for batch normalisation's running statistics to settle (98.9% on test).
     params = make_params({"train.epochs": 2, "train.batch_size": 32})
     path = tmp_path_factory.mktemp("model") / "model.keras"
-    fit(params, train, val).save(path)
+    model = fit(params, train, val)
+    save_model(model, path)
+    export_onnx(model, path.with_suffix(".onnx"))
     return path
+
+
+@pytest.fixture(scope="session")
+def small_model(small_keras_model) -> Path:
+    """The model.onnx of small_keras_model: what the prediction command, DigitReader and the web app read."""
+    return small_keras_model.with_suffix(".onnx")

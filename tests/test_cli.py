@@ -296,7 +296,7 @@ def test_a_cmyk_jpeg_is_read(small_model, digits, tmp_path, capsys):
 
 
 def test_a_missing_model_is_one_error_line(good_file, tmp_path, capsys):
-    absent = tmp_path / "absent.keras"
+    absent = tmp_path / "absent.onnx"
 
     status, out, err = run(capsys, good_file, "--model", absent)
 
@@ -304,14 +304,42 @@ def test_a_missing_model_is_one_error_line(good_file, tmp_path, capsys):
     assert len(err) == 1 and err[0].startswith("error: model file") and str(absent) in err[0] and "not found" in err[0]
 
 
-def test_a_file_that_is_not_a_keras_model_is_one_error_line(good_file, tmp_path, capsys):
-    not_a_model = tmp_path / "model.keras"
+def test_a_file_that_is_not_an_onnx_model_is_one_error_line(good_file, tmp_path, capsys):
+    not_a_model = tmp_path / "model.onnx"
     not_a_model.write_text("not a model")
 
     status, out, err = run(capsys, good_file, "--model", not_a_model)
 
     assert (status, out) == (1, [])
-    assert len(err) == 1 and err[0].startswith(f"error: {not_a_model} is not a readable Keras model")
+    assert len(err) == 1 and err[0].startswith(f"error: {not_a_model} is not a readable ONNX model")
+
+
+def test_a_keras_model_is_one_error_line_that_names_the_onnx_file(small_keras_model, good_file, capsys):
+    status, out, err = run(capsys, good_file, "--model", small_keras_model)
+
+    assert (status, out) == (1, [])
+    onnx = small_keras_model.with_suffix(".onnx")
+    assert err == [f"error: {small_keras_model} is a Keras model; digits are read with the ONNX model the train "
+                   f"stage writes beside it: give {onnx} (`dvc repro train` writes it, `dvc artifacts get "
+                   f"<repository URL> mnist-cnn-onnx` downloads it)"]
+
+
+def test_reading_digits_never_imports_tensorflow(small_model, good_file):
+    """mnist-predict, DigitReader and the app, in a fresh process: each reads a digit, and TensorFlow, Keras,
+    DVC and Matplotlib are never imported (the serving-only install has none of them)."""
+    script = f"""
+import sys
+from fastapi.testclient import TestClient
+from digitlab.serving import app, cli, reader
+assert cli.main([{str(good_file)!r}, "--model", {str(small_model)!r}]) == 0
+assert reader.DigitReader({str(small_model)!r}).predict([{str(good_file)!r}])[0]["digit"] is not None
+with TestClient(app.create_app({str(small_model)!r})) as client:
+    assert client.post("/predict", files={{"image": open({str(good_file)!r}, "rb")}}).status_code == 200
+print(sorted({{"tensorflow", "keras", "dvc", "matplotlib", "scipy"}} & set(sys.modules)))
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == "[]"
 
 
 def test_the_function_reads_a_path_a_pil_image_and_an_array_alike(small_model, good_file):
@@ -345,7 +373,7 @@ def test_the_installed_command_reads_a_folder_with_nothing_else_on_stderr(small_
     result = subprocess.run([command, folder, "--model", small_model], capture_output=True, text=True, timeout=120)
 
     assert result.returncode == 1
-    # TensorFlow's start-up lines are hidden: the one bad file's line is all there is on stderr.
+    # Nothing but the one bad file's line is on stderr.
     (error,) = result.stderr.splitlines()
     assert error.startswith(f"error: {folder / '3.png'}: not an image")
     lines = [LINE.match(line) for line in result.stdout.splitlines()]
@@ -385,8 +413,9 @@ def test_ctrl_c_stops_the_command_with_one_line(small_model, digits, tmp_path):
     assert process.returncode == 130 and errors == "error: interrupted\n", errors
 
 
-def test_views_averages_the_prediction_over_shifted_copies(small_model, good_file, capsys):
-    """--views 5 gives what the evaluate stage's evaluate.tta_views 5 gives: the mean over the image and its shifts."""
+def test_views_averages_the_prediction_over_shifted_copies(small_model, small_keras_model, good_file, capsys):
+    """--views 5 gives what the evaluate stage's evaluate.tta_views 5 gives: the mean over the image and its shifts,
+    here computed with the Keras model the ONNX file was exported from."""
     from digitlab.evaluation.prediction import VIEWS, load_model, shifted
     from digitlab.serving.images import prepare
     from digitlab.shared.prepared import to_model_input
@@ -394,7 +423,7 @@ def test_views_averages_the_prediction_over_shifted_copies(small_model, good_fil
     status, out, err = run(capsys, good_file, "--json", "--views", "5", "--model", small_model)
     assert (status, err) == (0, [])
     image = to_model_input(prepare(good_file)[None])
-    model = load_model(small_model)
+    model = load_model(small_keras_model)
     expected = np.mean([model.predict_on_batch(shifted(image, down, right))[0] for down, right in VIEWS[5]], axis=0)
     np.testing.assert_allclose(json.loads(out[0])["probabilities"], expected, atol=1e-5)
     status, out, err = run(capsys, good_file, "--json", "--model", small_model)  # the default: as evaluate.tta_views

@@ -6,9 +6,8 @@ import zlib
 import numpy as np
 import pytest
 from PIL import Image
-from scipy import ndimage
 
-from digitlab.serving.images import ImageError, prepare, read_image, to_mnist
+from digitlab.serving.images import ImageError, centre_of_mass, prepare, read_image, to_mnist
 
 
 def bar(width: int, height: int, size=(200, 300), at=(40, 60), ink=255, paper=0) -> np.ndarray:
@@ -28,8 +27,14 @@ def test_the_digit_is_centred_by_its_centre_of_mass_not_its_box():
     wedge = np.zeros((300, 200), np.uint8)
     wedge[20:110, 120:180] = np.tril(np.full((90, 60), 255, np.uint8), k=-30)  # most of its ink low and left
     digit = prepare(wedge)
-    row, column = ndimage.center_of_mass(digit.astype(float))
+    row, column = centre_of_mass(digit.astype(float))
     assert abs(row - 14) <= 0.5 and abs(column - 14) <= 0.5
+
+
+def test_the_centre_of_mass_is_the_brightness_weighted_mean_position():
+    image = np.zeros((6, 10), np.float32)
+    image[0, 0], image[4, 8] = 1, 3  # a quarter of the weight at (0, 0), three quarters at (4, 8)
+    assert centre_of_mass(image) == (3.0, 6.0)
 
 
 def test_the_longer_side_fills_20_pixels_and_the_aspect_ratio_is_kept():

@@ -2,21 +2,32 @@
 
 Kept apart from digitlab/training/model.py and digitlab/training/fitting.py (dependencies of train) so
 that a change to how we predict re-runs evaluate and sample_predict, not training.
+
+Keras is imported only by `load_model`: the ONNX path (OnnxModel, predict_probabilities) is what
+digitlab/serving runs, and it must never import TensorFlow (seconds and 600 MB; benchmarks/README.md,
+"Using the model without TensorFlow").
 """
+
+from __future__ import annotations
 
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import keras
 import numpy as np
 
 from digitlab.shared.errors import PipelineError
 from digitlab.shared.views import VIEWS
 
+if TYPE_CHECKING:
+    import keras
+
 
 def load_model(path: str | Path) -> keras.Model:
     """Load a model written by the train stage; safe mode refuses embedded Python code."""
+    import keras
+
     path = Path(path)
     if not path.is_file():
         raise PipelineError(f"model file {path} not found; run `dvc repro train` to train it")
@@ -76,7 +87,7 @@ def predict_probabilities(model: keras.Model | Callable[[np.ndarray], np.ndarray
     whatever the batch size; this loop gives the same probabilities to the bit and never did
     (benchmarks/README.md, "Inference").
     """
-    predict = model.predict_on_batch if isinstance(model, keras.Model) else model
+    predict = getattr(model, "predict_on_batch", model)  # a Keras model, or a function such as OnnxModel
 
     def probabilities(batch: np.ndarray) -> np.ndarray:
         # All the views of a batch in one call: fewer, larger calls are faster on a CPU.

@@ -4,7 +4,8 @@ Usage:
   mnist-predict PATH...                      one line per image: `photo.jpg: 7 (99.8%), runner-up 1`
   mnist-predict --json PATH...               one JSON object per image and line: path, digit, confidence,
                                              runner_up, probabilities (ten floats), error
-  mnist-predict --model other.keras PATH...  another trained model (default data/model/model.keras)
+  mnist-predict --model other.onnx PATH...   another trained model (default data/model/model.onnx, which the
+                                             train stage writes beside model.keras)
   mnist-predict --show figure.png PATH...    also draw each image, the 28x28 image the model saw and the
                                              ten probabilities (the first 20 images)
 
@@ -12,10 +13,14 @@ A PATH is an image in any format Pillow reads, or a folder: the images in it (.p
 .bmp, .gif, .tif, .tiff), sorted by name, not those in its sub-folders. A file that cannot be read, or
 holds no digit, gets one line `error: FILE: reason` on stderr (with --json, also its object, digit null);
 the other files are still read, and the exit status is 1. It is 0 when every file gave a digit.
+
+It runs the ONNX model with onnxruntime and never imports TensorFlow, so the serving-only install
+(no TensorFlow, DVC or Matplotlib; docs/using-the-model.md) is enough; --show also needs Matplotlib.
 """
 
 import argparse
 import contextlib
+import importlib.util
 import json
 import os
 import sys
@@ -47,12 +52,16 @@ def main(argv: list[str] | None = None) -> int:
                                      epilog="A folder means the images in it, sorted by name.")
     parser.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="an image, or a folder of images")
     parser.add_argument("--json", action="store_true", help="print one JSON object per image")
-    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL, help=f"a trained .keras model ({DEFAULT_MODEL})")
+    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL,
+                        help=f"the trained model as ONNX (default {DEFAULT_MODEL})")
     parser.add_argument("--show", type=Path, metavar="OUT.png", help="draw the images and their probabilities here")
     add_views_option(parser)
     args = parser.parse_args(argv)
     if args.show is not None and args.show.suffix.lower() != ".png":
         parser.error(f"--show {args.show}: the figure is a PNG file, give a name ending in .png")
+    if args.show is not None and importlib.util.find_spec("matplotlib") is None:
+        parser.error("--show draws with Matplotlib, which the serving-only install leaves out: "
+                     "`pip install matplotlib`, or install the pipeline (`uv sync --frozen`)")
 
     try:
         with native_stderr_hidden():
@@ -83,10 +92,9 @@ def main(argv: list[str] | None = None) -> int:
 
 @contextlib.contextmanager
 def native_stderr_hidden():
-    """Hide what C++ code writes to stderr meanwhile: TensorFlow's start-up lines (oneDNN, CUDA drivers).
-
-    TensorFlow writes them before its logging is set up, so TF_CPP_MIN_LOG_LEVEL cannot hide them, and they
-    would bury the one-line errors. Python's own messages and tracebacks still show.
+    """Hide what C++ code writes to stderr meanwhile: onnxruntime's start-up warnings (a GPU it cannot
+    query, say), which it writes before a session's log level applies and which would bury the one-line
+    errors. Python's own messages and tracebacks still show.
     """
     sys.stderr.flush()
     saved = os.dup(2)

@@ -19,7 +19,6 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
-from scipy import ndimage
 
 from digitlab.shared.errors import PipelineError
 from digitlab.shared.prepared import IMAGE_SIZE
@@ -117,12 +116,21 @@ def to_mnist(ink: np.ndarray) -> np.ndarray | None:
     small = np.asarray(small, dtype=np.float32)
 
     # Place the digit so that its centre of mass lands on the centre of the 28x28 image.
-    centre_row, centre_column = ndimage.center_of_mass(small)
+    centre_row, centre_column = centre_of_mass(small)
     top = int(np.clip(round(IMAGE_SIZE / 2 - centre_row), 0, IMAGE_SIZE - small.shape[0]))
     left = int(np.clip(round(IMAGE_SIZE / 2 - centre_column), 0, IMAGE_SIZE - small.shape[1]))
     canvas = np.zeros((IMAGE_SIZE, IMAGE_SIZE), dtype=np.float32)
     canvas[top:top + small.shape[0], left:left + small.shape[1]] = small
     return np.clip(canvas, 0, 255).astype(np.uint8)
+
+
+def centre_of_mass(image: np.ndarray) -> tuple[float, float]:
+    """(row, column) of the brightness-weighted centre of a 2-D image, as scipy.ndimage.center_of_mass
+    computes it. Not imported from SciPy: importing scipy.ndimage takes 0.6 s, more than the rest of
+    mnist-predict's start-up (benchmarks/README.md, "Using the model without TensorFlow")."""
+    total = image.sum()
+    rows, columns = np.ogrid[:image.shape[0], :image.shape[1]]
+    return float((image * rows.astype(float)).sum() / total), float((image * columns.astype(float)).sum() / total)
 
 
 def prepare(source) -> np.ndarray | None:

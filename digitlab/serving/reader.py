@@ -1,7 +1,7 @@
 """Reading digits from your own images: load the trained model once, then predict many images.
 
     from digitlab.serving.reader import DigitReader
-    reader = DigitReader()                       # data/model/model.keras, or DigitReader("other.keras")
+    reader = DigitReader()                       # data/model/model.onnx, or DigitReader("other.onnx")
     reader.predict(["photo.jpg", pil_image, array])
     -> [{"path": "photo.jpg", "digit": 7, "confidence": 0.998, "runner_up": 1,
          "probabilities": [...10 floats...], "error": None}, ...]
@@ -9,6 +9,11 @@
 Each image goes through digitlab.serving.images.prepare (the MNIST look), then the model, in batches.
 An image that cannot be read, or holds no digit, gets `digit: None` and an `error` that says
 why; it never gets a guess.
+
+The model is the ONNX file the train stage writes beside model.keras, run by onnxruntime: reading
+digits never imports TensorFlow, so it starts in a fraction of a second and needs only the serving
+install (docs/using-the-model.md). The evaluate stage checks that this file gives the Keras model's
+answers on the whole test set.
 """
 
 import multiprocessing
@@ -20,10 +25,12 @@ from pathlib import Path
 
 import numpy as np
 
+from digitlab.evaluation.prediction import load_onnx_model, predict_probabilities
 from digitlab.serving.images import prepare_or_why
+from digitlab.shared.errors import PipelineError
 from digitlab.shared.prepared import to_model_input
 
-DEFAULT_MODEL = Path("data/model/model.keras")
+DEFAULT_MODEL = Path("data/model/model.onnx")
 # Test-time augmentation (1, 5 or 9 views): as evaluate.tta_views in params.yaml, so the model is used
 # as main's metrics measured it.
 DEFAULT_VIEWS = 5
@@ -49,22 +56,29 @@ class Reading:
                 "runner_up": self.runner_up, "probabilities": self.probabilities, "error": self.error}
 
 
+def keras_file_error(path: Path) -> PipelineError:
+    """The one-line answer to a .keras file given where the ONNX model is read."""
+    onnx = path.with_suffix(".onnx")
+    return PipelineError(
+        f"{path} is a Keras model; digits are read with the ONNX model the train stage writes beside it: "
+        f"give {onnx} (`dvc repro train` writes it, `dvc artifacts get <repository URL> mnist-cnn-onnx` downloads it)")
+
+
 class DigitReader:
-    """A trained model, loaded once (Keras safe mode), that reads digits from images."""
+    """A trained model (the train stage's model.onnx), loaded once, that reads digits from images."""
 
     def __init__(self, model_path: str | Path = DEFAULT_MODEL, batch_size: int = 500, views: int = DEFAULT_VIEWS):
-        # TensorFlow is imported here, not with this module: it takes seconds, and mnist-predict and mnist-app
-        # import this module at once, then hide TensorFlow's start-up lines while they create a reader.
-        from digitlab.evaluation.prediction import load_model
-
-        self.model = load_model(model_path)
+        model_path = Path(model_path)
+        if model_path.suffix.lower() == ".keras":
+            raise keras_file_error(model_path)
+        self.model = load_onnx_model(model_path)
         self.batch_size = batch_size
         self.views = views  # test-time augmentation, as evaluate.tta_views
         self.workers = None
 
     def _workers(self) -> ProcessPoolExecutor:
         """Processes that decode and prepare images, one per core, started on first need. Spawned, not
-        forked: a fork of a process running TensorFlow's threads is unsafe; they import no TensorFlow."""
+        forked: a fork of a process running onnxruntime's threads is unsafe."""
         if self.workers is None:
             self.workers = ProcessPoolExecutor(
                 os.cpu_count(), mp_context=multiprocessing.get_context("spawn"),
@@ -87,18 +101,21 @@ class DigitReader:
 
     def read(self, images: list, paths: list[str | None] | None = None) -> list[Reading]:
         """One Reading per image (a path, bytes, a PIL image or an array), in order."""
+        return self.classify(self.prepare(images, paths))
+
+    def prepare(self, images: list, paths: list[str | None] | None = None) -> list[Reading]:
+        """The first half of `read`: each image in the MNIST look (Reading.image), or why it has none."""
         paths = paths or [str(image) if isinstance(image, (str, Path)) else None for image in images]
         if len(images) >= PARALLEL_FROM:
             prepared = list(self._workers().map(prepare_or_why, images, chunksize=32))
         else:
             prepared = [prepare_or_why(image) for image in images]
-        readings = [Reading(path, image=digit, error=why) for path, (digit, why) in zip(paths, prepared)]
+        return [Reading(path, image=digit, error=why) for path, (digit, why) in zip(paths, prepared)]
+
+    def classify(self, readings: list[Reading]) -> list[Reading]:
+        """The second half of `read`: the model's answer for every prepared image, in one call per batch."""
         seen = [reading for reading in readings if reading.image is not None]
         if seen:
-            from digitlab.evaluation.prediction import (
-                predict_probabilities,  # imported by __init__ already
-            )
-
             batch = to_model_input(np.stack([reading.image for reading in seen]))
             for reading, probabilities in zip(seen, predict_probabilities(self.model, batch, self.batch_size, self.views)):
                 runner_up, digit = np.argsort(probabilities)[-2:]
