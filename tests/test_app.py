@@ -2,6 +2,7 @@
 every kind of bad upload (each followed by a good request, to show the server keeps serving), /health,
 and the `mnist-app` command's errors. The real server in a real browser is in test_browser.py."""
 
+import contextlib
 import io
 import re
 import shutil
@@ -9,12 +10,16 @@ import socket
 import struct
 import subprocess
 import sys
+import threading
+import time
 import zlib
 from html.parser import HTMLParser
 from importlib import resources
 
+import httpx
 import numpy as np
 import pytest
+import uvicorn
 from fastapi.testclient import TestClient
 from PIL import Image, ImageDraw
 
@@ -341,31 +346,171 @@ def test_an_unforeseen_failure_reading_an_image_is_a_json_500_and_the_server_goe
     assert_still_serving(client, digits)
 
 
+# --- Load: many requests at once, and slow clients ---------------------------------------------------
+
+
+class CountingModel:
+    """The reader's model, counting its calls and the images of each."""
+
+    def __init__(self, model):
+        self.model, self.batches = model, []
+
+    def __call__(self, batch):
+        self.batches.append(len(batch))
+        return self.model(batch)
+
+
+def post_together(app, uploads: list[bytes]) -> list:
+    """Send all the uploads at once, each its own request, through the app; their responses in order."""
+    import asyncio
+
+    import httpx
+
+    async def send_all():
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://app", timeout=60) as client:
+            return await asyncio.gather(*(client.post("/predict", files={"image": ("d.png", data, "image/png")})
+                                          for data in uploads))
+
+    return asyncio.run(send_all())
+
+
+def test_requests_that_arrive_together_are_predicted_in_one_model_call(small_model, digits):
+    app = web.create_app(small_model, views=1, batch_window_s=1.0)  # a long window: all 10 are there in time
+    model = app.state.batcher.reader.model = CountingModel(app.state.batcher.reader.model)
+
+    responses = post_together(app, [png for _, png in digits])
+
+    assert [response.status_code for response in responses] == [200] * 10
+    assert [response.json()["digit"] for response in responses] == [label for label, _ in digits]
+    assert app.state.batcher.model_calls == 1 and model.batches == [10]  # one call, all ten images in it
+
+
+def test_a_lone_request_waits_no_longer_than_the_window(small_model, digits):
+    app = web.create_app(small_model, views=1)
+    model = app.state.batcher.reader.model = CountingModel(app.state.batcher.reader.model)
+    responses = post_together(app, [digits[7][1]])
+    assert responses[0].json()["digit"] == 7 and model.batches == [1]
+    assert web.BATCH_WINDOW_S <= 0.01
+
+
+def test_beyond_the_request_cap_an_upload_gets_503_with_retry_after_and_the_rest_are_served(
+        small_model, digits, monkeypatch):
+    monkeypatch.setattr(web, "MAX_REQUESTS", 4)
+    app = web.create_app(small_model, views=1, batch_window_s=1.0)  # the first four wait for the window
+
+    responses = post_together(app, [png for _, png in digits[:6]])
+
+    statuses = [response.status_code for response in responses]
+    assert sorted(statuses) == [200] * 4 + [503] * 2, statuses
+    busy = next(response for response in responses if response.status_code == 503)
+    assert busy.headers["retry-after"] == str(web.RETRY_AFTER_S)
+    assert "busy" in busy.json()["error"] and "4 images" in busy.json()["error"]
+    assert app.state.load.requests == 0 and app.state.load.body_bytes == 0  # all given back
+    assert post_together(app, [digits[2][1]])[0].json()["digit"] == 2  # and served again once they are done
+
+
+def test_beyond_the_memory_cap_an_upload_gets_503(small_model, digits, monkeypatch):
+    monkeypatch.setattr(web, "MAX_BODY_BYTES", len(digits[0][1]) + 1000)  # room for about one upload
+    app = web.create_app(small_model, views=1, batch_window_s=1.0)
+    statuses = sorted(response.status_code for response in post_together(app, [digits[0][1]] * 3))
+    assert statuses[0] == 200 and 503 in statuses, statuses
+    assert app.state.load.body_bytes == 0
+
+
+@contextlib.contextmanager
+def real_server(app):
+    """The app served by uvicorn on 127.0.0.1 (a thread of this process, so that tests can change its
+    limits); its base URL."""
+    sock = web.listen_socket("127.0.0.1", 0)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", limit_concurrency=web.MAX_CONNECTIONS))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not server.started and time.monotonic() < deadline:
+            time.sleep(0.01)
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}", sock.getsockname()[1]
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+def slow_upload(port: int, sent: bytes = b"\x89PN") -> socket.socket:
+    """A client that sends the headers of a 100,000-byte upload and its first bytes, then waits."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+    sock.sendall(b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/png\r\n"
+                 b"Content-Length: 100000\r\n\r\n" + sent)
+    return sock
+
+
+def answer_of(sock: socket.socket) -> bytes:
+    """All the server sends until it closes the connection."""
+    received = b""
+    while chunk := sock.recv(65536):
+        received += chunk
+    return received
+
+
+def test_slow_clients_get_408_and_are_dropped_while_others_are_served(small_model, digits, monkeypatch):
+    monkeypatch.setattr(web, "BODY_IDLE_TIMEOUT_S", 1.5)
+    with real_server(web.create_app(small_model, views=1)) as (url, port):
+        slow = [slow_upload(port) for _ in range(40)]
+        started = time.monotonic()
+        response = httpx.post(f"{url}/predict", files={"image": ("d.png", digits[3][1], "image/png")}, timeout=30)
+        answered_in = time.monotonic() - started
+        assert response.status_code == 200 and response.json()["digit"] == 3
+        assert answered_in < 1.0  # not after the slow ones' timeout
+        answers = [answer_of(sock) for sock in slow]  # each ends: the server closes the connection
+        for sock in slow:
+            sock.close()
+    assert all(answer.startswith(b"HTTP/1.1 408 ") for answer in answers), answers[0]
+    assert b"sent no byte for 1.5 s (3 bytes received)" in answers[0]
+
+
+def test_a_body_trickled_byte_by_byte_gets_408_at_the_deadline(small_model, digits, monkeypatch):
+    monkeypatch.setattr(web, "BODY_IDLE_TIMEOUT_S", 1.0)
+    monkeypatch.setattr(web, "BODY_TIMEOUT_S", 2.0)
+    with real_server(web.create_app(small_model, views=1)) as (url, port):
+        sock = slow_upload(port)
+        started = time.monotonic()
+        with contextlib.suppress(OSError):  # the server may close while we still send
+            while time.monotonic() - started < 4:
+                sock.sendall(b"x")  # one byte every half second: never idle for the idle timeout
+                time.sleep(0.5)
+        answer = answer_of(sock)
+        sock.close()
+        assert post_file(httpx.Client(base_url=url), digits[4][1]).json()["digit"] == 4
+    assert answer.startswith(b"HTTP/1.1 408 ") and b"was not all sent within 2.0 s" in answer, answer
+
+
 # --- The command -----------------------------------------------------------------------------------
 
 
 def test_create_app_with_a_missing_model_says_so(tmp_path):
     with pytest.raises(PipelineError, match="not found"):
-        web.create_app(tmp_path / "missing.keras")
+        web.create_app(tmp_path / "missing.onnx")
 
 
 def test_mnist_app_with_a_missing_model_prints_one_line_on_stderr_and_exits_1(tmp_path):
-    """The real command: TensorFlow's start-up lines must not bury the error."""
-    missing = tmp_path / "missing.keras"
+    """The real command: nothing else on stderr buries the error."""
+    missing = tmp_path / "missing.onnx"
     command = [sys.executable, "-m", "digitlab.serving.app", "--port", "0", "--model", str(missing)]
     done = subprocess.run(command, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 1 and done.stdout == ""
-    assert done.stderr.splitlines() == [f"error: model file {missing} not found; run `dvc repro train` to train it"]
+    assert done.stderr.splitlines() == [f"error: model file {missing} not found; run `dvc repro train` to export it"]
 
 
-def test_mnist_app_with_a_bad_model_prints_one_error_line_and_exits_1(tmp_path, capsys):
-    not_a_model = tmp_path / "model.keras"
+@pytest.mark.parametrize("name, reason", [("model.onnx", "not a readable ONNX model"),
+                                          ("model.keras", "is a Keras model; digits are read with the ONNX model")])
+def test_mnist_app_with_a_bad_model_prints_one_error_line_and_exits_1(name, reason, tmp_path, capsys):
+    not_a_model = tmp_path / name
     not_a_model.write_text("not a model")
     with pytest.raises(SystemExit) as exit_:
         web.main(["--port", "0", "--model", str(not_a_model)])
     assert exit_.value.code == 1
     error = capsys.readouterr().err.strip()
-    assert error.startswith("error: ") and "not a readable Keras model" in error and "\n" not in error
+    assert error.startswith("error: ") and reason in error and "\n" not in error
 
 
 def test_mnist_app_on_a_port_in_use_prints_one_error_line_and_exits_1(tmp_path, capsys):
@@ -373,7 +518,7 @@ def test_mnist_app_on_a_port_in_use_prints_one_error_line_and_exits_1(tmp_path, 
     busy.listen()
     try:
         with pytest.raises(SystemExit) as exit_:
-            web.main(["--port", str(busy.getsockname()[1]), "--model", str(tmp_path / "never-loaded.keras")])
+            web.main(["--port", str(busy.getsockname()[1]), "--model", str(tmp_path / "never-loaded.onnx")])
     finally:
         busy.close()
     assert exit_.value.code == 1

@@ -1,14 +1,14 @@
 """The draw-a-digit web app: draw a digit (or upload a picture of one) and see what the model reads.
 
-    mnist-app                                   # http://127.0.0.1:8000/, model data/model/model.keras
-    mnist-app --port 8080 --model other.keras   # --host 0.0.0.0 to let other machines in (no login!)
+    mnist-app                                   # http://127.0.0.1:8000/, model data/model/model.onnx
+    mnist-app --port 8080 --model other.onnx    # --host 0.0.0.0 to let other machines in (no login!)
     python -m digitlab.serving.app ...          # the same
 
 Why FastAPI and a page of our own, not Gradio: the page is three small files of our own in static/
 (index.html, app.css, app.js), so the app works fully offline, with no CDN, web fonts or analytics;
-its start-up is little more than importing TensorFlow and loading the model (see benchmarks/README.md,
-'Using the model on your own digits'), and it adds only FastAPI, uvicorn and python-multipart to
-the dependencies.
+it runs the ONNX model with onnxruntime, never importing TensorFlow, so it answers about a second
+after it starts (benchmarks/README.md, 'The app under load'), and it adds only FastAPI, uvicorn and
+python-multipart to the serving install.
 
 Routes:
 
@@ -31,20 +31,30 @@ Routes:
                   bomb), or one with no digit ("no digit found": never a guess)
   GET  /health    {"status": "ok"} once the model is loaded
 
-Nothing in an upload is executed: it is only decoded by Pillow, and the model file is loaded in
-Keras safe mode (digitlab.serving.reader). Predictions run in a worker thread, one at a time (a lock:
-a Keras model is not documented as safe to call from several threads), so the server keeps
-answering /health and the page while one runs.
+Load (the limits are the named constants of the section "Load" below):
+
+  - Images are decoded in worker threads, as many at once as there are cores, and then predicted
+    together: the Batcher calls the model once for all the images that are ready (a window of
+    BATCH_WINDOW_S after the first, and those that arrive while the model runs), so 100 uploads at
+    once are 100 answers within a second, not 100 model calls in a row.
+  - Beyond MAX_REQUESTS uploads in progress, or MAX_BODY_BYTES of their bodies in memory, an upload
+    gets 503 with Retry-After; beyond MAX_CONNECTIONS open connections, uvicorn answers 503.
+  - A body that stops arriving for BODY_IDLE_TIMEOUT_S, or is not all there BODY_TIMEOUT_S after its
+    headers, gets 408 and its connection is closed, so slow clients cannot hold the app for others.
+
+Nothing in an upload is executed: it is only decoded by Pillow, and the model is an ONNX graph,
+which holds no code (digitlab.serving.reader).
 """
 
 import argparse
+import asyncio
 import hashlib
 import io
 import ipaddress
 import logging
+import os
 import socket
 import sys
-import threading
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -58,7 +68,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
 from digitlab.serving.cli import add_views_option, native_stderr_hidden
-from digitlab.serving.reader import DEFAULT_MODEL, DEFAULT_VIEWS, DigitReader
+from digitlab.serving.reader import DEFAULT_MODEL, DEFAULT_VIEWS, DigitReader, Reading
 from digitlab.shared.errors import PipelineError
 
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024  # room for a full-size photo from a phone; the canvas's PNG is far smaller
@@ -126,20 +136,134 @@ def _matches(if_none_match: str | None, etag: str) -> bool:
     return etag in tags or "*" in tags
 
 
+# --- Load: many requests at once, and slow clients ---------------------------------------------------
+# Measured on 2 cores in benchmarks/README.md, "The app under load".
+
+BATCH_WINDOW_S = 0.002  # after an image is ready, wait this long for others to predict with it in one call
+MAX_BATCH = 128  # images in one model call (each is predicted with its test-time views)
+MAX_REQUESTS = 256  # uploads being received, decoded or predicted at once; more get 503 and Retry-After
+MAX_BODY_BYTES = 256 * 1024 * 1024  # their bodies held in memory, all together; beyond, 503 and Retry-After
+RETRY_AFTER_S = 1  # what a 503 tells the client to wait: the queue above drains in well under a second
+BODY_IDLE_TIMEOUT_S = 10  # an upload that sends no byte for this long gets 408 and its connection closed...
+BODY_TIMEOUT_S = 60  # ...as does one not all received this long after its headers (a trickle, byte by byte)
+MAX_CONNECTIONS = 1000  # open connections (uvicorn's limit_concurrency; more get 503): idle ones cost little
+
+
+class Busy(Exception):
+    """The app holds as much as it may; the message says what. Answered 503 with Retry-After."""
+
+
+def _busy(why: str) -> JSONResponse:
+    return JSONResponse({"error": f"the server is busy ({why}); try again in {RETRY_AFTER_S} s"}, status_code=503,
+                        headers={"Retry-After": str(RETRY_AFTER_S), "Connection": "close"})  # its body unread
+
+
+@dataclass
+class Load:
+    """What the app holds now: uploads in progress, and the bytes of their bodies received so far.
+    Only the event loop's thread changes it, so it needs no lock."""
+
+    requests: int = 0
+    body_bytes: int = 0
+
+
+class BodyReceiver:
+    """The request's `receive`, with the limits on one body: MAX_UPLOAD_BYTES (413), the bytes all
+    uploads hold (503), and the time it may take (408: a slow client cannot hold a request open)."""
+
+    def __init__(self, receive, load: Load):
+        self.receive, self.load = receive, load
+        self.received = 0
+        self.deadline = asyncio.get_running_loop().time() + BODY_TIMEOUT_S
+
+    async def __call__(self) -> dict:
+        left = self.deadline - asyncio.get_running_loop().time()
+        try:
+            message = await asyncio.wait_for(self.receive(), min(BODY_IDLE_TIMEOUT_S, max(left, 0)))
+        except TimeoutError:
+            waited = f"sent no byte for {BODY_IDLE_TIMEOUT_S} s" if left > BODY_IDLE_TIMEOUT_S else \
+                f"was not all sent within {BODY_TIMEOUT_S} s"
+            raise HTTPException(408, f"the upload {waited} ({self.received:,} bytes received); send it again",
+                                headers={"Connection": "close"}) from None
+        size = len(message.get("body", b""))
+        self.received += size
+        self.load.body_bytes += size
+        if self.received > MAX_UPLOAD_BYTES:
+            raise HTTPException(413, _too_large(self.received, so_far=True))
+        if self.load.body_bytes > MAX_BODY_BYTES:
+            raise Busy(f"uploads hold {MAX_BODY_BYTES // (1024 * 1024)} MB already")
+        return message
+
+
+class Batcher:
+    """Predicts the images of requests that arrive together in one model call: each waits at most
+    `window_s` for others (none when the model is free and none come), and while the model runs, the
+    images that arrive meanwhile queue for its next call."""
+
+    def __init__(self, reader: DigitReader, window_s: float = BATCH_WINDOW_S):
+        self.reader, self.window_s = reader, window_s
+        self.queue: asyncio.Queue | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.model_calls = 0  # for tests and the benchmark: how many batches the model was called on
+
+    async def classify(self, reading: Reading) -> Reading:
+        """`reading` with the model's answer, predicted together with whatever else is waiting."""
+        if self.loop is not asyncio.get_running_loop():  # the first request, or the app served anew (a test)
+            self.loop, self.queue = asyncio.get_running_loop(), asyncio.Queue()
+            self.loop.create_task(self._predict_forever(self.queue))
+        done = asyncio.get_running_loop().create_future()
+        self.queue.put_nowait((reading, done))
+        await done
+        return reading
+
+    async def _predict_forever(self, queue: asyncio.Queue) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = [await queue.get()]
+            deadline = loop.time() + self.window_s
+            while len(batch) < MAX_BATCH:
+                if queue.empty():
+                    left = deadline - loop.time()
+                    if left <= 0:
+                        break
+                    try:
+                        batch.append(await asyncio.wait_for(queue.get(), left))
+                    except TimeoutError:
+                        break
+                else:
+                    batch.append(queue.get_nowait())
+            self.model_calls += 1
+            try:
+                await run_in_threadpool(self.reader.classify, [reading for reading, _ in batch])
+            except Exception as error:  # every request of the batch answers 500, and the next batch is tried
+                for _, done in batch:
+                    if not done.done():
+                        done.set_exception(error)
+                continue
+            for _, done in batch:
+                if not done.done():  # its client may have gone
+                    done.set_result(None)
+
+
 # --- The app ------------------------------------------------------------------------------------
 
 
-def create_app(model_path: str | Path = DEFAULT_MODEL, views: int = DEFAULT_VIEWS) -> FastAPI:
+def create_app(model_path: str | Path = DEFAULT_MODEL, views: int = DEFAULT_VIEWS,
+               batch_window_s: float = BATCH_WINDOW_S) -> FastAPI:
     """The app, with the model loaded (PipelineError if it cannot be) and warmed up; `views` as mnist-predict's."""
     page_files = read_page_files()
     reader = DigitReader(model_path, views=views)
-    # The first call of a Keras model traces it, which is slow: do it now, not on the first visitor.
+    # The first call of an onnxruntime session allocates its buffers: do it now, not on the first visitor.
     warm_up = np.zeros((28, 28), dtype=np.uint8)
     warm_up[4:24, 13:16] = 255
     reader.read([warm_up])
-    model_lock = threading.Lock()
+    batcher = Batcher(reader, batch_window_s)
+    load = Load()
+    # Decoding is CPU-bound: more images at once than cores only adds memory (up to MAX_PIXELS each).
+    decoding = asyncio.Semaphore(os.cpu_count() or 1)
 
     app = FastAPI(title="Draw a digit", docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.batcher, app.state.load = batcher, load  # for tests and the benchmark
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, error: HTTPException) -> JSONResponse:
@@ -158,22 +282,43 @@ def create_app(model_path: str | Path = DEFAULT_MODEL, views: int = DEFAULT_VIEW
 
     @app.post("/predict")
     async def predict(request: Request) -> JSONResponse:
-        data, filename = await read_upload(request)
-        status, body = await run_in_threadpool(read_digit, reader, model_lock, data, filename)
-        return JSONResponse(body, status_code=status)
+        if load.requests >= MAX_REQUESTS:
+            return _busy(f"{MAX_REQUESTS} images are being read already")
+        load.requests += 1
+        body = BodyReceiver(request.receive, load)
+        try:
+            data, filename = await read_upload(request, body)
+            async with decoding:
+                reading = await run_in_threadpool(prepare_upload, reader, data, filename)
+            del data  # the upload's bytes are not needed while the image waits for the model
+            if reading.image is not None:
+                await batcher.classify(reading)
+        except Busy as error:
+            return _busy(str(error))
+        except HTTPException:
+            raise
+        except Exception:  # a decoder's or the model's unforeseen error: answer, log, keep serving
+            log.exception("reading an uploaded image failed")
+            return JSONResponse({"error": "the server failed to read this image; its log says why"}, status_code=500)
+        finally:
+            load.requests -= 1
+            load.body_bytes -= body.received
+        if reading.error:
+            return JSONResponse({"error": reading.error}, status_code=422)
+        return JSONResponse(reading.to_dict() | {"image": reading.image.tolist()})
 
     return app
 
 
-async def read_upload(request: Request) -> tuple[bytes, str | None]:
+async def read_upload(request: Request, receive: BodyReceiver) -> tuple[bytes, str | None]:
     """The uploaded file's bytes and name (None for a raw body), at most MAX_UPLOAD_BYTES of them."""
     declared = request.headers.get("content-length")
     if declared is not None and not declared.isdigit():
         raise HTTPException(400, f"the Content-Length header {declared!r} is not a number")
     if declared is not None and int(declared) > MAX_UPLOAD_BYTES:
         raise HTTPException(413, _too_large(int(declared)))
-    # A body sent in chunks has no Content-Length: count its bytes as they arrive instead.
-    capped = Request(request.scope, receive=_capped_receive(request.receive))
+    # A body sent in chunks has no Content-Length: its bytes are counted as they arrive (BodyReceiver).
+    capped = Request(request.scope, receive=receive)
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media_type == "multipart/form-data":
         try:
@@ -197,39 +342,17 @@ async def read_upload(request: Request) -> tuple[bytes, str | None]:
                              f"image/* content type, not {media_type or 'no content type'}")
 
 
-def _capped_receive(receive):
-    received = 0
-
-    async def capped_receive():
-        nonlocal received
-        message = await receive()
-        received += len(message.get("body", b""))
-        if received > MAX_UPLOAD_BYTES:
-            raise HTTPException(413, _too_large(received, so_far=True))
-        return message
-
-    return capped_receive
-
-
 def _too_large(size: int, so_far: bool = False) -> str:
     return (f"the upload is {'over ' if so_far else ''}{size:,} bytes; "
             f"the limit is {MAX_UPLOAD_BYTES // (1024 * 1024)} MB")
 
 
-def read_digit(reader: DigitReader, model_lock: threading.Lock, data: bytes, filename: str | None) -> tuple[int, dict]:
-    """(HTTP status, JSON body) for one uploaded image. Runs in a worker thread: it is CPU-bound."""
+def prepare_upload(reader: DigitReader, data: bytes, filename: str | None) -> Reading:
+    """One uploaded image in the MNIST look, or why it has none. Runs in a worker thread: it is CPU-bound."""
     too_many_pixels = _check_pixels(data)
     if too_many_pixels:
-        return 422, {"error": too_many_pixels}
-    try:
-        with model_lock:
-            reading = reader.read([data], paths=[filename])[0]
-    except Exception:  # a Pillow decoder's unforeseen error on a malformed file: answer, log, keep serving
-        log.exception("reading an uploaded image failed")
-        return 500, {"error": "the server failed to read this image; its log says why"}
-    if reading.error:
-        return 422, {"error": reading.error}
-    return 200, reading.to_dict() | {"image": reading.image.tolist()}
+        return Reading(filename, error=too_many_pixels)
+    return reader.prepare([data], paths=[filename])[0]
 
 
 def _check_pixels(data: bytes) -> str | None:
@@ -283,7 +406,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to listen on (default 127.0.0.1: this machine only)")
     parser.add_argument("--port", type=port_number, default=8000, help="port (default 8000; 0 picks a free one)")
-    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL, help=f"Keras model file (default {DEFAULT_MODEL})")
+    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL, help=f"the trained model as ONNX (default {DEFAULT_MODEL})")
     add_views_option(parser)
     args = parser.parse_args(argv)
 
@@ -294,7 +417,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(1)
     try:
-        with native_stderr_hidden():  # TensorFlow's start-up lines would bury a one-line error
+        with native_stderr_hidden():  # onnxruntime's start-up warnings would bury a one-line error
             app = create_app(args.model, args.views)
     except PipelineError as error:
         sock.close()
@@ -305,9 +428,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"Draw a digit at http://{shown_host}:{port}/ (Ctrl+C to stop)", flush=True)
     if not _is_loopback(host):
         print(f"note: listening on {host}, so other machines can reach the app; it has no login", flush=True)
-    # At most 32 connections and requests at once (more get 503): with uploads capped at MAX_UPLOAD_BYTES, memory
-    # stays bounded.
-    uvicorn.Server(uvicorn.Config(app, log_level="info", limit_concurrency=32)).run(sockets=[sock])
+    uvicorn.Server(uvicorn.Config(app, log_level="info", limit_concurrency=MAX_CONNECTIONS)).run(sockets=[sock])
 
 
 if __name__ == "__main__":
