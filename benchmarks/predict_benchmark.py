@@ -12,13 +12,19 @@ other half light ink on black, as PNG. Then it measures:
              preparing included: the wall time of a `mnist-predict --json FOLDER` subprocess (start-up,
              imports and model load included) and of DigitReader in this process; and of the model alone
 
+With --baseline CHECKOUT it also runs the command of another checkout of this repository (for example
+today's TensorFlow path, `git worktree add /tmp/old <commit>`), with PYTHONPATH=CHECKOUT and
+--baseline-model, on the same one image and the same folder, and gives the ratios.
+
 Prints a Markdown table and writes --output (benchmarks/predict_results.json).
 
-Usage: python benchmarks/predict_benchmark.py [--model data/model/model.keras] [--mnist data/raw] [--count 10000]
+Usage: python benchmarks/predict_benchmark.py [--model data/model/model.onnx] [--mnist data/raw] [--count 10000]
+                                              [--baseline CHECKOUT --baseline-model data/model/model.keras]
 """
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -101,16 +107,20 @@ def reader_digits(reader: DigitReader, files: list[Path]) -> tuple[np.ndarray, f
     return np.array(digits), time.perf_counter() - start
 
 
-def command_digits(model_path: Path, path: Path) -> tuple[np.ndarray, float, int]:
+def command_digits(model_path: Path, path: Path, pythonpath: Path | None = None) -> tuple[np.ndarray, float, int]:
     """`mnist-predict --json PATH` as a user runs it: digits, wall seconds, and its peak memory in MB.
 
     The peak is /usr/bin/time's: getrusage(RUSAGE_CHILDREN) here would be wrong, because a child's
-    ru_maxrss keeps the peak of this process (TensorFlow loaded, the images in memory) across exec."""
+    ru_maxrss keeps the peak of this process (TensorFlow loaded, the images in memory) across exec.
+    `pythonpath`: another checkout whose command to run instead of this one's."""
+    env = dict(os.environ)
+    if pythonpath is not None:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(pythonpath.resolve()), env.get("PYTHONPATH")]))
     with tempfile.NamedTemporaryFile("r") as peak:
         command = ["/usr/bin/time", "--format", "%M", "--output", peak.name,
                    str(Path(sys.executable).parent / "mnist-predict"), "--json", "--model", str(model_path), str(path)]
         start = time.perf_counter()
-        result = subprocess.run(command, capture_output=True, text=True, cwd=PROJECT_ROOT)
+        result = subprocess.run(command, capture_output=True, text=True, cwd=pythonpath or PROJECT_ROOT, env=env)
         seconds = time.perf_counter() - start
         peak_mb = round(int(peak.read().split()[-1]) / 1024)  # %M: kB
     if result.returncode not in (0, 1):  # 1: some file held no digit, which the accuracy counts as wrong
@@ -121,10 +131,13 @@ def command_digits(model_path: Path, path: Path) -> tuple[np.ndarray, float, int
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", type=Path, default=PROJECT_ROOT / "data/model/model.keras")
+    parser.add_argument("--model", type=Path, default=PROJECT_ROOT / "data/model/model.onnx")
     parser.add_argument("--mnist", type=Path, default=PROJECT_ROOT / "data/raw", help="the four MNIST files")
     parser.add_argument("--count", type=int, default=10_000, help="how many test images (the first ones)")
     parser.add_argument("--output", type=Path, default=PROJECT_ROOT / "benchmarks/predict_results.json")
+    parser.add_argument("--baseline", type=Path, help="another checkout of this repository whose command to run too")
+    parser.add_argument("--baseline-model", type=Path, default=PROJECT_ROOT / "data/model/model.keras",
+                        help="the model file the baseline's command reads (default: data/model/model.keras)")
     args = parser.parse_args()
 
     images, labels = load_split(args.mnist, "test")
@@ -151,6 +164,11 @@ def main() -> None:
         _, reader_seconds = reader_digits(reader, png_files)
         _, start_up_seconds, start_up_peak_mb = command_digits(args.model, png_files[0])  # start-up and model load
         command, command_seconds, command_peak_mb = command_digits(args.model, png_folder)
+        if args.baseline:
+            # After this checkout's runs, on the same files: one machine, one run.
+            baseline_model = args.baseline_model.resolve()
+            _, base_start_up_seconds, base_start_up_peak_mb = command_digits(baseline_model, png_files[0], args.baseline)
+            base_command, base_seconds, base_peak_mb = command_digits(baseline_model, png_folder, args.baseline)
 
     def accuracy(digits: np.ndarray, chosen: np.ndarray | None = None) -> float:
         chosen = np.ones(len(labels), dtype=bool) if chosen is None else chosen
@@ -188,6 +206,17 @@ def main() -> None:
                     "reader": round(reader_seconds, 1), "model": round(model_seconds, 2)},
         "command_peak_rss_mb": {"one image": start_up_peak_mb, "the folder": command_peak_mb},
     }
+    if args.baseline:
+        commit = subprocess.run(["git", "-C", str(args.baseline), "rev-parse", "--short", "HEAD"],
+                                capture_output=True, text=True).stdout.strip() or "?"
+        results["baseline"] = {
+            "checkout": f"{args.baseline} at {commit}", "model": str(args.baseline_model),
+            "accuracy, user images as PNG, mnist-predict --json subprocess": accuracy(base_command),
+            "images_per_s, mnist-predict --json FOLDER": round(count / base_seconds),
+            "seconds": {"command": round(base_seconds, 1), "command_on_one_image": round(base_start_up_seconds, 2)},
+            "command_peak_rss_mb": {"one image": base_start_up_peak_mb, "the folder": base_peak_mb},
+        }
+        results["seconds"]["command_on_one_image"] = round(start_up_seconds, 2)
     write_json(args.output, results)
     print(markdown(results))
     loss = 100 * (accuracy(original) - accuracy(read))
@@ -206,6 +235,24 @@ def markdown(results: dict) -> str:
     lines += ["", "| kind of image | count | mnist-predict | naive |", "|---|---|---|---|"]
     lines += [f"| {name} | {row['count']:,} | {row['mnist-predict']:.2%} | {row['naive']:.2%} |"
               for name, row in results["accuracy_by_kind"].items()]
+    if "baseline" in results:
+        base, name = results["baseline"], "mnist-predict --json FOLDER (subprocess wall time)"
+        ours = {"one image: seconds": results["seconds"]["command_on_one_image"],
+                "one image: peak memory, MB": results["command_peak_rss_mb"]["one image"],
+                f"{results['count']:,} PNGs: images/s": results["speed_images_per_s"][name],
+                f"{results['count']:,} PNGs: peak memory, MB": results["command_peak_rss_mb"]["the folder"],
+                f"{results['count']:,} PNGs: accuracy": results["accuracy"]["user images as PNG, mnist-predict --json subprocess"]}
+        theirs = [base["seconds"]["command_on_one_image"], base["command_peak_rss_mb"]["one image"],
+                  base["images_per_s, mnist-predict --json FOLDER"], base["command_peak_rss_mb"]["the folder"],
+                  base["accuracy, user images as PNG, mnist-predict --json subprocess"]]
+        lines += ["", f"| mnist-predict | baseline: {base['checkout']}, {Path(base['model']).name} | "
+                      f"this: {Path(results['model']).name} | ratio |", "|---|---|---|---|"]
+        for (measure, after), before in zip(ours.items(), theirs):
+            if "accuracy" in measure:
+                lines.append(f"| {measure} | {before:.2%} | {after:.2%} | |")
+                continue
+            better = after / before if "images/s" in measure else before / after
+            lines.append(f"| {measure} | {before:,} | {after:,} | {better:.1f}x |")
     return "\n".join(lines)
 
 
