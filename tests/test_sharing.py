@@ -250,8 +250,9 @@ def test_a_remote_that_cannot_be_reached_or_refuses_the_credentials_fails_clearl
 def test_a_registered_version_is_fetched_by_dvc_artifacts_get_and_reads_a_digit(clone, tmp_path):
     origin = tmp_path / "origin.git"
     publish(clone, origin, str(tmp_path / "storage"))
-    run(["gto", "register", "mnist-cnn", "--version", "v1.0.0"], clone)
-    run(["gto", "assign", "mnist-cnn", "--version", "v1.0.0", "--stage", "prod"], clone)
+    for artifact in ("mnist-cnn", "mnist-cnn-onnx"):  # the Keras model and the ONNX file users read, together
+        run(["gto", "register", artifact, "--version", "v1.0.0"], clone)
+        run(["gto", "assign", artifact, "--version", "v1.0.0", "--stage", "prod"], clone)
     run(["git", "push", "-q", "origin", "--tags"], clone)
     run(["dvc", "push"], clone)
     tags = run(["git", "ls-remote", "--tags", str(origin)], tmp_path)
@@ -261,9 +262,11 @@ def test_a_registered_version_is_fetched_by_dvc_artifacts_get_and_reads_a_digit(
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     run(["dvc", "artifacts", "get", str(origin), "mnist-cnn", "--rev", "v1.0.0", "-o", "v1.keras"], elsewhere)
-    run(["dvc", "artifacts", "get", str(origin), "mnist-cnn", "--stage", "prod", "-o", "prod.keras"], elsewhere)
+    run(["dvc", "artifacts", "get", str(origin), "mnist-cnn-onnx", "--rev", "v1.0.0", "-o", "v1.onnx"], elsewhere)
+    run(["dvc", "artifacts", "get", str(origin), "mnist-cnn-onnx", "--stage", "prod", "-o", "prod.onnx"], elsewhere)
     assert (elsewhere / "v1.keras").read_bytes() == (clone / MODEL).read_bytes()
-    assert (elsewhere / "prod.keras").read_bytes() == (clone / MODEL).read_bytes()
+    onnx = (clone / MODEL).with_suffix(".onnx").read_bytes()
+    assert (elsewhere / "v1.onnx").read_bytes() == onnx and (elsewhere / "prod.onnx").read_bytes() == onnx
 
     # A test digit that the pipeline's own sample_predict read right, as a PNG a user might have.
     with open(clone / "reports/predict/predictions.csv") as table:
@@ -271,5 +274,5 @@ def test_a_registered_version_is_fetched_by_dvc_artifacts_get_and_reads_a_digit(
     with np.load(clone / "data/prepared/test.npz", allow_pickle=False) as test:
         pixels = test["images"][int(row["index"])][..., 0]
     Image.fromarray(np.round(pixels * 255).astype(np.uint8)).save(elsewhere / "digit.png")
-    output = run(["mnist-predict", "--model", "v1.keras", "digit.png"], elsewhere)
+    output = run(["mnist-predict", "--model", "v1.onnx", "digit.png"], elsewhere)
     assert output.startswith(f"digit.png: {row['true']} ("), output
