@@ -1,0 +1,201 @@
+"""Benchmark: how well can "not a digit" be told from a digit? Scores compared on validation data only.
+
+The non-digits are digitlab.data.nondigits' validation split (letters, symbols, numbers of two or three
+digits, scribbles, shapes, textures, noise, in the looks of users' images), read by the reader's own
+preprocessing (serving.images.prepare; those it finds blank are refused already and counted apart).
+The digits are MNIST's validation split (data/prepared/val.npz) and, as users give them, the first
+--users of those made into user-style images as benchmarks/predict_benchmark.py makes them.
+
+Scores, each higher for "more like a digit", on 1 view and on the 5 test-time views averaged:
+
+  msp          the largest softmax probability (what mnist-predict prints as confidence)
+  energy       log-sum-exp of the logits (Liu et al. 2020)
+  max_logit    the largest logit
+  mahalanobis  minus the smallest Mahalanobis distance of the dense layer's features to a class mean,
+               with one covariance for all classes, fitted on --fit training images (Lee et al. 2018)
+
+For each: AUROC of MNIST validation digits against non-digits, and at thresholds that reject 0.2% and
+0.5% of the MNIST validation digits, the share of non-digits rejected (each kind apart) and of user-style
+digits rejected.
+
+With --outlier-exposure it also trains two models side by side, the same simple Keras loop and seed,
+--epochs passes over the training split: one on digits alone, one that also sees the non-digits' train
+split with a uniform target (outlier exposure, Hendrycks et al. 2019; --oe-share of the digits' count),
+and scores both. Their training times and validation accuracies are reported beside.
+
+Usage: python benchmarks/nondigit_benchmark.py [--model data/model/model.keras] [--nondigits 1400]
+                                               [--outlier-exposure --epochs 3]
+Prints Markdown tables and writes --output (benchmarks/nondigit_results.json).
+"""
+
+import argparse
+import time
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+from benchmark import machine_description  # benchmarks/benchmark.py, beside this script
+from predict_benchmark import user_image
+
+import digitlab.shared  # noqa: F401  (sets TensorFlow's environment before keras is imported)
+import keras
+from digitlab.data.nondigits import KINDS, nondigit_images, split_seeds
+from digitlab.evaluation.prediction import shifted
+from digitlab.serving.images import prepare
+from digitlab.shared.atomic import write_json
+from digitlab.shared.params import load_params
+from digitlab.shared.prepared import load_arrays, to_model_input
+from digitlab.shared.views import VIEWS
+from digitlab.training.model import build_model
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+FALSE_REJECTIONS = (0.002, 0.005)  # shares of MNIST validation digits a threshold may reject
+FEATURES = "dropout"  # the dense layer's activations (dropout is the identity at inference)
+
+
+def prepared_nondigits(count: int, seed: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """(model inputs, their kinds, how many the reader found blank) of `count` non-digits."""
+    made = nondigit_images(count, seed)
+    digits = [(prepare(image), kind) for image, kind, _ in made]
+    kept = [(digit, kind) for digit, kind in digits if digit is not None]
+    return (to_model_input(np.stack([digit for digit, _ in kept])), np.array([kind for _, kind in kept]),
+            len(made) - len(kept))
+
+
+def user_digits(images: np.ndarray, count: int) -> np.ndarray:
+    """The first `count` MNIST images as users' images (predict_benchmark's), read back by the reader."""
+    rng = np.random.default_rng(0)
+    pixels = np.round(images[:count, ..., 0] * 255).astype(np.uint8)
+    read = [prepare(user_image(digit, rng, index % 2 == 0)[0]) for index, digit in enumerate(pixels)]
+    return to_model_input(np.stack([digit if digit is not None else np.zeros((28, 28), np.uint8) for digit in read]))
+
+
+class Scorer:
+    """The scores of one Keras model: its features, logits, and Mahalanobis statistics fitted on training images."""
+
+    def __init__(self, model: keras.Model, train_images: np.ndarray, train_labels: np.ndarray):
+        self.features = keras.Model(model.inputs, model.get_layer(FEATURES).output)
+        self.kernel, self.bias = model.get_layer("digit").get_weights()
+        features = self.features.predict(train_images, batch_size=500, verbose=0)
+        self.means = np.stack([features[train_labels == c].mean(axis=0) for c in range(10)])
+        centred = features - self.means[train_labels]
+        covariance = centred.T @ centred / len(features)
+        self.precision = np.linalg.pinv(covariance + 1e-6 * np.trace(covariance) / len(covariance) * np.eye(len(covariance)))
+
+    def scores(self, images: np.ndarray) -> dict[str, np.ndarray]:
+        by_view = [self._one_view(shifted(images, down, right)) for down, right in VIEWS[5]]
+        return {**{f"{name}, 1 view": value for name, value in by_view[0].items()},
+                **{f"{name}, 5 views": np.mean([view[name] for view in by_view], axis=0) for name in by_view[0]}}
+
+    def _one_view(self, images: np.ndarray) -> dict[str, np.ndarray]:
+        features = self.features.predict(images, batch_size=500, verbose=0)
+        logits = features @ self.kernel + self.bias
+        top = logits.max(axis=1, keepdims=True)
+        log_sum_exp = top[:, 0] + np.log(np.exp(logits - top).sum(axis=1))
+        centred = features[:, None, :] - self.means[None]
+        distances = np.einsum("nci,ij,ncj->nc", centred, self.precision, centred)
+        return {"msp": np.exp(top[:, 0] - log_sum_exp), "energy": log_sum_exp, "max_logit": top[:, 0],
+                "mahalanobis": -distances.min(axis=1)}
+
+
+def auroc(digits: np.ndarray, others: np.ndarray) -> float:
+    """The chance that a random digit scores above a random non-digit (ties half)."""
+    ranks = np.concatenate([digits, others]).argsort(kind="stable").argsort() + 1.0
+    return float((ranks[:len(digits)].sum() - len(digits) * (len(digits) + 1) / 2) / (len(digits) * len(others)))
+
+
+def compare(scorer: Scorer, val: np.ndarray, nondigits: np.ndarray, kinds: np.ndarray, users: np.ndarray) -> dict:
+    on_val, on_nondigits, on_users = scorer.scores(val), scorer.scores(nondigits), scorer.scores(users)
+    results = {}
+    for name in on_val:
+        row = {"auroc": round(auroc(on_val[name], on_nondigits[name]), 4)}
+        for share in FALSE_REJECTIONS:
+            threshold = np.quantile(on_val[name], share)  # chosen on MNIST validation digits only
+            rejected = on_nondigits[name] < threshold
+            row[f"at {share:.1%}"] = {
+                "nondigits_rejected": round(float(rejected.mean()), 4),
+                "user_digits_rejected": round(float((on_users[name] < threshold).mean()), 4),
+                "by_kind": {kind: round(float(rejected[kinds == kind].mean()), 3) for kind in KINDS},
+            }
+        results[name] = row
+    return results
+
+
+def train_probe(train: dict, val: dict, epochs: int, seed: int, outliers: np.ndarray | None) -> tuple[keras.Model, float, float]:
+    """The default CNN, Adam at 1e-3, batches of 128: on digits, and if `outliers`, on them with a uniform target."""
+    keras.utils.set_random_seed(seed)
+    images, targets = train["images"], np.eye(10, dtype=np.float32)[train["labels"]]
+    if outliers is not None:
+        images = np.concatenate([images, outliers])
+        targets = np.concatenate([targets, np.full((len(outliers), 10), 0.1, np.float32)])
+    model = build_model(load_params(PROJECT_ROOT / "params.yaml").model, for_training=True)
+    model.compile(keras.optimizers.Adam(1e-3), "categorical_crossentropy")
+    started = time.perf_counter()
+    model.fit(images, targets, batch_size=128, epochs=epochs, shuffle=True, verbose=2)
+    seconds = time.perf_counter() - started
+    accuracy = float((model.predict(val["images"], batch_size=500, verbose=0).argmax(1) == val["labels"]).mean())
+    return model, seconds, accuracy
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path, default=PROJECT_ROOT / "data/model/model.keras")
+    parser.add_argument("--prepared", type=Path, default=PROJECT_ROOT / "data/prepared")
+    parser.add_argument("--nondigits", type=int, default=1400, help="non-digits of the validation split")
+    parser.add_argument("--users", type=int, default=1000, help="user-style digits")
+    parser.add_argument("--fit", type=int, default=20000, help="training images the Mahalanobis statistics are fitted on")
+    parser.add_argument("--outlier-exposure", action="store_true", help="also train two models and compare them")
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--oe-share", type=float, default=0.1)
+    parser.add_argument("--output", type=Path, default=PROJECT_ROOT / "benchmarks/nondigit_results.json")
+    args = parser.parse_args()
+
+    train, val = load_arrays(args.prepared / "train.npz"), load_arrays(args.prepared / "val.npz")
+    fit_rows = np.random.default_rng(0).choice(len(train["labels"]), args.fit, replace=False)
+    started = time.perf_counter()
+    nondigits, kinds, blank = prepared_nondigits(args.nondigits, split_seeds(0)["val"])
+    users = user_digits(val["images"], args.users)
+    print(f"made {args.nondigits} non-digits ({blank} found blank by the reader) and {args.users} user-style "
+          f"digits in {time.perf_counter() - started:.0f} s", flush=True)
+
+    def scored(model: keras.Model) -> dict:
+        scorer = Scorer(model, train["images"][fit_rows], train["labels"][fit_rows])
+        return compare(scorer, val["images"], nondigits, kinds, users)
+
+    results = {"date": date.today().isoformat(), "machine": machine_description(),
+               "nondigits": {"count": args.nondigits, "found_blank": blank}, "user_digits": args.users,
+               "models": {str(args.model.relative_to(PROJECT_ROOT) if args.model.is_relative_to(PROJECT_ROOT) else args.model):
+                          {"scores": scored(keras.saving.load_model(args.model))}}}
+    if args.outlier_exposure:
+        outlier_count = int(args.oe_share * len(train["labels"]))
+        outliers, _, _ = prepared_nondigits(outlier_count, split_seeds(0)["train"])
+        for name, extra in (("digits only", None), (f"outlier exposure ({len(outliers):,} non-digits)", outliers)):
+            model, seconds, accuracy = train_probe(train, val, args.epochs, 42, extra)
+            results["models"][f"probe, {args.epochs} epochs, {name}"] = {
+                "train_seconds": round(seconds, 1), "val_accuracy": round(accuracy, 4), "scores": scored(model)}
+    write_json(args.output, results)
+    print(markdown(results))
+
+
+def markdown(results: dict) -> str:
+    lines = [f"{results['machine']}; {results['date']}; {results['nondigits']['count']:,} non-digits "
+             f"({results['nondigits']['found_blank']} found blank, not counted), {results['user_digits']:,} user-style digits"]
+    for model, row in results["models"].items():
+        extra = (f" (training {row['train_seconds']} s, validation accuracy {row['val_accuracy']:.2%})"
+                 if "train_seconds" in row else "")
+        lines += ["", f"**{model}**{extra}", "",
+                  "| score | AUROC | non-digits rejected at 0.2% / 0.5% of digits | user-style digits rejected |",
+                  "|---|---|---|---|"]
+        for name, score in row["scores"].items():
+            low, high = score["at 0.2%"], score["at 0.5%"]
+            lines.append(f"| {name} | {score['auroc']:.4f} | {low['nondigits_rejected']:.1%} / "
+                         f"{high['nondigits_rejected']:.1%} | {low['user_digits_rejected']:.1%} / "
+                         f"{high['user_digits_rejected']:.1%} |")
+        best = max(row["scores"], key=lambda name: row["scores"][name]["at 0.5%"]["nondigits_rejected"])
+        lines.append(f"\nBy kind, {best}, at 0.5%: " + ", ".join(
+            f"{kind} {share:.0%}" for kind, share in row["scores"][best]["at 0.5%"]["by_kind"].items()))
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
