@@ -44,11 +44,13 @@ import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
 
 import httpx
 import numpy as np
+from baseline import baseline_env, describe  # benchmarks/baseline.py, beside this script
 from PIL import Image, ImageDraw
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -214,9 +216,7 @@ def burst(url: str, png: bytes, count: int) -> dict:
     for thread in threads:
         thread.join()
     latencies = np.array([seconds for _, _, seconds in answers])
-    statuses = {}
-    for status, _, _ in answers:
-        statuses[str(status)] = statuses.get(str(status), 0) + 1
+    statuses = dict(Counter(str(status) for status, _, _ in answers))
     return {"requests": count, "answered_200_and_read_7": sum(s == 200 and d == 7 for s, d, _ in answers),
             "statuses": statuses, "p50_ms": ms(latencies, 50), "p99_ms": ms(latencies, 99)}
 
@@ -240,7 +240,7 @@ def slow_clients(url: str, png: bytes, port: int, count: int) -> dict:
             ordinary = {"status": type(error).__name__, "seconds": round(time.perf_counter() - started, 3)}
         # What became of the slow clients: an answer (its status) or nothing by SLOW_WAIT_S.
         deadline = time.monotonic() + SLOW_WAIT_S
-        fates = {}
+        fates = Counter()
         for sock in stalled:
             sock.settimeout(max(0.01, deadline - time.monotonic()))
             try:
@@ -250,11 +250,11 @@ def slow_clients(url: str, png: bytes, port: int, count: int) -> dict:
                 fate = f"no answer in {SLOW_WAIT_S} s"
             except ConnectionError:
                 fate = "reset"
-            fates[fate] = fates.get(fate, 0) + 1
+            fates[fate] += 1
     finally:
         for sock in stalled:
             sock.close()
-    return {"slow_clients": count, "ordinary_request": ordinary, "slow_clients_answered": fates}
+    return {"slow_clients": count, "ordinary_request": ordinary, "slow_clients_answered": dict(fates)}
 
 
 def ms(seconds: np.ndarray, q: float) -> float:
@@ -335,13 +335,10 @@ def main() -> None:
 
     runs = {}
     if args.baseline:
-        commit = subprocess.run(["git", "-C", str(args.baseline), "rev-parse", "--short", "HEAD"],
-                                capture_output=True, text=True).stdout.strip() or "?"
-        env = os.environ | {"PYTHONPATH": os.pathsep.join(
-            filter(None, [str(args.baseline.resolve()), os.environ.get("PYTHONPATH")]))}
-        print(f"baseline: {args.baseline} at {commit}, {args.baseline_model}", flush=True)
-        runs["baseline"] = {"checkout": f"{args.baseline} at {commit}", "model": str(args.baseline_model),
-                            **measure([*app, "--model", str(args.baseline_model.resolve())], env, args.baseline)}
+        print(f"baseline: {describe(args.baseline)}, {args.baseline_model}", flush=True)
+        runs["baseline"] = {"checkout": describe(args.baseline), "model": str(args.baseline_model),
+                            **measure([*app, "--model", str(args.baseline_model.resolve())],
+                                      baseline_env(args.baseline), args.baseline)}
     print(f"this checkout: {model_note}", flush=True)
     runs["this"] = {"checkout": str(PROJECT_ROOT), "model": model_note,
                     **measure([*app, "--model", str(model)], dict(os.environ), PROJECT_ROOT)}

@@ -33,6 +33,7 @@ from datetime import date
 from pathlib import Path
 
 import numpy as np
+from baseline import baseline_env, describe  # benchmarks/baseline.py, beside this script
 from benchmark import machine_description  # benchmarks/benchmark.py, beside this script
 from PIL import Image, ImageFilter, ImageOps
 
@@ -113,9 +114,7 @@ def command_digits(model_path: Path, path: Path, pythonpath: Path | None = None)
     The peak is /usr/bin/time's: getrusage(RUSAGE_CHILDREN) here would be wrong, because a child's
     ru_maxrss keeps the peak of this process (TensorFlow loaded, the images in memory) across exec.
     `pythonpath`: another checkout whose command to run instead of this one's."""
-    env = dict(os.environ)
-    if pythonpath is not None:
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(pythonpath.resolve()), env.get("PYTHONPATH")]))
+    env = dict(os.environ) if pythonpath is None else baseline_env(pythonpath)
     with tempfile.NamedTemporaryFile("r") as peak:
         command = ["/usr/bin/time", "--format", "%M", "--output", peak.name,
                    str(Path(sys.executable).parent / "mnist-predict"), "--json", "--model", str(model_path), str(path)]
@@ -202,21 +201,18 @@ def main() -> None:
             "DigitReader.read in process (decode, prepare, predict)": round(count / reader_seconds),
             "model alone on 28x28 arrays": round(count / model_seconds),
         },
-        "seconds": {"command": round(command_seconds, 1), "command_on_one_image": round(start_up_seconds, 1),
+        "seconds": {"command": round(command_seconds, 1), "command_on_one_image": round(start_up_seconds, 2),
                     "reader": round(reader_seconds, 1), "model": round(model_seconds, 2)},
         "command_peak_rss_mb": {"one image": start_up_peak_mb, "the folder": command_peak_mb},
     }
     if args.baseline:
-        commit = subprocess.run(["git", "-C", str(args.baseline), "rev-parse", "--short", "HEAD"],
-                                capture_output=True, text=True).stdout.strip() or "?"
         results["baseline"] = {
-            "checkout": f"{args.baseline} at {commit}", "model": str(args.baseline_model),
+            "checkout": describe(args.baseline), "model": str(args.baseline_model),
             "accuracy, user images as PNG, mnist-predict --json subprocess": accuracy(base_command),
             "images_per_s, mnist-predict --json FOLDER": round(count / base_seconds),
             "seconds": {"command": round(base_seconds, 1), "command_on_one_image": round(base_start_up_seconds, 2)},
             "command_peak_rss_mb": {"one image": base_start_up_peak_mb, "the folder": base_peak_mb},
         }
-        results["seconds"]["command_on_one_image"] = round(start_up_seconds, 2)
     write_json(args.output, results)
     print(markdown(results))
     loss = 100 * (accuracy(original) - accuracy(read))
