@@ -84,7 +84,7 @@ def measure(config: str, seed: int, settings: dict) -> dict:
     """Train one configuration in this process and return its figures."""
     import keras
 
-    from digitlab.evaluation.prediction import predict_probabilities
+    from digitlab.shared.views import predict_probabilities
     from digitlab.shared.params import Params, load_params, with_overrides
     from digitlab.shared.prepared import load_arrays
 

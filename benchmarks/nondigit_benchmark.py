@@ -2,7 +2,7 @@
 
 The non-digits are digitlab.data.nondigits' validation split (letters, symbols, numbers of two or three
 digits, scribbles, shapes, textures, noise, in the looks of users' images), read by the reader's own
-preprocessing (serving.images.prepare; those it finds blank are refused already and counted apart).
+preprocessing (data.images.prepare; those it finds blank are refused already and counted apart).
 The digits are MNIST's validation split (data/prepared/val.npz) and, as users give them, the first
 --users of those made into user-style images as benchmarks/predict_benchmark.py makes them.
 
@@ -23,9 +23,16 @@ With --outlier-exposure it also trains two models side by side, the same simple 
 split with a uniform target (outlier exposure, Hendrycks et al. 2019; --oe-share of the digits' count),
 and scores both. Their training times and validation accuracies are reported beside.
 
+With --training-cost EPOCHS it only times the train stage's own loop (digitlab.training.fitting.fit,
+params.yaml's model and training) for EPOCHS epochs on the training digits, without and with
+data/prepared/nondigits_train.npz (what train mixes in), in turn, twice each: the cost of outlier
+exposure as ratios measured side by side on one machine (whole runs, and fastest epochs).
+
 Usage: python benchmarks/nondigit_benchmark.py [--model data/model/model.keras] [--nondigits 1400]
                                                [--outlier-exposure --epochs 3]
-Prints Markdown tables and writes --output (benchmarks/nondigit_results.json).
+       python benchmarks/nondigit_benchmark.py --training-cost 2
+Prints Markdown tables and writes --output (benchmarks/nondigit_results.json; with --training-cost,
+benchmarks/nondigit_training_cost.json).
 """
 
 import argparse
@@ -39,13 +46,12 @@ from predict_benchmark import user_image
 
 import digitlab.shared  # noqa: F401  (sets TensorFlow's environment before keras is imported)
 import keras
+from digitlab.data.images import prepare
 from digitlab.data.nondigits import KINDS, nondigit_images, split_seeds
-from digitlab.evaluation.prediction import shifted
-from digitlab.serving.images import prepare
 from digitlab.shared.atomic import write_json
 from digitlab.shared.params import load_params
 from digitlab.shared.prepared import load_arrays, to_model_input
-from digitlab.shared.views import VIEWS
+from digitlab.shared.views import VIEWS, shifted
 from digitlab.training.model import build_model
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -149,7 +155,11 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--oe-share", type=float, default=0.1)
     parser.add_argument("--output", type=Path, default=PROJECT_ROOT / "benchmarks/nondigit_results.json")
+    parser.add_argument("--training-cost", type=int, metavar="EPOCHS", help="only time training without and with")
     args = parser.parse_args()
+    if args.training_cost:
+        training_cost(args.prepared, args.training_cost)
+        return
 
     train, val = load_arrays(args.prepared / "train.npz"), load_arrays(args.prepared / "val.npz")
     fit_rows = np.random.default_rng(0).choice(len(train["labels"]), args.fit, replace=False)
@@ -176,6 +186,49 @@ def main() -> None:
                 "train_seconds": round(seconds, 1), "val_accuracy": round(accuracy, 4), "scores": scored(model)}
     write_json(args.output, results)
     print(markdown(results))
+
+
+def training_cost(prepared: Path, epochs: int) -> None:
+    """Time the train stage's loop without and with its non-digits, in turn (ABAB), and print the ratios:
+    of the whole runs, and of their fastest epochs after the first (which also traces the graphs). This
+    machine's epochs swing between about 13 and 21 s from one to the next whatever runs, so the
+    fastest epoch, the least disturbed, says more about the cost than the sum."""
+    import keras
+
+    from digitlab.training.fitting import fit
+
+    class EpochTimes(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.started = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.seconds.append(round(time.perf_counter() - self.started, 2))
+
+    params = load_params(PROJECT_ROOT / "params.yaml")
+    params = params.model_copy(update={"train": params.train.model_copy(update={"epochs": epochs})})
+    train, val = load_arrays(prepared / "train.npz"), load_arrays(prepared / "val.npz")
+    outliers = load_arrays(prepared / "nondigits_train.npz")["images"]
+    runs = {"digits only": [], f"with {len(outliers):,} non-digits": []}
+    for _ in range(2):
+        for name, extra in zip(runs, (None, outliers)):
+            timer = EpochTimes()
+            timer.seconds = []
+            started = time.perf_counter()
+            fit(params, train, val, callbacks=[timer], outliers=extra)
+            runs[name].append({"seconds": round(time.perf_counter() - started, 1), "epochs": timer.seconds})
+    (plain, exposed) = runs.values()
+    fastest = [min(second for run in side for second in run["epochs"][1:]) for side in (plain, exposed)]
+    results = {"date": date.today().isoformat(), "machine": machine_description(), "epochs": epochs, "runs": runs,
+               "images_per_epoch": {"digits only": len(train["labels"]),
+                                    "with non-digits": len(train["labels"]) + len(outliers)},
+               "ratio_of_runs": round(sum(r["seconds"] for r in exposed) / sum(r["seconds"] for r in plain), 3),
+               "ratio_of_fastest_epochs": round(fastest[1] / fastest[0], 3)}
+    write_json(PROJECT_ROOT / "benchmarks/nondigit_training_cost.json", results)
+    print(f"{results['machine']}; {epochs} epochs of fit, in turn: " + "; ".join(
+        f"{name}: runs {[run['seconds'] for run in side]} s, epochs {[run['epochs'] for run in side]} s"
+        for name, side in runs.items()))
+    print(f"ratio with/without: whole runs {results['ratio_of_runs']}, fastest epochs {results['ratio_of_fastest_epochs']}"
+          f"; images per epoch {len(train['labels']) + len(outliers):,} / {len(train['labels']):,}")
 
 
 def markdown(results: dict) -> str:

@@ -7,7 +7,8 @@ other half light ink on black, as PNG. Then it measures:
 
   accuracy   the model on the original 28x28 test images; the command's code path (DigitReader on
              the files); and a naive path: greyscale, inverted for the paper ones (told which they
-             are), resized to 28x28 (what one does without digitlab.serving.images)
+             are), resized to 28x28 (what one does without digitlab.data.images). An image the reader
+             answers "not a digit" counts as wrong; the share of them is given apart (not_a_digit)
   speed      images/s of the command's path on a folder of the same images, all PNG, decoding and
              preparing included: the wall time of a `mnist-predict --json FOLDER` subprocess (start-up,
              imports and model load included) and of DigitReader in this process; and of the model alone
@@ -39,10 +40,11 @@ from PIL import Image, ImageFilter, ImageOps
 
 import digitlab.shared  # noqa: F401  (sets TensorFlow's environment before keras is imported)
 from digitlab.data.raw import load_split
-from digitlab.evaluation.prediction import predict_probabilities
 from digitlab.serving.reader import DigitReader
 from digitlab.shared.atomic import write_json
 from digitlab.shared.prepared import to_model_input
+from digitlab.shared.rejection import NOT_A_DIGIT
+from digitlab.shared.views import predict_probabilities
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 CHUNK = 500  # files per DigitReader.read call, as the command does
@@ -88,7 +90,7 @@ def write_images(images: np.ndarray, folder: Path, png_folder: Path) -> list[dic
 
 
 def naive_digits(model, files: list[Path], made: list[dict], views: int) -> np.ndarray:
-    """Greyscale, invert the paper ones, squash to 28x28: what a user without digitlab.serving.images does."""
+    """Greyscale, invert the paper ones, squash to 28x28: what a user without digitlab.data.images does."""
     images = []
     for path, kind in zip(files, made):
         with Image.open(path) as image:
@@ -99,13 +101,22 @@ def naive_digits(model, files: list[Path], made: list[dict], views: int) -> np.n
 
 
 def reader_digits(reader: DigitReader, files: list[Path]) -> tuple[np.ndarray, float]:
-    """The command's path, in this process: digits (-1 where none was found) and the seconds it took."""
+    """The command's path, in this process: digits (-1 where none was found, NOT_A_DIGIT_CODE where the
+    reader answered "not a digit") and the seconds it took."""
     start = time.perf_counter()
     digits = []
     for first in range(0, len(files), CHUNK):
         readings = reader.read(files[first:first + CHUNK])
-        digits += [-1 if reading.digit is None else reading.digit for reading in readings]
+        digits += [code(reading.digit, reading.error) for reading in readings]
     return np.array(digits), time.perf_counter() - start
+
+
+NOT_A_DIGIT_CODE = -2
+
+
+def code(digit: int | None, error: str | None) -> int:
+    """A reading as one int: the digit, -1 for no digit found or an unreadable file, -2 for "not a digit"."""
+    return digit if digit is not None else NOT_A_DIGIT_CODE if error == NOT_A_DIGIT else -1
 
 
 def command_digits(model_path: Path, path: Path, pythonpath: Path | None = None) -> tuple[np.ndarray, float, int]:
@@ -125,7 +136,7 @@ def command_digits(model_path: Path, path: Path, pythonpath: Path | None = None)
     if result.returncode not in (0, 1):  # 1: some file held no digit, which the accuracy counts as wrong
         sys.exit(f"error: {' '.join(command)} exited with {result.returncode}: {result.stderr.strip()[-500:]}")
     readings = [json.loads(line) for line in result.stdout.splitlines()]
-    return np.array([-1 if reading["digit"] is None else reading["digit"] for reading in readings]), seconds, peak_mb
+    return np.array([code(reading["digit"], reading["error"]) for reading in readings]), seconds, peak_mb
 
 
 def main() -> None:
@@ -146,8 +157,11 @@ def main() -> None:
     # The same views as the command (DigitReader's default), so the paths differ only in how images are made.
     predict_probabilities(reader.model, to_model_input(images[:CHUNK]), CHUNK, reader.views)  # sets up; not timed
     start = time.perf_counter()
-    original = predict_probabilities(reader.model, to_model_input(images), CHUNK, reader.views).argmax(axis=1)
+    probabilities = predict_probabilities(reader.model, to_model_input(images), CHUNK, reader.views)
     model_seconds = time.perf_counter() - start
+    original = probabilities.argmax(axis=1)
+    if reader.threshold is not None:  # as the reader answers: "not a digit" below the model's threshold
+        original[probabilities.max(axis=1) < reader.threshold] = NOT_A_DIGIT_CODE
 
     with tempfile.TemporaryDirectory(prefix="predict_benchmark_") as temporary:
         folder, png_folder = Path(temporary, "user"), Path(temporary, "png")
@@ -194,6 +208,11 @@ def main() -> None:
             "user images as PNG, mnist-predict --json subprocess": accuracy(command),
         },
         "no_digit_found": int((read == -1).sum()),
+        # The reader's "not a digit" (digitlab/shared/rejection.py), counted as wrong in the accuracies above.
+        "not_a_digit": {"threshold": reader.threshold,
+                        "original 28x28 test images": round(float((original == NOT_A_DIGIT_CODE).mean()), 4),
+                        "user images, mnist-predict's path": round(float((read == NOT_A_DIGIT_CODE).mean()), 4),
+                        "accuracy on the user images not refused": accuracy(read, read != NOT_A_DIGIT_CODE)},
         "accuracy_by_kind": {name: {"count": int(chosen.sum()), "mnist-predict": accuracy(read, chosen),
                                     "naive": accuracy(naive, chosen)} for name, chosen in kinds.items()},
         "speed_images_per_s": {
@@ -217,6 +236,8 @@ def main() -> None:
     print(markdown(results))
     loss = 100 * (accuracy(original) - accuracy(read))
     print(f"\nmnist-predict's path loses {loss:.2f} percentage points (target: at most {TARGET_PP})")
+    refused = results["not_a_digit"]["user images, mnist-predict's path"]
+    print(f"the reader answers \"not a digit\" for {refused:.2%} of the user images (target: at most 2%)")
     print(f"wrote {args.output}")
 
 
@@ -224,6 +245,8 @@ def markdown(results: dict) -> str:
     lines = [f"{results['count']:,} MNIST test images; {results['machine']}; {results['date']}", "",
              "| measure | value |", "|---|---|"]
     lines += [f"| accuracy, {name} | {value:.2%} |" for name, value in results["accuracy"].items()]
+    lines += [f"| \"not a digit\", {name} | {value:.2%} |" for name, value in results["not_a_digit"].items()
+              if name != "threshold"]
     lines += [f"| images/s, {name} | {value:,} |" for name, value in results["speed_images_per_s"].items()]
     lines += [f"| seconds of mnist-predict on one image (start-up) | {results['seconds']['command_on_one_image']} |"]
     lines += [f"| peak memory of mnist-predict on {name} | {mb:,} MB |"

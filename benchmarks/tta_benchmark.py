@@ -19,7 +19,8 @@ from pathlib import Path
 
 from benchmark import machine_description  # benchmarks/benchmark.py, beside this script
 
-from digitlab.evaluation.prediction import VIEWS, load_model, predict_probabilities
+from digitlab.evaluation.prediction import load_model
+from digitlab.shared.views import VIEWS, predict_probabilities
 from digitlab.evaluation.scores import cross_entropy, reliability
 from digitlab.shared.params import load_params
 from digitlab.shared.prepared import load_arrays

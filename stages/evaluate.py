@@ -3,14 +3,21 @@
 The model scored is MODEL_PATH, the ONNX export (model.onnx, run by onnxruntime: the model users run).
 The Keras model beside it (model.keras) predicts the same images too, and the stage stops, writing no
 metrics, if the two disagree on any answer or by more than PARITY_TOLERANCE on any probability.
+It also reads the test split of the non-digits (nondigits_test.npz) once, and measures the "not a
+digit" answer at the threshold model.onnx carries for evaluate.tta_views (digitlab/shared/rejection.py).
 
 Writes into REPORT_DIR:
-  metrics.json                     test.accuracy, test.errors, test.loss, test.macro_f1, test.ece, then
+  metrics.json                     test.accuracy, test.errors, test.loss, test.macro_f1, test.ece,
+                                   test.accepted_accuracy (on the digits not refused); reject.threshold,
+                                   reject.auroc (digits against non-digits, by confidence), reject.nondigits
+                                   and reject.digits (the shares of each refused as "not a digit"); then
                                    onnx.argmax_agreement and onnx.max_probability_difference (vs Keras)
+  rejection.json                   the same shares, and the non-digits refused by kind (letters, noise...)
   per_class.json                   precision, recall, F1 and support of each digit (rows, for DVC's bar plots)
   calibration.json                 mean confidence and accuracy per confidence bin (reliability diagram)
   speed.json                       inference images/s (a timing: differs from run to run)
   plots/sklearn/confusion_matrix.json  actual vs predicted, for DVC's confusion template
+  plots/sklearn/roc.json           digits accepted against non-digits accepted at every threshold (ROC)
   confusion_matrix.png             the same matrix as a Seaborn heatmap
   mistakes.png                     the most confident mistakes: image, true and predicted label, confidence
 
@@ -24,8 +31,11 @@ from pathlib import Path
 import numpy as np
 from dvclive import Live
 
+from sklearn.metrics import roc_auc_score
+
 from digitlab import figures
-from digitlab.evaluation.prediction import load_model, load_onnx_model, parity, predict_probabilities
+from digitlab.evaluation.prediction import load_model, load_onnx_model, parity
+from digitlab.shared.views import predict_probabilities
 from digitlab.evaluation.scores import (
     confusion_matrix,
     cross_entropy,
@@ -34,9 +44,10 @@ from digitlab.evaluation.scores import (
     reliability,
 )
 from digitlab.shared.atomic import write_json
-from digitlab.shared.errors import run_stage
+from digitlab.shared.errors import PipelineError, run_stage
 from digitlab.shared.params import load_params
 from digitlab.shared.prepared import load_arrays
+from digitlab.shared.rejection import confidences, rejected
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -62,6 +73,20 @@ def main(argv: list[str] | None = None) -> None:
     agreement = parity(probabilities, predict_probabilities(keras_model, test["images"], params.batch_size,
                                                             params.tta_views))
 
+    # "Not a digit": the test digits and the test non-digits, each refused below the model's threshold.
+    if params.tta_views not in model.thresholds:
+        raise PipelineError(f"{args.model_path} carries no \"not a digit\" threshold for {params.tta_views} views; "
+                            "run `dvc repro --force train`")
+    threshold = model.thresholds[params.tta_views]
+    nondigits = load_arrays(args.prepared_dir / "nondigits_test.npz")
+    digit_confidence = confidences(probabilities)
+    nondigit_confidence = confidences(predict_probabilities(model, nondigits["images"], params.batch_size,
+                                                            params.tta_views))
+    digits_refused, nondigits_refused = rejected(digit_confidence, threshold), rejected(nondigit_confidence, threshold)
+    # A digit is the positive class, its confidence the score: the ROC's threshold is the confidence itself.
+    is_digit = np.concatenate([np.ones(len(labels), int), np.zeros(len(nondigit_confidence), int)])
+    scored = np.concatenate([digit_confidence, nondigit_confidence])
+
     matrix = confusion_matrix(labels, predicted)
     scores = per_class_scores(matrix)
     accuracy = float((predicted == labels).mean())
@@ -75,12 +100,27 @@ def main(argv: list[str] | None = None) -> None:
         # little to accuracy and macro F1, and each metric is one more column in every `dvc exp show`.
         live.log_metric("test/macro_f1", round(float(np.mean([row["f1"] for row in scores])), 6), plot=False)
         live.log_metric("test/ece", round(ece, 6), plot=False)
+        live.log_metric("test/accepted_accuracy", round(float((predicted == labels)[~digits_refused].mean()), 6),
+                        plot=False)
+        live.log_metric("reject/threshold", round(threshold, 6), plot=False)
+        live.log_metric("reject/auroc", round(float(roc_auc_score(is_digit, scored)), 6), plot=False)
+        live.log_metric("reject/nondigits", round(float(nondigits_refused.mean()), 6), plot=False)
+        live.log_metric("reject/digits", round(float(digits_refused.mean()), 6), plot=False)
         for name, value in agreement.items():  # last: how model.onnx agrees with model.keras
             live.log_metric(f"onnx/{name}", value, plot=False)
         live.log_sklearn_plot("confusion_matrix", labels, predicted, name="confusion_matrix.json")
+        live.log_sklearn_plot("roc", is_digit, scored, name="roc.json")
     # Per-class scores are plots, not metrics: 30 more columns would crowd `dvc exp show` and `dvc metrics diff`.
     write_json(args.report_dir / "per_class.json", scores)
     write_json(args.report_dir / "calibration.json", calibration)
+    kinds = nondigits["kinds"]
+    write_json(args.report_dir / "rejection.json", {
+        "threshold": threshold, "views": params.tta_views,
+        "digits": {"count": len(labels), "refused": int(digits_refused.sum())},
+        "nondigits": {"count": len(kinds), "refused": int(nondigits_refused.sum())},
+        "nondigits_refused_by_kind": {str(kind): round(float(nondigits_refused[kinds == kind].mean()), 4)
+                                      for kind in np.unique(kinds)},
+    })
     # Timings differ from run to run, so they live apart from the reproducible metrics above.
     write_json(args.report_dir / "speed.json", {"inference": {"images_per_second": round(len(labels) / seconds)}})
     figures.confusion_heatmap(matrix, args.report_dir / "confusion_matrix.png")
@@ -95,6 +135,8 @@ def main(argv: list[str] | None = None) -> None:
 
     print(f"evaluate: test accuracy {accuracy:.2%} ({int(matrix.sum() - np.trace(matrix))} errors of "
           f"{len(labels):,}), predicted at {len(labels) / seconds:,.0f} images/s by onnxruntime")
+    print(f"evaluate: \"not a digit\" below {threshold:.1%} confidence: {nondigits_refused.mean():.1%} of "
+          f"{len(kinds):,} non-digits and {digits_refused.mean():.2%} of the test digits refused")
     print(f"evaluate: model.onnx agrees with model.keras on every answer, probabilities within "
           f"{agreement['max_probability_difference']:.3g}")
     print(f"evaluate: metrics and plots in {args.report_dir}/")

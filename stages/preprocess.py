@@ -4,7 +4,13 @@ Pixels become float32 in [0, 1] with a channel axis, (N, 28, 28, 1). The validat
 images are drawn from the training images, the same fraction from every class
 (stratified); the test set is converted but otherwise untouched.
 
-Writes OUTPUT_DIR/train.npz, val.npz and test.npz, each holding `images` and `labels`.
+It also makes images that hold no digit (digitlab/data/nondigits.py), read as the reader reads users'
+images, in three splits of their own: for training (reject.outlier_share of the training digits'
+count), for choosing the "not a digit" threshold (reject.val_nondigits) and for evaluate
+(reject.test_nondigits).
+
+Writes OUTPUT_DIR/train.npz, val.npz and test.npz, each holding `images` and `labels`, and
+nondigits_train.npz, nondigits_val.npz and nondigits_test.npz, each holding `images` and `kinds`.
 
 Usage: python -m stages.preprocess RAW_DIR OUTPUT_DIR
 """
@@ -14,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from digitlab.data.nondigits import prepared_nondigits, split_seeds
 from digitlab.data.raw import load_split
 from digitlab.shared.errors import PipelineError, run_stage
 from digitlab.shared.params import load_params
@@ -42,7 +49,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("raw_dir", type=Path)
     parser.add_argument("output_dir", type=Path)
     args = parser.parse_args(argv)
-    params = load_params().data
+    all_params = load_params()
+    params = all_params.data
 
     images, labels = load_split(args.raw_dir, "train")
     if params.max_train_samples is not None and params.max_train_samples < len(labels):
@@ -64,7 +72,16 @@ def main(argv: list[str] | None = None) -> None:
         "test": (test_images, test_labels),
     }.items():
         save_arrays(args.output_dir / f"{name}.npz", images=to_model_input(x), labels=y)
-        print(f"  wrote {args.output_dir / name}.npz: {len(y):,} images")
+        print(f"  wrote {args.output_dir / name}.npz: {len(y):,} images", flush=True)
+
+    reject = all_params.reject
+    seeds = split_seeds(reject.seed)
+    for split, count in {"train": round(reject.outlier_share * len(train)), "val": reject.val_nondigits,
+                         "test": reject.test_nondigits}.items():
+        nondigits, blank = prepared_nondigits(count, seeds[split])
+        save_arrays(args.output_dir / f"nondigits_{split}.npz", **nondigits)
+        print(f"  wrote {args.output_dir}/nondigits_{split}.npz: {len(nondigits['kinds']):,} non-digits "
+              f"(of {count:,} made; {blank} the reader finds blank are left out)", flush=True)
     print(f"preprocess: arrays in {args.output_dir}/")
 
 

@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from digitlab import figures
-from digitlab.evaluation.prediction import load_onnx_model, predict_probabilities
+from digitlab.evaluation.prediction import load_onnx_model
+from digitlab.shared.views import predict_probabilities
 from digitlab.shared.atomic import write_text
 from digitlab.shared.errors import run_stage
 from digitlab.shared.params import load_params

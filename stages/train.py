@@ -2,7 +2,9 @@
 
 Each epoch, dvclive logs accuracy and loss on the training and validation splits
 (`dvc plots show` draws them). The model is chosen on the validation split only;
-the test set is not read here.
+the test set is not read here. The training non-digits (nondigits_train.npz) are mixed into the
+batches with a flat target; after training, the "not a digit" threshold of each number of views is
+chosen on the validation digits (digitlab/shared/rejection.py) and written into model.onnx.
 
 Writes MODEL_PATH (.keras) and beside it the same model as ONNX (model.onnx: what evaluate scores and
 users run with onnxruntime), and into REPORT_DIR: metrics.json (the validation split's accuracy and
@@ -29,6 +31,8 @@ from digitlab.shared.atomic import write_json, write_text
 from digitlab.shared.errors import run_stage
 from digitlab.shared.params import load_params
 from digitlab.shared.prepared import load_arrays
+from digitlab.shared.rejection import choose_threshold, confidences, thresholds_metadata
+from digitlab.shared.views import VIEWS, predict_probabilities
 from digitlab.training import distribute, fitting
 from digitlab.training.saving import export_onnx, save_model
 
@@ -56,6 +60,12 @@ def onnx_path(model_path: Path) -> Path:
     return Path(model_path).with_suffix(".onnx")
 
 
+def rejection_thresholds(model: keras.Model, val: dict, false_rejection: float) -> dict[int, float]:
+    """For each number of views, the confidence below which `false_rejection` of the validation digits fall."""
+    return {views: choose_threshold(confidences(predict_probabilities(model, val["images"], 500, views)),
+                                    false_rejection) for views in VIEWS}
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("prepared_dir", type=Path)
@@ -67,23 +77,29 @@ def main(argv: list[str] | None = None) -> None:
 
     train = load_arrays(args.prepared_dir / "train.npz")
     val = load_arrays(args.prepared_dir / "val.npz")
+    outliers = load_arrays(args.prepared_dir / "nondigits_train.npz")["images"]
     if not chief:
-        model = fitting.fit(params, train, val)
+        model = fitting.fit(params, train, val, outliers=outliers)
         print(f"train: done, weights {fitting.fingerprint(model)}; the chief writes the model and reports")
         return
     started = time.perf_counter()
     with Live(str(args.report_dir), dvcyaml=None, save_dvc_exp=False) as live:
-        model = fitting.fit(params, train, val, callbacks=[LogParameterCount(live), DVCLiveCallback(live=live)])
+        model = fitting.fit(params, train, val, callbacks=[LogParameterCount(live), DVCLiveCallback(live=live)],
+                            outliers=outliers)
         # The training split's figures stay in the curves (plots/metrics/train/), not in the metrics: they are
         # measured on augmented batches while the weights move, and the validation figures are what to compare.
         live.summary.pop("train", None)
     seconds = time.perf_counter() - started
+    thresholds = rejection_thresholds(model, val, params.reject.false_rejection)
+    print("train: \"not a digit\" below a confidence of " + ", ".join(
+        f"{threshold:.2%} ({views} view{'s' if views > 1 else ''})" for views, threshold in thresholds.items())
+          + f": at most {params.reject.false_rejection:.2%} of the validation digits", flush=True)
 
     save_model(model, args.model_path)
     write_text(args.report_dir / "model_summary.txt", summary(model))
-    export_onnx(model, onnx_path(args.model_path))
+    export_onnx(model, onnx_path(args.model_path), metadata=thresholds_metadata(thresholds))
     # Timings differ from run to run, so they live apart from the reproducible metrics.json.
-    images_per_second = params.train.epochs * len(train["labels"]) / seconds
+    images_per_second = params.train.epochs * (len(train["labels"]) + len(outliers)) / seconds
     write_json(args.report_dir / "speed.json", {"train": {"seconds": round(seconds, 1),
                                                           "images_per_second": round(images_per_second)}})
     print(f"train: model in {args.model_path} and {onnx_path(args.model_path)} (weights {fitting.fingerprint(model)}), "

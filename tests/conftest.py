@@ -30,6 +30,8 @@ BASE_PARAMS = {
               "augment": {"rotation_degrees": 0, "shift_fraction": 0.1, "zoom_fraction": 0,
                           "elastic_alpha": 0, "elastic_sigma": 4},
               "distribute": "none", "mixed_precision": "none"},
+    "reject": {"outlier_share": 0.05, "false_rejection": 0.002, "val_nondigits": 1400, "test_nondigits": 1400,
+               "seed": 0},
     "evaluate": {"batch_size": 500, "tta_views": 5, "calibration_bins": 10, "mistakes": 16},
     "sample_predict": {"count": 25, "seed": 0},
 }
@@ -83,15 +85,21 @@ def tiny_raw_dir(tmp_path) -> Path:
 
 @pytest.fixture(scope="session")
 def small_keras_model(tmp_path_factory) -> Path:
-    """A model.keras trained in the test session on 12,000 MNIST images (about 99% right), with its
-    model.onnx beside it, exported as the train stage does."""
+    """A model.keras trained in the test session on 12,000 MNIST images (about 99% right) and 2,400
+    non-digits, with its model.onnx beside it carrying its "not a digit" thresholds, as the train stage
+    trains and exports. Two epochs leave it less sure of digits than the pipeline's model, so it sees
+    more non-digits (20%, not 5%) and its threshold refuses 1% of its validation digits, not 0.2%: so
+    it refuses most non-digits (89% of 280 of the test split), as the tests of "not a digit" need."""
     mirror = mnist_mirror()
     if mirror is None:
         pytest.skip("no MNIST files: run `dvc repro fetch`, or set MNIST_MIRROR to a folder holding them")
+    from digitlab.data.nondigits import prepared_nondigits, split_seeds
     from digitlab.data.raw import load_split
     from digitlab.shared.prepared import to_model_input
+    from digitlab.shared.rejection import thresholds_metadata
     from digitlab.training.fitting import fit
     from digitlab.training.saving import export_onnx, save_model
+    from stages.train import rejection_thresholds
 
     images, labels = load_split(mirror, "train")
     train = {"images": to_model_input(images[:12000]), "labels": labels[:12000]}
@@ -99,9 +107,11 @@ def small_keras_model(tmp_path_factory) -> Path:
     # Batches of 32: 750 steps, enough for batch normalisation's running statistics to settle (98.9% on test).
     params = make_params({"train.epochs": 2, "train.batch_size": 32})
     path = tmp_path_factory.mktemp("model") / "model.keras"
-    model = fit(params, train, val)
+    outliers, _ = prepared_nondigits(2400, split_seeds(0)["train"])
+    model = fit(params, train, val, outliers=outliers["images"])
     save_model(model, path)
-    export_onnx(model, path.with_suffix(".onnx"))
+    thresholds = rejection_thresholds(model, val, false_rejection=0.01)
+    export_onnx(model, path.with_suffix(".onnx"), metadata=thresholds_metadata(thresholds))
     return path
 
 

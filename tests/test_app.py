@@ -564,15 +564,17 @@ def test_views_reach_the_reader_the_app_predicts_with(small_model, digits):
         np.testing.assert_allclose(reader.read([digits[3][1]])[0].probabilities, expected, atol=1e-6)
 
 
-@pytest.mark.parametrize("argv, views", [([], 5), (["--views", "1"], 1)])
-def test_mnist_app_predicts_with_the_evaluate_stages_views_unless_told(argv, views, monkeypatch, capsys):
+@pytest.mark.parametrize("argv, views, accept_all", [([], 5, False), (["--views", "1"], 1, False),
+                                                     (["--accept-all"], 5, True)])
+def test_mnist_app_predicts_with_the_evaluate_stages_views_and_says_not_a_digit_unless_told(
+        argv, views, accept_all, monkeypatch, capsys):
     given = []
 
-    def create_app(model_path, views):  # records what mnist-app asks for, then stops it before serving
-        given.append(views)
+    def create_app(model_path, views, accept_all):  # records what mnist-app asks for, then stops it before serving
+        given.append((views, accept_all))
         raise PipelineError("stop here")
 
     monkeypatch.setattr(web, "create_app", create_app)
     with pytest.raises(SystemExit):
         web.main(["--port", "0", *argv])
-    assert given == [views]
+    assert given == [(views, accept_all)]

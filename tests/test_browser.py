@@ -19,6 +19,7 @@ import httpx
 import pytest
 from PIL import Image, ImageDraw
 
+from digitlab.data.nondigits import nondigit_images, split_seeds
 from tests.conftest import PROJECT_ROOT, free_port
 
 FIRST_PREDICTION_LIMIT_S = 15  # from the process's start (about 1 s; generous, for a loaded CI machine)
@@ -147,12 +148,12 @@ def draw(driver, pad, strokes) -> None:
 
 
 def wait_for_result(driver):
-    """The result area once it shows an answer (a digit or an error), after at most 15 s."""
+    """The result area once it shows an answer (a digit, "not a digit" or an error), after at most 15 s."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
     result = driver.find_element(By.ID, "result")
-    WebDriverWait(driver, 15).until(lambda _: result.get_attribute("data-state") in ("done", "error"))
+    WebDriverWait(driver, 15).until(lambda _: result.get_attribute("data-state") in ("done", "not-a-digit", "error"))
     return result
 
 
@@ -191,6 +192,17 @@ def test_drawing_digits_in_a_browser_shows_their_prediction(server, browser, tmp
     browser.find_element(By.ID, "file").send_keys(str(tmp_path / "seven.jpg"))
     assert wait_for_result(browser).get_attribute("data-state") == "done", browser.find_element(By.ID, "error").text
     assert browser.find_element(By.ID, "digit").text == "7"
+
+    # Upload an image that holds no digit (noise, from the non-digits' test split): "not a digit", no guess.
+    browser.find_element(By.ID, "clear").click()
+    noise = next(image for image, kind, _ in nondigit_images(7, split_seeds(0)["test"]) if kind == "noise")
+    noise.save(tmp_path / "noise.png")
+    browser.find_element(By.ID, "file").send_keys(str(tmp_path / "noise.png"))
+    assert wait_for_result(browser).get_attribute("data-state") == "not-a-digit", browser.find_element(By.ID, "error").text
+    shown, bars, _ = read_back(browser)
+    assert shown == "\u2715" and abs(sum(bars.values()) - 1) < 1e-3, (shown, bars)
+    assert browser.find_element(By.ID, "confidence").text.startswith("Not a digit: the best guess, ")
+    assert browser.find_element(By.ID, "result").get_attribute("data-digit") is None
 
     for digit, strokes in (("1", ONE), ("7", SEVEN)):
         browser.find_element(By.ID, "clear").click()

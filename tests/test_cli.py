@@ -239,7 +239,7 @@ def test_a_huge_image_is_refused_without_decoding_it(tmp_path):
     script = textwrap.dedent("""
         import re, sys
         from pathlib import Path
-        from digitlab.serving.images import ImageError, prepare
+        from digitlab.data.images import ImageError, prepare
 
         def peak_mb():
             return int(re.search(r"VmHWM:\\s+(\\d+) kB", Path("/proc/self/status").read_text())[1]) // 1024
@@ -416,8 +416,9 @@ def test_ctrl_c_stops_the_command_with_one_line(small_model, digits, tmp_path):
 def test_views_averages_the_prediction_over_shifted_copies(small_model, small_keras_model, good_file, capsys):
     """--views 5 gives what the evaluate stage's evaluate.tta_views 5 gives: the mean over the image and its shifts,
     here computed with the Keras model the ONNX file was exported from."""
-    from digitlab.evaluation.prediction import VIEWS, load_model, shifted
-    from digitlab.serving.images import prepare
+    from digitlab.evaluation.prediction import load_model
+    from digitlab.shared.views import VIEWS, shifted
+    from digitlab.data.images import prepare
     from digitlab.shared.prepared import to_model_input
 
     status, out, err = run(capsys, good_file, "--json", "--views", "5", "--model", small_model)

@@ -10,7 +10,7 @@ from PIL import ImageFont
 
 from digitlab.data import nondigits
 from digitlab.data.nondigits import KINDS, LOOKS, nondigit_images, split_seeds
-from digitlab.serving.images import prepare
+from digitlab.data.images import prepare
 
 from .conftest import PROJECT_ROOT
 

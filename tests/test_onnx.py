@@ -15,10 +15,11 @@ from digitlab.evaluation.prediction import (
     load_model,
     load_onnx_model,
     parity,
-    predict_probabilities,
 )
 from digitlab.shared.errors import PipelineError
 from digitlab.shared.prepared import save_arrays
+from digitlab.shared.rejection import thresholds_metadata
+from digitlab.shared.views import predict_probabilities
 from digitlab.training import fitting
 from digitlab.training.model import build_model
 from digitlab.training.saving import export_onnx, save_model
@@ -40,6 +41,10 @@ export_onnx(build_model(Params.model_validate(TINY).model), sys.argv[1])
 """
 
 
+# The untrained tiny model's confidences on random images lie between 0.11 and 0.16: thresholds among them.
+THRESHOLDS = {1: 0.14, 5: 0.137, 9: 0.137}
+
+
 def tiny_model(seed: int):
     fitting.make_reproducible(seed)
     return build_model(make_params(TINY).model)
@@ -47,9 +52,12 @@ def tiny_model(seed: int):
 
 @pytest.fixture
 def workdir(tmp_path, monkeypatch):
-    """params.yaml (5 test-time views, batches of 20) and 50 random test images."""
-    images = np.random.default_rng(0).random((50, 28, 28, 1), dtype=np.float32)
+    """params.yaml (5 test-time views, batches of 20), 50 random test images and 30 random "non-digits"."""
+    rng = np.random.default_rng(0)
+    images = rng.random((50, 28, 28, 1), dtype=np.float32)
     save_arrays(tmp_path / "prepared" / "test.npz", images=images, labels=np.arange(50, dtype=np.uint8) % 10)
+    save_arrays(tmp_path / "prepared" / "nondigits_test.npz", images=rng.random((30, 28, 28, 1), dtype=np.float32),
+                kinds=np.array(["noise", "letters", "shapes"] * 10))
     params = {**TINY, "evaluate": {**TINY["evaluate"], "batch_size": 20, "tta_views": 5}}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     monkeypatch.chdir(tmp_path)
@@ -58,7 +66,7 @@ def workdir(tmp_path, monkeypatch):
 
 def write_models(folder, keras_seed: int, onnx_seed: int):
     save_model(tiny_model(keras_seed), folder / "model" / "model.keras")
-    export_onnx(tiny_model(onnx_seed), folder / "model" / "model.onnx")
+    export_onnx(tiny_model(onnx_seed), folder / "model" / "model.onnx", metadata=thresholds_metadata(THRESHOLDS))
 
 
 def test_two_exports_of_the_same_weights_in_two_processes_give_the_same_bytes(tmp_path):
@@ -101,14 +109,31 @@ def test_evaluate_scores_the_onnx_model_and_reports_its_agreement_last(workdir):
     write_models(workdir, keras_seed=0, onnx_seed=0)
     evaluate.main(["prepared", "model/model.onnx", "reports"])
     metrics = json.loads((workdir / "reports/metrics.json").read_text())
-    assert list(metrics) == ["test", "onnx"]
-    assert list(metrics["test"]) == ["accuracy", "errors", "loss", "macro_f1", "ece"]
+    assert list(metrics) == ["test", "reject", "onnx"]
+    assert list(metrics["test"]) == ["accuracy", "errors", "loss", "macro_f1", "ece", "accepted_accuracy"]
+    assert list(metrics["reject"]) == ["threshold", "auroc", "nondigits", "digits"]
     assert metrics["onnx"]["argmax_agreement"] == 1.0
     assert 0 <= metrics["onnx"]["max_probability_difference"] <= PARITY_TOLERANCE
     # The figures are the ONNX model's, with the test-time views of params.yaml, on every image.
     images = np.load(workdir / "prepared/test.npz")["images"]
-    expected = predict_probabilities(load_model(workdir / "model/model.keras"), images, 20, 5).argmax(axis=1)
-    assert metrics["test"]["errors"] == int((expected != np.arange(50) % 10).sum())
+    keras_model = load_model(workdir / "model/model.keras")
+    probabilities = predict_probabilities(keras_model, images, 20, 5)
+    labels = np.arange(50) % 10
+    assert metrics["test"]["errors"] == int((probabilities.argmax(axis=1) != labels).sum())
+    # "Not a digit" at the threshold the ONNX file carries for 5 views, on the test digits and non-digits.
+    nondigits = predict_probabilities(keras_model, np.load(workdir / "prepared/nondigits_test.npz")["images"], 20, 5)
+    accepted = probabilities.max(axis=1) >= THRESHOLDS[5]
+    assert 0 < accepted.mean() < 1  # some refused, some not: the shares below are worth checking
+    assert metrics["reject"]["threshold"] == THRESHOLDS[5]
+    assert metrics["reject"]["digits"] == pytest.approx(1 - accepted.mean(), abs=1e-6)
+    assert metrics["reject"]["nondigits"] == pytest.approx((nondigits.max(axis=1) < THRESHOLDS[5]).mean(), abs=1e-6)
+    assert metrics["test"]["accepted_accuracy"] == pytest.approx(
+        (probabilities.argmax(axis=1) == labels)[accepted].mean(), abs=1e-6)
+    assert 0 <= metrics["reject"]["auroc"] <= 1
+    roc = json.loads((workdir / "reports/plots/sklearn/roc.json").read_text())["roc"]
+    assert roc[-1]["fpr"] == roc[-1]["tpr"] == 1.0  # every image accepted at the lowest threshold
+    by_kind = json.loads((workdir / "reports/rejection.json").read_text())["nondigits_refused_by_kind"]
+    assert sorted(by_kind) == ["letters", "noise", "shapes"]
 
 
 def test_evaluate_stops_when_the_onnx_file_is_another_model(workdir):

@@ -67,6 +67,8 @@ def test_mnist_predict_and_the_app_use_the_model_as_the_evaluate_stage_does():
         ("train.augment.elastic_alpha", -1, "train.augment.elastic_alpha: expected a number in \\[0, 100\\], got -1"),
         ("train.augment.elastic_sigma", 0, "train.augment.elastic_sigma: expected a number in \\(0, 10\\], got 0"),
         ("evaluate.tta_views", 4, "evaluate.tta_views: expected one of 1, 5, 9"),
+        ("reject.false_rejection", 1, "reject.false_rejection: expected a number in \\[0, 1\\), got 1"),
+        ("reject.val_nondigits", 5, "reject.val_nondigits: expected an integer >= 10 and <= 100000, got 5"),
         ("train.mixed_precision", "float16", "train.mixed_precision: expected one of none, mixed_float16"),
     ],
 )

@@ -44,7 +44,16 @@ def test_every_stage_writes_outputs_that_make_sense(pipeline):
     assert (pipeline / "data/model/model.onnx").stat().st_size > 0
 
     all_metrics = json.loads((pipeline / "reports/evaluate/metrics.json").read_text())
-    assert list(all_metrics) == ["test", "onnx"] and all_metrics["onnx"]["argmax_agreement"] == 1.0
+    assert list(all_metrics) == ["test", "reject", "onnx"] and all_metrics["onnx"]["argmax_agreement"] == 1.0
+    # "Not a digit": the non-digits preprocess made, and the share of each set the model's threshold refuses.
+    for split, count in (("train", round(0.05 * train_count)), ("val", 140), ("test", 140)):
+        with np.load(pipeline / f"data/prepared/nondigits_{split}.npz", allow_pickle=False) as nondigits:
+            assert count - 5 <= len(nondigits["kinds"]) <= count and nondigits["images"].shape[1:] == (28, 28, 1)
+    reject = all_metrics["reject"]
+    assert 0 < reject["threshold"] < 1 and 0.5 < reject["auroc"] <= 1
+    assert 0 <= reject["digits"] <= 0.05 and 0 <= reject["nondigits"] <= 1
+    roc = json.loads((pipeline / "reports/evaluate/plots/sklearn/roc.json").read_text())["roc"]
+    assert roc[0]["fpr"] == roc[0]["tpr"] == 0 and roc[-1]["fpr"] == roc[-1]["tpr"] == 1
     test_metrics = all_metrics["test"]
     assert 0.5 < test_metrics["accuracy"] <= 1 and test_metrics["loss"] > 0
     assert test_metrics["errors"] == round((1 - test_metrics["accuracy"]) * 10000)
@@ -162,8 +171,8 @@ def test_two_experiments_compare_in_exp_show_metrics_diff_and_plots_diff(clone, 
     # The experiment is applied to the workspace, so `dvc metrics diff` shows the change from HEAD.
     diff = json.loads(run(["dvc", "metrics", "diff", "--json"], clone))
     assert diff["reports/evaluate/metrics.json"]["test.accuracy"]["old"] == baseline["accuracy"]
-    # Only train.epochs differs, so `--only-changed` has one param column. The table fits 120 columns with
-    # names as short as these; a longer name or a second param pushes test.errors out of view.
+    # Only train.epochs differs, so `--only-changed` has one param column. With the changed files' hashes
+    # dropped, as the README shows it, the table fits 120 columns with names as short as these.
     run(["dvc", "exp", "run", "-S", "train.epochs=2", "-n", "two"], clone)
     experiments = experiment_metrics(json.loads(run(["dvc", "exp", "show", "--json"], clone)))
     assert experiments.get("one") is not None and experiments["one"] != baseline, experiments
@@ -171,12 +180,19 @@ def test_two_experiments_compare_in_exp_show_metrics_diff_and_plots_diff(clone, 
 
     # In a 120-column terminal.
     assert {"Experiment", "test.accuracy"} <= set(exp_show_headers(clone))
-    headers = exp_show_headers(clone, "--only-changed")
-    assert {"Experiment", "test.accuracy", "test.errors", "train.epochs"} <= set(headers), headers
-    # A reviewer reads every changed metric at a glance: the headline figures, no per-class scores or timings.
+    assert {"Experiment", "test.accuracy", "train.epochs"} <= set(exp_show_headers(clone, "--only-changed"))
+    headers = exp_show_headers(clone, "--only-changed", "--drop", "data/.*")
+    assert {"Experiment", "test.accuracy", "test.errors", "test.loss", "train.epochs"} <= set(headers), headers
+    # The headline columns by name, "not a digit" among them (docs/not-a-digit.md).
+    headers = exp_show_headers(clone, "--drop", ".*", "--keep",
+                               "Experiment|test.accuracy|test.errors|reject.nondigits|reject.digits|train.epochs")
+    assert headers == ["Experiment", "test.accuracy", "test.errors", "reject.nondigits", "reject.digits",
+                       "train.epochs"], headers
+    # A reviewer reads every changed metric at a glance: the headline figures (the five of "not a digit"
+    # among them, 14 rows in all), no per-class scores or timings.
     rows = [line for line in run(["dvc", "metrics", "diff", "one", "two"], clone).splitlines()[1:]
             if line.strip()]
-    assert 5 <= len(rows) <= 12, rows
+    assert 5 <= len(rows) <= 16, rows
     assert not [row for row in rows if "per_class" in row or "seconds" in row or "images_per_second" in row]
 
     # Every plot of dvc.yaml, the per-class scores among them, is compared.

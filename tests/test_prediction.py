@@ -3,12 +3,8 @@
 import numpy as np
 import pytest
 
-from digitlab.evaluation.prediction import (
-    VIEWS,
-    load_model,
-    predict_probabilities,
-    shifted,
-)
+from digitlab.evaluation.prediction import load_model
+from digitlab.shared.views import VIEWS, predict_probabilities, shifted
 from digitlab.shared.errors import PipelineError
 from digitlab.training.model import build_model
 from tests.test_model import model_params

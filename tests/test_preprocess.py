@@ -61,3 +61,19 @@ def test_every_class_lands_on_both_sides_even_when_tiny():
     labels = np.repeat(np.arange(10), 2)
     kept, held_out = preprocess.stratified_split(labels, 0.01, seed=0)
     assert sorted(labels[kept].tolist()) == sorted(labels[held_out].tolist()) == list(range(10))
+
+
+def test_stage_writes_the_three_splits_of_non_digits(tiny_raw_dir, tmp_path, monkeypatch):
+    params = make_params({"data.max_train_samples": None, "reject.outlier_share": 0.5,
+                          "reject.val_nondigits": 14, "reject.test_nondigits": 21})
+    monkeypatch.setattr(preprocess, "load_params", lambda: params)
+    preprocess.main([str(tiny_raw_dir), str(tmp_path / "prepared")])
+    train_digits = len(load_arrays(tmp_path / "prepared" / "train.npz")["labels"])
+    made = {split: load_arrays(tmp_path / "prepared" / f"nondigits_{split}.npz") for split in ("train", "val", "test")}
+    # Each split as many as asked, less the few the reader finds blank (and would answer "no digit found").
+    for split, asked in (("train", round(0.5 * train_digits)), ("val", 14), ("test", 21)):
+        assert asked - 2 <= len(made[split]["kinds"]) <= asked, split
+        assert made[split]["images"].shape == (len(made[split]["kinds"]), 28, 28, 1)
+        assert made[split]["images"].dtype == np.float32 and made[split]["images"].max() <= 1.0
+    assert set(made["test"]["kinds"]) == {"letters", "symbols", "numbers", "scribbles", "shapes", "textures", "noise"}
+    assert not np.array_equal(made["val"]["images"][:14 - 2], made["test"]["images"][:14 - 2])  # seeds of their own

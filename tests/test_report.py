@@ -24,11 +24,14 @@ ENV = {
     "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")])),
 }
 
-# The metrics files of the real dvc.yaml, with the same keys: 5 test, 2 ONNX-parity and 4 train metrics.
-TEST_METRICS = {"test": {"accuracy": 0.9957, "errors": 43, "loss": 0.014714, "macro_f1": 0.995689, "ece": 0.001628},
+# The metrics files of the real dvc.yaml, with the same keys: 6 test, 4 "not a digit", 2 ONNX-parity and
+# 4 train metrics.
+TEST_METRICS = {"test": {"accuracy": 0.9957, "errors": 43, "loss": 0.014714, "macro_f1": 0.995689, "ece": 0.001628,
+                         "accepted_accuracy": 0.99671},
+                "reject": {"threshold": 0.499729, "auroc": 0.999515, "nondigits": 0.969828, "digits": 0.0019},
                 "onnx": {"argmax_agreement": 1.0, "max_probability_difference": 2.98e-07}}
 TRAIN_METRICS = {"model": {"params": 83994}, "eval": {"accuracy": 0.994666, "loss": 0.021995}, "step": 11}
-METRIC_COUNT = 5 + 2 + 4
+METRIC_COUNT = 6 + 4 + 2 + 4
 DVC_YAML = {"metrics": ["reports/evaluate/metrics.json", "reports/train/metrics.json"]}
 # No stage needs to name these: `dvc params diff` compares the whole of params.yaml.
 PARAMS = {"seed": 42, "train": {"epochs": 12, "learning_rate": 0.003}}
@@ -97,6 +100,8 @@ def test_unchanged_workspace_gives_the_headline_table_and_says_nothing_changed(r
         "| test.loss | 0.014714 | 0.014714 | 0 |",
         "| test.macro_f1 | 0.99569 | 0.99569 | 0 |",
         "| test.ece | 0.001628 | 0.001628 | 0 |",
+        "| reject.nondigits | 0.96983 | 0.96983 | 0 |",
+        "| reject.digits | 0.0019 | 0.0019 | 0 |",
         "| eval.accuracy | 0.99467 | 0.99467 | 0 |",
     ]
     assert section(report, "Parameters changed") == "No parameter changed."

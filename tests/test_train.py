@@ -31,11 +31,13 @@ TINY = make_params({
 
 @pytest.fixture
 def workdir(tmp_path, monkeypatch):
-    """A folder with params.yaml and 200 random training and 50 validation images."""
+    """A folder with params.yaml, 200 random training and 50 validation images, and 20 "non-digits"."""
     rng = np.random.default_rng(0)
     for name, count in (("train", 200), ("val", 50)):
         images = rng.random((count, 28, 28, 1), dtype=np.float32)
         save_arrays(tmp_path / "prepared" / f"{name}.npz", images=images, labels=np.arange(count, dtype=np.uint8) % 10)
+    save_arrays(tmp_path / "prepared" / "nondigits_train.npz", images=rng.random((20, 28, 28, 1), dtype=np.float32),
+                kinds=np.array(["noise"] * 20))
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(TINY))
     monkeypatch.chdir(tmp_path)
     return tmp_path

@@ -15,7 +15,8 @@ Nothing is downloaded. Each image is one of these kinds, drawn at 100-400 px:
 and each is then given one of the looks of users' digits (as benchmarks/predict_benchmark.py makes
 them): dark ink on noisy light paper as PNG or as JPEG, light ink on black, or ink on a transparent
 canvas. `nondigit_images(count, seed)` gives the same images for the same arguments, in any
-process; `split_seeds(seed)` gives the train, validation and test splits their own seeds.
+process; `split_seeds(seed)` gives the train, validation and test splits their own seeds;
+`prepared_nondigits` reads them as the reader reads users' images, into model input (preprocess).
 """
 
 import io
@@ -23,6 +24,9 @@ import math
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
+
+from digitlab.data.images import prepare
+from digitlab.shared.prepared import IMAGE_SIZE, to_model_input
 
 KINDS = ("letters", "symbols", "numbers", "scribbles", "shapes", "textures", "noise")
 LOOKS = ("paper PNG", "paper JPEG", "light on black", "transparent")
@@ -47,6 +51,20 @@ def nondigit_images(count: int, seed: int) -> list[tuple[Image.Image, str, str]]
         ink = DRAW[kind](rng, side)  # float 0..1, ink bright
         made.append((with_look(ink, look, rng), kind, look))
     return made
+
+
+def prepared_nondigits(count: int, seed: int) -> tuple[dict[str, np.ndarray], int]:
+    """`count` non-digits as the model sees them, and how many of them the reader found blank (it
+    answers those "no digit found" before the model sees them, so they are left out): {"images":
+    (N, 28, 28, 1) float32, "kinds": (N,) their kinds' names, as strings}."""
+    kept, kinds = [], []
+    for image, kind, _ in nondigit_images(count, seed):
+        digit = prepare(image)
+        if digit is not None:
+            kept.append(digit)
+            kinds.append(kind)
+    images = np.stack(kept) if kept else np.zeros((0, IMAGE_SIZE, IMAGE_SIZE), np.uint8)
+    return {"images": to_model_input(images), "kinds": np.array(kinds, dtype=np.str_)}, count - len(kept)
 
 
 # --- The kinds: each draws an ink map, float32 in 0..1, ink bright -------------------------------------

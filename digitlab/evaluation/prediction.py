@@ -3,22 +3,24 @@
 Kept apart from digitlab/training/model.py and digitlab/training/fitting.py (dependencies of train) so
 that a change to how we predict re-runs evaluate and sample_predict, not training.
 
-Keras is imported only by `load_model`: the ONNX path (OnnxModel, predict_probabilities) is what
-digitlab/serving runs, and it must never import TensorFlow (seconds and 600 MB; benchmarks/README.md,
-"Using the model without TensorFlow").
+Predicting over the test-time views (`predict_probabilities`) is in digitlab/shared/views.py, as the
+train stage also predicts, to choose its "not a digit" thresholds.
+
+Keras is imported only by `load_model`: the ONNX path (OnnxModel) is what digitlab/serving runs, and
+it must never import TensorFlow (seconds and 600 MB; benchmarks/README.md, "Using the model without
+TensorFlow").
 """
 
 from __future__ import annotations
 
 import zipfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from digitlab.shared.errors import PipelineError
-from digitlab.shared.views import VIEWS
+from digitlab.shared.rejection import thresholds_from_metadata
 
 if TYPE_CHECKING:
     import keras
@@ -41,7 +43,8 @@ def load_model(path: str | Path) -> keras.Model:
 
 class OnnxModel:
     """The train stage's model.onnx run by onnxruntime on the CPU: called on a batch of images
-    (N, 28, 28, 1) float32, it returns their class probabilities (N, 10)."""
+    (N, 28, 28, 1) float32, it returns their class probabilities (N, 10). `thresholds`: the "not a
+    digit" confidence thresholds it carries, by number of views ({} if it was trained without them)."""
 
     def __init__(self, path: Path):
         import onnxruntime  # only the stages that read model.onnx pay for importing it
@@ -50,6 +53,7 @@ class OnnxModel:
         options.log_severity_level = 3  # errors only
         self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
+        self.thresholds = thresholds_from_metadata(self.session.get_modelmeta().custom_metadata_map, str(path))
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         return self.session.run(None, {self.input_name: np.ascontiguousarray(batch, dtype=np.float32)})[0]
@@ -62,40 +66,12 @@ def load_onnx_model(path: str | Path) -> OnnxModel:
         raise PipelineError(f"model file {path} not found; run `dvc repro train` to export it")
     try:
         return OnnxModel(path)
+    except PipelineError:
+        raise
     except Exception as error:  # onnxruntime raises its own exception types, not exported by name
         raise PipelineError(
             f"{path} is not a readable ONNX model ({type(error).__name__}); run `dvc repro --force train`"
         ) from error
-
-
-def shifted(images: np.ndarray, down: int, right: int) -> np.ndarray:
-    """`images` (N, H, W, C) moved by whole pixels, the background (0) coming in at the edges."""
-    if not (down or right):
-        return images
-    height, width = images.shape[1:3]
-    padded = np.pad(images, ((0, 0), (1, 1), (1, 1), (0, 0)))
-    return padded[:, 1 - down:1 - down + height, 1 - right:1 - right + width]
-
-
-def predict_probabilities(model: keras.Model | Callable[[np.ndarray], np.ndarray], images: np.ndarray,
-                          batch_size: int, views: int = 1) -> np.ndarray:
-    """Class probabilities of `images`, averaged over `views` (1, 5 or 9, see VIEWS), one call per batch:
-    a Keras model's `predict_on_batch`, or `model` itself if it is a function from a batch of images to
-    their probabilities (an OnnxModel), so that both are batched and shifted the same way.
-
-    Not `model.predict`: timed over the test set, it now and then fell into a mode twice as slow,
-    whatever the batch size; this loop gives the same probabilities to the bit and never did
-    (benchmarks/README.md, "Inference").
-    """
-    predict = getattr(model, "predict_on_batch", model)  # a Keras model, or a function such as OnnxModel
-
-    def probabilities(batch: np.ndarray) -> np.ndarray:
-        # All the views of a batch in one call: fewer, larger calls are faster on a CPU.
-        every_view = np.concatenate([shifted(batch, down, right) for down, right in VIEWS[views]])
-        return np.asarray(predict(every_view)).reshape(views, len(batch), -1).mean(axis=0)
-
-    return np.concatenate([probabilities(images[start:start + batch_size])
-                           for start in range(0, len(images), batch_size)])
 
 
 # How far the ONNX model's probabilities may stray from the Keras model's on the same images: float32

@@ -2,7 +2,8 @@
 
 Writes OUTPUT_DIR/report.md for the reviewer, comparing the workspace with REV (default: main):
   Test set             the headline scores at REV and in the workspace, and their change:
-                       test accuracy, errors, loss, macro F1, calibration error (ECE), validation accuracy
+                       test accuracy, errors, loss, macro F1, calibration error (ECE), the shares of test
+                       non-digits and digits refused as "not a digit", validation accuracy
   Parameters changed   `dvc params diff` as DVC prints it
   Metrics changed      `dvc metrics diff` as DVC prints it (changed metrics only), folded away
   Plots                PNGs drawn locally with Matplotlib from the plot data DVC uses (training curves,
@@ -44,6 +45,8 @@ HEADLINE = (
     ("reports/evaluate/metrics.json", "test.loss"),
     ("reports/evaluate/metrics.json", "test.macro_f1"),
     ("reports/evaluate/metrics.json", "test.ece"),
+    ("reports/evaluate/metrics.json", "reject.nondigits"),  # "not a digit": test non-digits refused...
+    ("reports/evaluate/metrics.json", "reject.digits"),  # ... and test digits refused
     ("reports/train/metrics.json", "eval.accuracy"),  # on the validation images, the only non-test row
 )
 

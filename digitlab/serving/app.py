@@ -2,6 +2,7 @@
 
     mnist-app                                   # http://127.0.0.1:8000/, model data/model/model.onnx
     mnist-app --port 8080 --model other.onnx    # --host 0.0.0.0 to let other machines in (no login!)
+    mnist-app --accept-all                      # never "not a digit": always the most likely digit
     python -m digitlab.serving.app ...          # the same
 
 Why FastAPI and a page of our own, not Gradio: the page is three small files of our own in static/
@@ -23,7 +24,10 @@ Routes:
                   as a PNG) or as the raw request body with an `image/*` content type (or
                   `application/octet-stream`). 200 answers the fields of DigitReader.predict
                   (path: the upload's file name, or null) plus `image`: the 28x28 image the model
-                  saw, 28 lists of 28 ints from 0 (black) to 255 (white ink). Bad input gets a 4xx
+                  saw, 28 lists of 28 ints from 0 (black) to 255 (white ink). An image the model
+                  judges is no digit (a letter, a scribble: below the confidence threshold model.onnx
+                  carries) is also a 200, with `digit: null` and `error: "not a digit"`, its
+                  confidence and probabilities given (the page shows it so). Bad input gets a 4xx
                   and {"error": "..."}: 413 for a body over MAX_UPLOAD_BYTES (refused from its
                   Content-Length, else counted while it streams in, never read whole first), 415 for
                   another content type, 400 for a malformed form, 422 for an empty upload, a file
@@ -67,9 +71,10 @@ from PIL import Image, UnidentifiedImageError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
-from digitlab.serving.cli import add_views_option, native_stderr_hidden
+from digitlab.serving.cli import add_accept_all_option, add_views_option, native_stderr_hidden, threshold_note
 from digitlab.serving.reader import DEFAULT_MODEL, DEFAULT_VIEWS, DigitReader, Reading
 from digitlab.shared.errors import PipelineError
+from digitlab.shared.rejection import NOT_A_DIGIT
 
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024  # room for a full-size photo from a phone; the canvas's PNG is far smaller
 # Pillow's own decompression-bomb check first only warns, and refuses only far larger images; a 40-megapixel
@@ -249,10 +254,11 @@ class Batcher:
 
 
 def create_app(model_path: str | Path = DEFAULT_MODEL, views: int = DEFAULT_VIEWS,
-               batch_window_s: float = BATCH_WINDOW_S) -> FastAPI:
-    """The app, with the model loaded (PipelineError if it cannot be) and warmed up; `views` as mnist-predict's."""
+               batch_window_s: float = BATCH_WINDOW_S, accept_all: bool = False) -> FastAPI:
+    """The app, with the model loaded (PipelineError if it cannot be) and warmed up; `views` and
+    `accept_all` as mnist-predict's."""
     page_files = read_page_files()
-    reader = DigitReader(model_path, views=views)
+    reader = DigitReader(model_path, views=views, accept_all=accept_all)
     # The first call of an onnxruntime session allocates its buffers: do it now, not on the first visitor.
     warm_up = np.zeros((28, 28), dtype=np.uint8)
     warm_up[4:24, 13:16] = 255
@@ -263,7 +269,7 @@ def create_app(model_path: str | Path = DEFAULT_MODEL, views: int = DEFAULT_VIEW
     decoding = asyncio.Semaphore(os.cpu_count() or 1)
 
     app = FastAPI(title="Draw a digit", docs_url=None, redoc_url=None, openapi_url=None)
-    app.state.batcher, app.state.load = batcher, load  # for tests and the benchmark
+    app.state.batcher, app.state.load, app.state.reader = batcher, load, reader  # for tests and the benchmark
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, error: HTTPException) -> JSONResponse:
@@ -303,7 +309,7 @@ def create_app(model_path: str | Path = DEFAULT_MODEL, views: int = DEFAULT_VIEW
         finally:
             load.requests -= 1
             load.body_bytes -= body.received
-        if reading.error:
+        if reading.error and reading.error != NOT_A_DIGIT:
             return JSONResponse({"error": reading.error}, status_code=422)
         return JSONResponse(reading.to_dict() | {"image": reading.image.tolist()})
 
@@ -408,6 +414,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=port_number, default=8000, help="port (default 8000; 0 picks a free one)")
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL, help=f"the trained model as ONNX (default {DEFAULT_MODEL})")
     add_views_option(parser)
+    add_accept_all_option(parser)
     args = parser.parse_args(argv)
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
@@ -418,7 +425,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(1)
     try:
         with native_stderr_hidden():  # onnxruntime's start-up warnings would bury a one-line error
-            app = create_app(args.model, args.views)
+            app = create_app(args.model, args.views, accept_all=args.accept_all)
     except PipelineError as error:
         sock.close()
         print(f"error: {error}", file=sys.stderr)
@@ -426,6 +433,8 @@ def main(argv: list[str] | None = None) -> None:
     host, port = sock.getsockname()[:2]
     shown_host = f"[{host}]" if ":" in host else host
     print(f"Draw a digit at http://{shown_host}:{port}/ (Ctrl+C to stop)", flush=True)
+    if no_threshold := threshold_note(app.state.reader, args.model, args.accept_all):
+        print(no_threshold, flush=True)
     if not _is_loopback(host):
         print(f"note: listening on {host}, so other machines can reach the app; it has no login", flush=True)
     uvicorn.Server(uvicorn.Config(app, log_level="info", limit_concurrency=MAX_CONNECTIONS)).run(sockets=[sock])

@@ -8,11 +8,18 @@ Usage:
                                              train stage writes beside model.keras)
   mnist-predict --show figure.png PATH...    also draw each image, the 28x28 image the model saw and the
                                              ten probabilities (the first 20 images)
+  mnist-predict --accept-all PATH...         give every image its most likely digit, even one that is
+                                             "not a digit" (below)
 
 A PATH is an image in any format Pillow reads, or a folder: the images in it (.png, .jpg, .jpeg, .webp,
 .bmp, .gif, .tif, .tiff), sorted by name, not those in its sub-folders. A file that cannot be read, or
 holds no digit, gets one line `error: FILE: reason` on stderr (with --json, also its object, digit null);
 the other files are still read, and the exit status is 1. It is 0 when every file gave a digit.
+
+"Not a digit" is such a reason: the model's confidence is below the threshold model.onnx carries (the
+train stage chose it so that reject.false_rejection of the validation digits, 0.2% by default, fall
+below it; most letters, scribbles and noise do). The line says the best guess and its confidence; in --json, `digit` is null and `error`
+is "not a digit", with `confidence` and `probabilities` still given.
 
 It runs the ONNX model with onnxruntime and never imports TensorFlow, so the serving-only install
 (no TensorFlow, DVC or Matplotlib; docs/using-the-model.md) is enough; --show also needs Matplotlib.
@@ -29,10 +36,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from digitlab.serving.images import NO_DIGIT
+from digitlab.data.images import NO_DIGIT
 from digitlab.serving.reader import DEFAULT_MODEL, DEFAULT_VIEWS, DigitReader, Reading
 from digitlab.shared.atomic import atomic_path
 from digitlab.shared.errors import PipelineError
+from digitlab.shared.rejection import NOT_A_DIGIT
 from digitlab.shared.views import VIEWS
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
@@ -56,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"the trained model as ONNX (default {DEFAULT_MODEL})")
     parser.add_argument("--show", type=Path, metavar="OUT.png", help="draw the images and their probabilities here")
     add_views_option(parser)
+    add_accept_all_option(parser)
     args = parser.parse_args(argv)
     if args.show is not None and args.show.suffix.lower() != ".png":
         parser.error(f"--show {args.show}: the figure is a PNG file, give a name ending in .png")
@@ -65,7 +74,9 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         with native_stderr_hidden():
-            reader = DigitReader(args.model, views=args.views)
+            reader = DigitReader(args.model, views=args.views, accept_all=args.accept_all)
+        if no_threshold := threshold_note(reader, args.model, args.accept_all):
+            print(no_threshold, file=sys.stderr)
         files, all_read = image_files(args.paths)
         shown = []
         with reader:  # its worker processes stop before the command ends, however it ends
@@ -88,6 +99,20 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so that Python's exit flush is quiet
         return 0
     return 0 if all_read else 1
+
+
+def add_accept_all_option(parser: argparse.ArgumentParser) -> None:
+    """--accept-all, for mnist-predict and mnist-app alike."""
+    parser.add_argument("--accept-all", action="store_true",
+                        help='give every image its most likely digit, never "not a digit"')
+
+
+def threshold_note(reader: DigitReader, model: Path, accept_all: bool) -> str | None:
+    """A note for a model that carries no "not a digit" threshold: every image will get a digit."""
+    if reader.threshold is not None or accept_all:
+        return None
+    return (f"note: {model} carries no \"not a digit\" threshold for {reader.views} views (it was trained before "
+            "there was one), so every image gets a digit; `dvc repro train` trains one that has it")
 
 
 @contextlib.contextmanager
@@ -132,6 +157,11 @@ def report(reading: Reading, as_json: bool) -> bool:
     """Print what was read in one file (stdout), or why nothing was (stderr); True if a digit was read."""
     if as_json:
         print(json.dumps(reading.to_dict()))  # JSON escapes control characters itself
+    if reading.error == NOT_A_DIGIT:
+        guess = int(np.argmax(reading.probabilities))
+        print(f"error: {printable(reading.path)}: {NOT_A_DIGIT} (the best guess, {guess}, has only "
+              f"{reading.confidence:.1%} confidence; --accept-all gives it anyway)", file=sys.stderr)
+        return False
     if reading.error is not None:
         print(f"error: {printable(reading.path)}: {reading.error}", file=sys.stderr)
         return False
@@ -160,14 +190,18 @@ def draw(readings: list[Reading], total: int, path: Path) -> None:
             seen.set_title("what the model saw", fontsize=9)
         else:
             seen.axis("off")
-        if reading.digit is None:
+        if reading.probabilities is None:
             bars.axis("off")
             bars.text(0.5, 0.5, reading.error, ha="center", va="center", wrap=True, color="tab:red")
             continue
         bars.bar(range(10), reading.probabilities, color=["tab:gray"] * 10)
-        bars.patches[reading.digit].set_color("tab:blue")
         bars.set_xticks(range(10))
         bars.set_ylim(0, 1)
+        if reading.digit is None:  # not a digit: the probabilities, none of them high enough
+            bars.set_title(f"{NOT_A_DIGIT} (best guess {int(np.argmax(reading.probabilities))}, "
+                           f"{reading.confidence:.1%})", fontsize=9, color="tab:red")
+            continue
+        bars.patches[reading.digit].set_color("tab:blue")
         bars.set_title(f"{reading.digit} ({reading.confidence:.1%}), runner-up {reading.runner_up}", fontsize=9)
     shown = f"the first {len(readings)} of {total} images" if total > len(readings) else f"{total} images"
     figure.suptitle(f"mnist-predict: {shown}")

@@ -6,9 +6,12 @@
     -> [{"path": "photo.jpg", "digit": 7, "confidence": 0.998, "runner_up": 1,
          "probabilities": [...10 floats...], "error": None}, ...]
 
-Each image goes through digitlab.serving.images.prepare (the MNIST look), then the model, in batches.
+Each image goes through digitlab.data.images.prepare (the MNIST look), then the model, in batches.
 An image that cannot be read, or holds no digit, gets `digit: None` and an `error` that says
-why; it never gets a guess.
+why; it never gets a guess. One the model reads with less confidence than the threshold model.onnx
+carries (chosen by the train stage, digitlab/shared/rejection.py) gets `digit: None` and `error:
+"not a digit"`, with its confidence and probabilities still given; `DigitReader(accept_all=True)`
+gives every image its most likely digit instead.
 
 The model is the ONNX file the train stage writes beside model.keras, run by onnxruntime: reading
 digits never imports TensorFlow, so it starts in a fraction of a second and needs only the serving
@@ -25,10 +28,12 @@ from pathlib import Path
 
 import numpy as np
 
-from digitlab.evaluation.prediction import load_onnx_model, predict_probabilities
-from digitlab.serving.images import prepare_or_why
+from digitlab.evaluation.prediction import load_onnx_model
+from digitlab.shared.views import predict_probabilities
+from digitlab.data.images import prepare_or_why
 from digitlab.shared.errors import PipelineError
 from digitlab.shared.prepared import to_model_input
+from digitlab.shared.rejection import NOT_A_DIGIT
 
 DEFAULT_MODEL = Path("data/model/model.onnx")
 # Test-time augmentation (1, 5 or 9 views): as evaluate.tta_views in params.yaml, so the model is used
@@ -67,13 +72,17 @@ def keras_file_error(path: Path) -> PipelineError:
 class DigitReader:
     """A trained model (the train stage's model.onnx), loaded once, that reads digits from images."""
 
-    def __init__(self, model_path: str | Path = DEFAULT_MODEL, batch_size: int = 500, views: int = DEFAULT_VIEWS):
+    def __init__(self, model_path: str | Path = DEFAULT_MODEL, batch_size: int = 500, views: int = DEFAULT_VIEWS,
+                 accept_all: bool = False):
         model_path = Path(model_path)
         if model_path.suffix.lower() == ".keras":
             raise keras_file_error(model_path)
         self.model = load_onnx_model(model_path)
         self.batch_size = batch_size
         self.views = views  # test-time augmentation, as evaluate.tta_views
+        # Below this confidence an image is "not a digit"; None (accept_all, or a model trained without
+        # thresholds) gives every image a digit.
+        self.threshold = None if accept_all else self.model.thresholds.get(views)
         self.workers = None
 
     def _workers(self) -> ProcessPoolExecutor:
@@ -119,9 +128,12 @@ class DigitReader:
             batch = to_model_input(np.stack([reading.image for reading in seen]))
             for reading, probabilities in zip(seen, predict_probabilities(self.model, batch, self.batch_size, self.views)):
                 runner_up, digit = np.argsort(probabilities)[-2:]
-                reading.digit, reading.runner_up = int(digit), int(runner_up)
                 reading.confidence = round(float(probabilities[digit]), 6)
                 reading.probabilities = [round(float(p), 6) for p in probabilities]
+                if self.threshold is not None and probabilities[digit] < self.threshold:
+                    reading.error = NOT_A_DIGIT
+                else:
+                    reading.digit, reading.runner_up = int(digit), int(runner_up)
         return readings
 
     def predict(self, images: list) -> list[dict]:

@@ -91,6 +91,14 @@ class Train(Section):
     mixed_precision: Literal["none", "mixed_float16", "mixed_bfloat16"]
 
 
+class Reject(Section):
+    outlier_share: float = Field(ge=0, le=1)
+    false_rejection: float = Field(ge=0, lt=1)
+    val_nondigits: int = Field(ge=10, le=100000)
+    test_nondigits: int = Field(ge=10, le=100000)
+    seed: Seed
+
+
 class Evaluate(Section):
     batch_size: int = Field(ge=1, le=65536)
     tta_views: Literal[tuple(VIEWS)]
@@ -108,6 +116,7 @@ class Params(Section):
     fetch: Fetch
     explore: Explore
     data: Data
+    reject: Reject
     model: Model
     train: Train
     evaluate: Evaluate

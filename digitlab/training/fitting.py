@@ -87,22 +87,39 @@ def augmentation(augment: Augment, seed: int) -> keras.Sequential | None:
     return keras.Sequential(distortions, name="augmentation") if distortions else None
 
 
+def training_targets(arrays: dict, outliers: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(images, targets): the digits one-hot (so that label smoothing can apply), then the `outliers`,
+    images holding no digit, with a flat target, a tenth for every class (outlier exposure,
+    digitlab/shared/rejection.py); label smoothing leaves a flat target as it is."""
+    one_hot = np.eye(len(CLASSES), dtype=np.float32)[arrays["labels"]]
+    if outliers is None or not len(outliers):
+        return arrays["images"], one_hot
+    flat = np.full((len(outliers), len(CLASSES)), 1 / len(CLASSES), dtype=np.float32)
+    return np.concatenate([arrays["images"], outliers]), np.concatenate([one_hot, flat])
+
+
+def is_digit(targets: tf.Tensor) -> tf.Tensor:
+    """1.0 for a digit's one-hot target, 0.0 for an outlier's flat one."""
+    return tf.cast(tf.reduce_max(targets, axis=-1) > 0.5, tf.float32)
+
+
 def training_batches(arrays: dict, batch_size: int, augment: Augment, seed: int,
-                     context: tf.distribute.InputContext | None = None) -> tf.data.Dataset:
-    """Shuffled, augmented, one-hot batches (one-hot so that label smoothing can apply).
+                     context: tf.distribute.InputContext | None = None,
+                     outliers: np.ndarray | None = None) -> tf.data.Dataset:
+    """Shuffled, augmented batches of images and targets (`training_targets`), the outliers mixed in.
 
     `batch_size` is the global batch; `context` says how many input pipelines (one per worker) and
     replicas share it. With more than one replica every replica gets the same number of full
     batches, since each step waits for all of them; the few images left over change every epoch.
     """
     context = context or tf.distribute.InputContext()
-    one_hot = np.eye(len(CLASSES), dtype=np.float32)[arrays["labels"]]
-    batches = tf.data.Dataset.from_tensor_slices((arrays["images"], one_hot))
+    images, targets = training_targets(arrays, outliers)
+    batches = tf.data.Dataset.from_tensor_slices((images, targets))
     # The same seed on every worker gives every worker the same order, so their shards never overlap.
-    batches = batches.shuffle(len(one_hot), seed=seed, reshuffle_each_iteration=True)
+    batches = batches.shuffle(len(targets), seed=seed, reshuffle_each_iteration=True)
     replicas = context.num_replicas_in_sync
     if replicas > 1:
-        batches = batches.take(len(one_hot) // batch_size * batch_size)
+        batches = batches.take(len(targets) // batch_size * batch_size)
         batches = batches.shard(context.num_input_pipelines, context.input_pipeline_id)
     batches = batches.batch(context.get_per_replica_batch_size(batch_size), drop_remainder=replicas > 1)
     distort = augmentation(augment, seed)
@@ -154,8 +171,11 @@ def make_optimizer(train: Train, steps_per_epoch: int) -> keras.optimizers.Optim
     }[train.optimizer]()
 
 
-def fit(params: Params, train: dict, val: dict, callbacks: list[keras.callbacks.Callback] = ()) -> keras.Model:
+def fit(params: Params, train: dict, val: dict, callbacks: list[keras.callbacks.Callback] = (),
+        outliers: np.ndarray | None = None) -> keras.Model:
     """Train the CNN of `params` on the `train` arrays, measuring the `val` arrays after each epoch.
+    `outliers`, images that hold no digit (preprocess's nondigits_train.npz), are mixed into the
+    training batches with a flat target; the loss and accuracy logged are the digits' alone.
 
     One loop for every `train.distribute` setting: each replica computes the gradient of its share
     of the global batch (`compute_average_loss` scales it by the global batch size), the optimizer
@@ -172,11 +192,12 @@ def fit(params: Params, train: dict, val: dict, callbacks: list[keras.callbacks.
         raise PipelineError(f"train.batch_size ({config.batch_size}) must be a multiple of the {replicas} replicas "
                             "of train.distribute: it is the global batch, shared equally")
     batches = strategy.distribute_datasets_from_function(
-        lambda context: training_batches(train, config.batch_size, config.augment, params.seed, context))
+        lambda context: training_batches(train, config.batch_size, config.augment, params.seed, context, outliers))
     val_batches = strategy.distribute_datasets_from_function(
         lambda context: evaluation_batches(val, VALIDATION_BATCH, context))
-    steps_per_epoch = (len(train["labels"]) // config.batch_size if replicas > 1
-                       else math.ceil(len(train["labels"]) / config.batch_size))
+    outlier_count = 0 if outliers is None else len(outliers)
+    images = len(train["labels"]) + outlier_count
+    steps_per_epoch = images // config.batch_size if replicas > 1 else math.ceil(images / config.batch_size)
     with strategy.scope():
         model = build_model(params.model, config.mixed_precision, replicas, for_training=True)
         optimizer = make_optimizer(config, steps_per_epoch)
@@ -184,12 +205,12 @@ def fit(params: Params, train: dict, val: dict, callbacks: list[keras.callbacks.
             optimizer = keras.optimizers.LossScaleOptimizer(optimizer)  # float16 gradients would underflow
         optimizer.build(model.trainable_variables)
     loss_function = keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing, reduction=None)
-    print(f"train: {model.count_params():,} parameters, {len(train['labels']):,} training and "
-          f"{len(val['labels']):,} validation images, {config.epochs} epochs, on {distribute.describe(strategy)}",
-          flush=True)
+    print(f"train: {model.count_params():,} parameters, {len(train['labels']):,} training digits and "
+          f"{outlier_count:,} non-digits, {len(val['labels']):,} validation images, {config.epochs} epochs, "
+          f"on {distribute.describe(strategy)}", flush=True)
 
     def totals(loss, probabilities, targets, weights):
-        """On one replica: summed loss, correct predictions and images."""
+        """On one replica: summed loss, correct predictions and images, each image counted by its weight."""
         correct = tf.cast(tf.argmax(probabilities, -1) == tf.argmax(targets, -1), tf.float32)
         return tf.reduce_sum(loss * weights), tf.reduce_sum(correct * weights), tf.reduce_sum(weights)
 
@@ -199,7 +220,7 @@ def fit(params: Params, train: dict, val: dict, callbacks: list[keras.callbacks.
             loss = loss_function(targets, probabilities)
             scaled = optimizer.scale_loss(tf.nn.compute_average_loss(loss))
         optimizer.apply(tape.gradient(scaled, model.trainable_variables), model.trainable_variables)
-        return totals(loss, probabilities, targets, tf.ones_like(loss))
+        return totals(loss, probabilities, targets, is_digit(targets))  # the digits' figures, as validation's
 
     def validation_replica(images, targets, weights):
         probabilities = model(images, training=False)

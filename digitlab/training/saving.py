@@ -70,9 +70,10 @@ def numbered_shared_objects(config, numbers: dict | None = None):
     return config
 
 
-def export_onnx(model: keras.Model, path: Path) -> None:
+def export_onnx(model: keras.Model, path: Path, metadata: dict[str, str] | None = None) -> None:
     """Write `model` to `path` as ONNX (Keras's own `model.export`, which converts with tf2onnx), whole
-    or not at all, the same bytes for the same model.
+    or not at all, the same bytes for the same model, with `metadata` as its metadata_props (what
+    onnxruntime's `get_modelmeta().custom_metadata_map` reads back).
 
     tf2onnx names what it adds `<name>__<n>` (constants, transposes, unknown dimensions `unk__<n>`),
     with <n> from a counter that its graph rewrites advance in an order that changes from one process
@@ -93,6 +94,7 @@ def export_onnx(model: keras.Model, path: Path) -> None:
         proto = onnx.load(exported)
         proto.graph.doc_string = ""
         numbered_generated_names(proto.graph)
+        onnx.helper.set_model_props(proto, metadata or {})
         normalised.write_bytes(proto.SerializeToString(deterministic=True))
 
 

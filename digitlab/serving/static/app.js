@@ -79,7 +79,8 @@ async function send(form) {
     answer = { error: "no answer from the server (" + failure.message + ")" };
   }
   if (request !== latest) return;
-  if (answer.error) showError(answer.error); else showReading(answer);
+  // A reading has probabilities, also one that is "not a digit" (digit null, error "not a digit"); a failure has none.
+  if (answer.probabilities) showReading(answer); else showError(answer.error);
 }
 
 function setBars(probabilities) {
@@ -94,8 +95,17 @@ function setBars(probabilities) {
 }
 
 function showReading(reading) {
-  digit.textContent = String(reading.digit);
-  confidence.textContent = (100 * reading.confidence).toFixed(1) + "% sure; next most likely: " + reading.runner_up;
+  const sure = (100 * reading.confidence).toFixed(1) + "%";
+  // digit null: the model judged the image is no digit (a letter, a scribble) and gave no guess.
+  const refused = reading.digit === null;
+  digit.textContent = refused ? "\u2715" : String(reading.digit);
+  if (refused) {
+    const guess = reading.probabilities.indexOf(Math.max(...reading.probabilities));
+    confidence.textContent = "Not a digit: the best guess, " + guess + ", has only " + sure +
+      " confidence. Draw one digit, 0 to 9.";
+  } else {
+    confidence.textContent = sure + " sure; next most likely: " + reading.runner_up;
+  }
   errorLine.textContent = "";
   errorLine.hidden = true;
   setBars(reading.probabilities);
@@ -104,8 +114,8 @@ function showReading(reading) {
     picture.data.set([grey, grey, grey, 255], 4 * (28 * y + x));
   }));
   seen.getContext("2d").putImageData(picture, 0, 0);
-  result.dataset.digit = String(reading.digit);
-  result.dataset.state = "done";
+  if (refused) delete result.dataset.digit; else result.dataset.digit = String(reading.digit);
+  result.dataset.state = refused ? "not-a-digit" : "done";
 }
 
 function showError(message) {
