@@ -33,7 +33,7 @@ from digitlab.shared.views import predict_probabilities
 from digitlab.data.images import prepare_or_why
 from digitlab.shared.errors import PipelineError
 from digitlab.shared.prepared import to_model_input
-from digitlab.shared.rejection import NOT_A_DIGIT
+from digitlab.shared.rejection import NOT_A_DIGIT, rejected
 
 DEFAULT_MODEL = Path("data/model/model.onnx")
 # Test-time augmentation (1, 5 or 9 views): as evaluate.tta_views in params.yaml, so the model is used
@@ -130,7 +130,7 @@ class DigitReader:
                 runner_up, digit = np.argsort(probabilities)[-2:]
                 reading.confidence = round(float(probabilities[digit]), 6)
                 reading.probabilities = [round(float(p), 6) for p in probabilities]
-                if self.threshold is not None and probabilities[digit] < self.threshold:
+                if self.threshold is not None and rejected(probabilities[digit], self.threshold):
                     reading.error = NOT_A_DIGIT
                 else:
                     reading.digit, reading.runner_up = int(digit), int(runner_up)
