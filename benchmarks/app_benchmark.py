@@ -93,9 +93,10 @@ def train_stand_in() -> Path:
     """A model trained on 12,000 MNIST images for 2 epochs (about 97% right), in a temporary folder.
     Without batch normalisation: with it, 2 short epochs leave its running statistics unsettled."""
     import digitlab.shared  # noqa: F401  (sets TensorFlow's environment first)
-    from digitlab.data.raw import SHA256, load_split
+    from digitlab.shared.mnist import SHA256
+    from digitlab.data.raw import load_split
     from digitlab.shared.params import Params, load_params, with_overrides
-    from digitlab.shared.prepared import to_model_input
+    from digitlab.images.reading import to_model_input
     from digitlab.training.fitting import fit
 
     folders = [os.environ.get("MNIST_MIRROR", ""), PROJECT_ROOT.parent / "shared" / "data" / "mnist",

@@ -84,9 +84,9 @@ def measure(config: str, seed: int, settings: dict) -> dict:
     """Train one configuration in this process and return its figures."""
     import keras
 
-    from digitlab.shared.views import predict_probabilities
+    from digitlab.inference.views import predict_probabilities
     from digitlab.shared.params import Params, load_params, with_overrides
-    from digitlab.shared.prepared import load_arrays
+    from digitlab.files.arrays import load_arrays
 
     prepared = PROJECT_ROOT / "data" / "prepared"
     train, val, test = (load_arrays(prepared / f"{name}.npz") for name in ("train", "val", "test"))

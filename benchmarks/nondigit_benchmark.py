@@ -1,6 +1,6 @@
 """Benchmark: how well can "not a digit" be told from a digit? Scores compared on validation data only.
 
-The non-digits are digitlab.data.nondigits' validation split (letters, symbols, numbers of two or three
+The non-digits are digitlab.images.nondigits' validation split (letters, symbols, numbers of two or three
 digits, scribbles, shapes, textures, noise, in the looks of users' images), read by the reader's own
 preprocessing (data.images.prepare; those it finds blank are refused already and counted apart).
 The digits are MNIST's validation split (data/prepared/val.npz) and, as users give them, the first
@@ -46,12 +46,13 @@ from predict_benchmark import user_image
 
 import digitlab.shared  # noqa: F401  (sets TensorFlow's environment before keras is imported)
 import keras
-from digitlab.data.images import prepare
-from digitlab.data.nondigits import KINDS, nondigit_images, split_seeds
-from digitlab.shared.atomic import write_json
+from digitlab.files.arrays import load_arrays
+from digitlab.files.atomic import write_json
+from digitlab.images.nondigits import KINDS, nondigit_images, split_seeds
+from digitlab.images.reading import prepare
+from digitlab.images.reading import to_model_input
+from digitlab.inference.views import VIEWS, shifted
 from digitlab.shared.params import load_params
-from digitlab.shared.prepared import load_arrays, to_model_input
-from digitlab.shared.views import VIEWS, shifted
 from digitlab.training.model import build_model
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent

@@ -7,7 +7,7 @@ other half light ink on black, as PNG. Then it measures:
 
   accuracy   the model on the original 28x28 test images; the command's code path (DigitReader on
              the files); and a naive path: greyscale, inverted for the paper ones (told which they
-             are), resized to 28x28 (what one does without digitlab.data.images). An image the reader
+             are), resized to 28x28 (what one does without digitlab.images.reading). An image the reader
              answers "not a digit" counts as wrong; the share of them is given apart (not_a_digit)
   speed      images/s of the command's path on a folder of the same images, all PNG, decoding and
              preparing included: the wall time of a `mnist-predict --json FOLDER` subprocess (start-up,
@@ -40,11 +40,11 @@ from PIL import Image, ImageFilter, ImageOps
 
 import digitlab.shared  # noqa: F401  (sets TensorFlow's environment before keras is imported)
 from digitlab.data.raw import load_split
+from digitlab.files.atomic import write_json
+from digitlab.images.reading import to_model_input
+from digitlab.inference.rejection import NOT_A_DIGIT
+from digitlab.inference.views import predict_probabilities
 from digitlab.serving.reader import DigitReader
-from digitlab.shared.atomic import write_json
-from digitlab.shared.prepared import to_model_input
-from digitlab.shared.rejection import NOT_A_DIGIT
-from digitlab.shared.views import predict_probabilities
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 CHUNK = 500  # files per DigitReader.read call, as the command does
@@ -90,7 +90,7 @@ def write_images(images: np.ndarray, folder: Path, png_folder: Path) -> list[dic
 
 
 def naive_digits(model, files: list[Path], made: list[dict], views: int) -> np.ndarray:
-    """Greyscale, invert the paper ones, squash to 28x28: what a user without digitlab.data.images does."""
+    """Greyscale, invert the paper ones, squash to 28x28: what a user without digitlab.images.reading does."""
     images = []
     for path, kind in zip(files, made):
         with Image.open(path) as image:
@@ -208,7 +208,7 @@ def main() -> None:
             "user images as PNG, mnist-predict --json subprocess": accuracy(command),
         },
         "no_digit_found": int((read == -1).sum()),
-        # The reader's "not a digit" (digitlab/shared/rejection.py), counted as wrong in the accuracies above.
+        # The reader's "not a digit" (digitlab/inference/rejection.py), counted as wrong in the accuracies above.
         "not_a_digit": {"threshold": reader.threshold,
                         "original 28x28 test images": round(float((original == NOT_A_DIGIT_CODE).mean()), 4),
                         "user images, mnist-predict's path": round(float((read == NOT_A_DIGIT_CODE).mean()), 4),

@@ -1,6 +1,6 @@
 """Benchmark: test-time augmentation (the image and its one-pixel shifts) on the validation split.
 
-For 1, 5 and 9 views (digitlab/evaluation/prediction.py, VIEWS) it measures, with the model of
+For 1, 5 and 9 views (digitlab/inference/onnx_model.py, VIEWS) it measures, with the model of
 data/model/model.keras, on data/prepared/val.npz: accuracy, errors, cross-entropy, ECE (the
 evaluate stage's bins) and images/s (the second of two timed runs). The test split is left to the
 evaluate stage (`evaluate.tta_views`), so the choice is made on validation only; pass --split test
@@ -19,11 +19,11 @@ from pathlib import Path
 
 from benchmark import machine_description  # benchmarks/benchmark.py, beside this script
 
-from digitlab.evaluation.prediction import load_model
-from digitlab.shared.views import VIEWS, predict_probabilities
 from digitlab.evaluation.scores import cross_entropy, reliability
+from digitlab.files.arrays import load_arrays
+from digitlab.inference.views import VIEWS, predict_probabilities
 from digitlab.shared.params import load_params
-from digitlab.shared.prepared import load_arrays
+from digitlab.training.saving import load_model
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 

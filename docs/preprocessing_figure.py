@@ -1,4 +1,4 @@
-"""Draw docs/preprocessing.png: what digitlab.data.images does to an image before the model sees it.
+"""Draw docs/preprocessing.png: what digitlab.images.reading does to an image before the model sees it.
 
 Three inputs unlike MNIST, made from MNIST test digits: dark ink on noisy, unevenly lit paper
 saved as JPEG; a thin digit small and off-centre on a large dark canvas; a drawing on a
@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 from digitlab.data.raw import load_split
-from digitlab.data.images import read_image, to_mnist
+from digitlab.images.reading import read_image, to_mnist
 
 
 def photo_like(digit: np.ndarray, rng) -> bytes:

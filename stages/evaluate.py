@@ -1,25 +1,27 @@
 """Stage 5, evaluate: measure the trained model, once, on the 10,000 test images.
 
-The model scored is MODEL_PATH, the ONNX export (model.onnx, run by onnxruntime: the model users run).
-The Keras model beside it (model.keras) predicts the same images too, and the stage stops, writing no
-metrics, if the two disagree on any answer or by more than PARITY_TOLERANCE on any probability.
-It also reads the test split of the non-digits (nondigits_test.npz) once, and measures the "not a
-digit" answer at the threshold model.onnx carries for evaluate.tta_views (digitlab/shared/rejection.py).
+The model scored is MODEL_PATH, the ONNX export (model.onnx, run by onnxruntime: the model users
+run; train checked that it answers as model.keras does), so no TensorFlow is imported. It also reads
+the test split of the non-digits (nondigits_test.npz) once, and measures the "not a digit" answer at
+the threshold model.onnx carries for evaluate.tta_views (digitlab/inference/rejection.py).
 
 Writes into REPORT_DIR:
   metrics.json                     test.accuracy, test.errors, test.loss, test.macro_f1, test.ece,
                                    test.accepted_accuracy (on the digits not refused); reject.threshold,
                                    reject.auroc (digits against non-digits, by confidence), reject.nondigits
-                                   and reject.digits (the shares of each refused as "not a digit"); then
-                                   onnx.argmax_agreement and onnx.max_probability_difference (vs Keras)
+                                   and reject.digits (the shares of each refused as "not a digit")
   rejection.json                   the same shares, and the non-digits refused by kind (letters, noise...)
   per_class.json                   precision, recall, F1 and support of each digit (rows, for DVC's bar plots)
   calibration.json                 mean confidence and accuracy per confidence bin (reliability diagram)
   speed.json                       inference images/s (a timing: differs from run to run)
   plots/sklearn/confusion_matrix.json  actual vs predicted, for DVC's confusion template
-  plots/sklearn/roc.json           digits accepted against non-digits accepted at every threshold (ROC)
+  plots/sklearn/roc.json           digits accepted against non-digits accepted at every threshold (ROC), the
+                                   confidences rounded to ROC_DECIMALS
   confusion_matrix.png             the same matrix as a Seaborn heatmap
   mistakes.png                     the most confident mistakes: image, true and predicted label, confidence
+
+Numbers that come from probabilities are written at a precision that every CPU agrees on
+(digitlab/inference/precision.py), so a rebuild changes no tracked file but speed.json.
 
 Usage: python -m stages.evaluate PREPARED_DIR MODEL_PATH(.onnx) REPORT_DIR
 """
@@ -30,12 +32,9 @@ from pathlib import Path
 
 import numpy as np
 from dvclive import Live
-
 from sklearn.metrics import roc_auc_score
 
 from digitlab import figures
-from digitlab.evaluation.prediction import load_model, load_onnx_model, parity
-from digitlab.shared.views import predict_probabilities
 from digitlab.evaluation.scores import (
     confusion_matrix,
     cross_entropy,
@@ -43,11 +42,18 @@ from digitlab.evaluation.scores import (
     per_class_scores,
     reliability,
 )
-from digitlab.shared.atomic import write_json
+from digitlab.files.arrays import load_arrays
+from digitlab.files.atomic import write_json
+from digitlab.inference.onnx_model import load_onnx_model
+from digitlab.inference.precision import share, significant
+from digitlab.inference.rejection import confidences, rejected
+from digitlab.inference.views import predict_probabilities
 from digitlab.shared.errors import PipelineError, run_stage
 from digitlab.shared.params import load_params
-from digitlab.shared.prepared import load_arrays
-from digitlab.shared.rejection import confidences, rejected
+
+# The ROC's confidences are rounded to this many decimals: its points then stay put from one CPU to
+# another, where confidences differ in their 7th digit (a finer curve would move with them).
+ROC_DECIMALS = 2
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -60,7 +66,6 @@ def main(argv: list[str] | None = None) -> None:
 
     test = load_arrays(args.prepared_dir / "test.npz")
     model = load_onnx_model(args.model_path)
-    keras_model = load_model(args.model_path.with_suffix(".keras"))
     labels = test["labels"].astype(np.int64)
 
     # A first small call builds the prediction graph, so the timing below is steady-state speed.
@@ -69,9 +74,6 @@ def main(argv: list[str] | None = None) -> None:
     probabilities = predict_probabilities(model, test["images"], params.batch_size, params.tta_views)
     seconds = time.perf_counter() - started
     predicted = probabilities.argmax(axis=1)
-    # The same images, views and batches through the Keras model: the ONNX file must be the same model.
-    agreement = parity(probabilities, predict_probabilities(keras_model, test["images"], params.batch_size,
-                                                            params.tta_views))
 
     # "Not a digit": the test digits and the test non-digits, each refused below the model's threshold.
     if params.tta_views not in model.thresholds:
@@ -88,28 +90,25 @@ def main(argv: list[str] | None = None) -> None:
     scored = np.concatenate([digit_confidence, nondigit_confidence])
 
     matrix = confusion_matrix(labels, predicted)
-    scores = per_class_scores(matrix)
+    scores = per_class_scores(labels, predicted)
     accuracy = float((predicted == labels).mean())
     calibration, ece = reliability(probabilities, labels, params.calibration_bins)
     with Live(str(args.report_dir), dvcyaml=None, save_dvc_exp=False) as live:
         # In the order `dvc exp show` gives the columns, the first two kept in full in a narrow terminal.
-        live.log_metric("test/accuracy", round(accuracy, 6), plot=False)
+        live.log_metric("test/accuracy", share(accuracy), plot=False)
         live.log_metric("test/errors", int((predicted != labels).sum()), plot=False)
-        live.log_metric("test/loss", round(cross_entropy(probabilities, labels), 6), plot=False)
+        live.log_metric("test/loss", significant(cross_entropy(probabilities, labels)), plot=False)
         # Macro precision and recall are left to per_class.json: on MNIST's balanced classes they add
         # little to accuracy and macro F1, and each metric is one more column in every `dvc exp show`.
-        live.log_metric("test/macro_f1", round(float(np.mean([row["f1"] for row in scores])), 6), plot=False)
-        live.log_metric("test/ece", round(ece, 6), plot=False)
-        live.log_metric("test/accepted_accuracy", round(float((predicted == labels)[~digits_refused].mean()), 6),
-                        plot=False)
-        live.log_metric("reject/threshold", round(threshold, 6), plot=False)
-        live.log_metric("reject/auroc", round(float(roc_auc_score(is_digit, scored)), 6), plot=False)
-        live.log_metric("reject/nondigits", round(float(nondigits_refused.mean()), 6), plot=False)
-        live.log_metric("reject/digits", round(float(digits_refused.mean()), 6), plot=False)
-        for name, value in agreement.items():  # last: how model.onnx agrees with model.keras
-            live.log_metric(f"onnx/{name}", value, plot=False)
+        live.log_metric("test/macro_f1", share(np.mean([row["f1"] for row in scores])), plot=False)
+        live.log_metric("test/ece", significant(ece), plot=False)
+        live.log_metric("test/accepted_accuracy", share((predicted == labels)[~digits_refused].mean()), plot=False)
+        live.log_metric("reject/threshold", threshold, plot=False)
+        live.log_metric("reject/auroc", share(roc_auc_score(is_digit, scored)), plot=False)
+        live.log_metric("reject/nondigits", share(nondigits_refused.mean()), plot=False)
+        live.log_metric("reject/digits", share(digits_refused.mean()), plot=False)
         live.log_sklearn_plot("confusion_matrix", labels, predicted, name="confusion_matrix.json")
-        live.log_sklearn_plot("roc", is_digit, scored, name="roc.json")
+        live.log_sklearn_plot("roc", is_digit, np.round(scored, ROC_DECIMALS), name="roc.json")
     # Per-class scores are plots, not metrics: 30 more columns would crowd `dvc exp show` and `dvc metrics diff`.
     write_json(args.report_dir / "per_class.json", scores)
     write_json(args.report_dir / "calibration.json", calibration)
@@ -137,8 +136,6 @@ def main(argv: list[str] | None = None) -> None:
           f"{len(labels):,}), predicted at {len(labels) / seconds:,.0f} images/s by onnxruntime")
     print(f"evaluate: \"not a digit\" below {threshold:.1%} confidence: {nondigits_refused.mean():.1%} of "
           f"{len(kinds):,} non-digits and {digits_refused.mean():.2%} of the test digits refused")
-    print(f"evaluate: model.onnx agrees with model.keras on every answer, probabilities within "
-          f"{agreement['max_probability_difference']:.3g}")
     print(f"evaluate: metrics and plots in {args.report_dir}/")
 
 

@@ -16,10 +16,10 @@ import numpy as np
 
 from digitlab import figures
 from digitlab.data.raw import load_split
-from digitlab.shared.atomic import write_json
+from digitlab.files.atomic import write_json
 from digitlab.shared.errors import run_stage
+from digitlab.shared.mnist import CLASSES
 from digitlab.shared.params import load_params
-from digitlab.shared.prepared import CLASSES
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -3,7 +3,7 @@
 Sources, tried in order for each file:
   1. the mirror named by the environment variable MNIST_MIRROR, a local directory or
      an http(s) base URL holding the files under their official names;
-  2. the public mirrors (digitlab/data/raw.py), over HTTPS.
+  2. the public mirrors (digitlab/shared/mnist.py), over HTTPS.
 pooch writes each file under a temporary name and moves it into OUTPUT_DIR only once its
 sha256 matches, so a failed or interrupted download leaves nothing behind.
 
@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pooch
 
-from digitlab.data.raw import PUBLIC_MIRRORS, SHA256
 from digitlab.shared.errors import PipelineError, run_stage
+from digitlab.shared.mnist import PUBLIC_MIRRORS, SHA256
 from digitlab.shared.params import load_params
 
 

@@ -4,7 +4,7 @@ Pixels become float32 in [0, 1] with a channel axis, (N, 28, 28, 1). The validat
 images are drawn from the training images, the same fraction from every class
 (stratified); the test set is converted but otherwise untouched.
 
-It also makes images that hold no digit (digitlab/data/nondigits.py), read as the reader reads users'
+It also makes images that hold no digit (digitlab/images/nondigits.py), read as the reader reads users'
 images, in three splits of their own: for training (reject.outlier_share of the training digits'
 count), for choosing the "not a digit" threshold (reject.val_nondigits) and for evaluate
 (reject.test_nondigits).
@@ -20,11 +20,12 @@ from pathlib import Path
 
 import numpy as np
 
-from digitlab.data.nondigits import prepared_nondigits, split_seeds
 from digitlab.data.raw import load_split
+from digitlab.files.arrays import save_arrays
+from digitlab.images.nondigits import prepared_nondigits, split_seeds
+from digitlab.images.reading import to_model_input
 from digitlab.shared.errors import PipelineError, run_stage
 from digitlab.shared.params import load_params
-from digitlab.shared.prepared import save_arrays, to_model_input
 
 
 def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -18,12 +18,12 @@ from pathlib import Path
 import numpy as np
 
 from digitlab import figures
-from digitlab.evaluation.prediction import load_onnx_model
-from digitlab.shared.views import predict_probabilities
-from digitlab.shared.atomic import write_text
+from digitlab.files.arrays import load_arrays
+from digitlab.files.atomic import write_text
+from digitlab.inference.onnx_model import load_onnx_model
+from digitlab.inference.views import predict_probabilities
 from digitlab.shared.errors import run_stage
 from digitlab.shared.params import load_params
-from digitlab.shared.prepared import load_arrays
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -4,13 +4,16 @@ Each epoch, dvclive logs accuracy and loss on the training and validation splits
 (`dvc plots show` draws them). The model is chosen on the validation split only;
 the test set is not read here. The training non-digits (nondigits_train.npz) are mixed into the
 batches with a flat target; after training, the "not a digit" threshold of each number of views is
-chosen on the validation digits (digitlab/shared/rejection.py) and written into model.onnx.
+chosen on the validation digits (digitlab/inference/rejection.py) and written into model.onnx, and
+the shares of validation digits and validation non-digits (nondigits_val.npz) it refuses are metrics:
+choose `reject.*` by them, not by the test set.
 
 Writes MODEL_PATH (.keras) and beside it the same model as ONNX (model.onnx: what evaluate scores and
-users run with onnxruntime), and into REPORT_DIR: metrics.json (the validation split's accuracy and
-loss after the last epoch, and the parameter count), plots/metrics/{train,eval}/*.tsv (per-epoch
-curves), model_summary.txt, speed.json (training wall time and images/s: a timing, different on
-every run).
+users run with onnxruntime; the stage stops if it does not answer the validation images as the Keras
+model does), and into REPORT_DIR: metrics.json (the validation split's accuracy and loss after the
+last epoch, the parameter count, and "not a digit" on validation at REJECT_VIEWS views),
+plots/metrics/{train,eval}/*.tsv (per-epoch curves), model_summary.txt, speed.json (training wall
+time and images/s: a timing, different on every run).
 
 With train.distribute set to multi_worker, every machine of the cluster runs this same command
 with its own TF_CONFIG; only the chief writes outputs, and every worker prints the fingerprint
@@ -23,18 +26,24 @@ import argparse
 import time
 from pathlib import Path
 
-import keras
-from dvclive import Live
-from dvclive.keras import DVCLiveCallback
+from digitlab.training import distribute, fitting  # first: it imports TensorFlow, quietly (its __init__)
 
-from digitlab.shared.atomic import write_json, write_text
+import keras  # noqa: E402
+from dvclive import Live  # noqa: E402
+from dvclive.keras import DVCLiveCallback  # noqa: E402
+
+from digitlab.files.arrays import load_arrays
+from digitlab.files.atomic import write_json, write_text
+from digitlab.inference.precision import share
+from digitlab.inference.rejection import choose_threshold, confidences, rejected, thresholds_metadata
+from digitlab.inference.views import VIEWS, predict_probabilities
 from digitlab.shared.errors import run_stage
 from digitlab.shared.params import load_params
-from digitlab.shared.prepared import load_arrays
-from digitlab.shared.rejection import choose_threshold, confidences, thresholds_metadata
-from digitlab.shared.views import VIEWS, predict_probabilities
-from digitlab.training import distribute, fitting
-from digitlab.training.saving import export_onnx, save_model
+from digitlab.training.saving import check_export, export_onnx, save_model
+
+# "Not a digit" on validation is reported at the view count that mnist-predict, the app and the
+# default evaluate.tta_views use (reading evaluate.tta_views here would retrain for a change to it).
+REJECT_VIEWS = 5
 
 
 class LogParameterCount(keras.callbacks.Callback):
@@ -60,10 +69,9 @@ def onnx_path(model_path: Path) -> Path:
     return Path(model_path).with_suffix(".onnx")
 
 
-def rejection_thresholds(model: keras.Model, val: dict, false_rejection: float) -> dict[int, float]:
-    """For each number of views, the confidence below which `false_rejection` of the validation digits fall."""
-    return {views: choose_threshold(confidences(predict_probabilities(model, val["images"], 500, views)),
-                                    false_rejection) for views in VIEWS}
+def validation_confidences(model: keras.Model, images) -> dict[int, "np.ndarray"]:
+    """The model's confidence in each image, for each number of views."""
+    return {views: confidences(predict_probabilities(model, images, 500, views)) for views in VIEWS}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -86,18 +94,32 @@ def main(argv: list[str] | None = None) -> None:
     with Live(str(args.report_dir), dvcyaml=None, save_dvc_exp=False) as live:
         model = fitting.fit(params, train, val, callbacks=[LogParameterCount(live), DVCLiveCallback(live=live)],
                             outliers=outliers)
+        seconds = time.perf_counter() - started
         # The training split's figures stay in the curves (plots/metrics/train/), not in the metrics: they are
         # measured on augmented batches while the weights move, and the validation figures are what to compare.
         live.summary.pop("train", None)
-    seconds = time.perf_counter() - started
-    thresholds = rejection_thresholds(model, val, params.reject.false_rejection)
+
+        # "Not a digit": a threshold for each number of views, then what it refuses on validation.
+        digit_confidence = validation_confidences(model, val["images"])
+        thresholds = {views: choose_threshold(confidence, params.reject.false_rejection)
+                      for views, confidence in digit_confidence.items()}
+        nondigits = load_arrays(args.prepared_dir / "nondigits_val.npz")["images"]
+        nondigit_confidence = confidences(predict_probabilities(model, nondigits, 500, REJECT_VIEWS))
+        digits_refused = rejected(digit_confidence[REJECT_VIEWS], thresholds[REJECT_VIEWS])
+        nondigits_refused = rejected(nondigit_confidence, thresholds[REJECT_VIEWS])
+        live.log_metric("reject/val_nondigits", share(nondigits_refused.mean()), plot=False)
+        live.log_metric("reject/val_digits", share(digits_refused.mean()), plot=False)
     print("train: \"not a digit\" below a confidence of " + ", ".join(
         f"{threshold:.2%} ({views} view{'s' if views > 1 else ''})" for views, threshold in thresholds.items())
-          + f": at most {params.reject.false_rejection:.2%} of the validation digits", flush=True)
+          + f"; at {REJECT_VIEWS} views it refuses {nondigits_refused.mean():.1%} of {len(nondigits):,} validation "
+          f"non-digits and {digits_refused.mean():.2%} of the validation digits", flush=True)
 
     save_model(model, args.model_path)
     write_text(args.report_dir / "model_summary.txt", summary(model))
     export_onnx(model, onnx_path(args.model_path), metadata=thresholds_metadata(thresholds))
+    difference = check_export(model, onnx_path(args.model_path), val["images"])
+    print(f"train: model.onnx answers the {len(val['labels']):,} validation images as model.keras does, "
+          f"probabilities within {difference:.2g}", flush=True)
     # Timings differ from run to run, so they live apart from the reproducible metrics.json.
     images_per_second = params.train.epochs * (len(train["labels"]) + len(outliers)) / seconds
     write_json(args.report_dir / "speed.json", {"train": {"seconds": round(seconds, 1),

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from digitlab.data.idx import write_idx
-from digitlab.data.raw import SHA256
+from digitlab.shared.mnist import SHA256
 from digitlab.shared.params import Params, with_overrides
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -93,13 +93,14 @@ def small_keras_model(tmp_path_factory) -> Path:
     mirror = mnist_mirror()
     if mirror is None:
         pytest.skip("no MNIST files: run `dvc repro fetch`, or set MNIST_MIRROR to a folder holding them")
-    from digitlab.data.nondigits import prepared_nondigits, split_seeds
+    from digitlab.images.nondigits import prepared_nondigits, split_seeds
     from digitlab.data.raw import load_split
-    from digitlab.shared.prepared import to_model_input
-    from digitlab.shared.rejection import thresholds_metadata
+    from digitlab.images.reading import to_model_input
+    from digitlab.inference.rejection import thresholds_metadata
     from digitlab.training.fitting import fit
     from digitlab.training.saving import export_onnx, save_model
-    from stages.train import rejection_thresholds
+    from digitlab.inference.rejection import choose_threshold
+    from stages.train import validation_confidences
 
     images, labels = load_split(mirror, "train")
     train = {"images": to_model_input(images[:12000]), "labels": labels[:12000]}
@@ -110,7 +111,8 @@ def small_keras_model(tmp_path_factory) -> Path:
     outliers, _ = prepared_nondigits(2400, split_seeds(0)["train"])
     model = fit(params, train, val, outliers=outliers["images"])
     save_model(model, path)
-    thresholds = rejection_thresholds(model, val, false_rejection=0.01)
+    thresholds = {views: choose_threshold(confidence, 0.01)
+                  for views, confidence in validation_confidences(model, val["images"]).items()}
     export_onnx(model, path.with_suffix(".onnx"), metadata=thresholds_metadata(thresholds))
     return path
 

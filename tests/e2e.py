@@ -24,7 +24,6 @@ QUICK = {
     "data.max_train_samples": 3000,
     "train.epochs": 2,
     "train.lr_schedule": "constant",
-    "model.batch_norm": False,  # batch statistics need more steps than a smoke test takes
     "explore.sample_count": 9,
     "sample_predict.count": 9,
     "reject.val_nondigits": 140,  # a tenth of the non-digits: preprocess makes them in a second, not seven

@@ -578,3 +578,16 @@ def test_mnist_app_predicts_with_the_evaluate_stages_views_and_says_not_a_digit_
     with pytest.raises(SystemExit):
         web.main(["--port", "0", *argv])
     assert given == [(views, accept_all)]
+
+
+def test_the_app_shares_options_with_mnist_predict_without_importing_it():
+    """mnist-app's --views and --accept-all are mnist-predict's (digitlab/serving/options.py), and the app
+    does not reach into the command for them."""
+    result = subprocess.run([sys.executable, "-c", "import sys, digitlab.serving.app; "
+                             "print('digitlab.serving.cli' in sys.modules)"],
+                            capture_output=True, text=True, timeout=120, cwd=PROJECT_ROOT)
+    assert (result.returncode, result.stdout) == (0, "False\n"), result.stderr
+    from digitlab.serving import cli, options
+
+    for name in ("add_views_option", "add_accept_all_option", "native_stderr_hidden", "threshold_note"):
+        assert getattr(web, name) is getattr(cli, name) is getattr(options, name)

@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from digitlab.shared.atomic import atomic_path, write_json
+from digitlab.files.atomic import atomic_path, write_json
 from digitlab.shared.errors import PipelineError
 
 

@@ -19,7 +19,7 @@ import httpx
 import pytest
 from PIL import Image, ImageDraw
 
-from digitlab.data.nondigits import nondigit_images, split_seeds
+from digitlab.images.nondigits import nondigit_images, split_seeds
 from tests.conftest import PROJECT_ROOT, free_port
 
 FIRST_PREDICTION_LIMIT_S = 15  # from the process's start (about 1 s; generous, for a loaded CI machine)

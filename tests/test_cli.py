@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from digitlab.inference.views import VIEWS
 from digitlab.serving import cli
 from digitlab.serving.reader import DigitReader
 from tests.conftest import mnist_mirror
@@ -239,7 +240,7 @@ def test_a_huge_image_is_refused_without_decoding_it(tmp_path):
     script = textwrap.dedent("""
         import re, sys
         from pathlib import Path
-        from digitlab.data.images import ImageError, prepare
+        from digitlab.images.reading import ImageError, prepare
 
         def peak_mb():
             return int(re.search(r"VmHWM:\\s+(\\d+) kB", Path("/proc/self/status").read_text())[1]) // 1024
@@ -399,27 +400,45 @@ def test_output_cut_short_by_its_reader_ends_quietly(small_model, digits, tmp_pa
 
 def test_ctrl_c_stops_the_command_with_one_line(small_model, digits, tmp_path):
     # Ctrl-C signals the whole process group, worker processes included: one line, exit 130, no traceback.
+    # Two chunks of images, read by the worker processes, then a FIFO that no one ever writes to: reading
+    # it waits for ever, so the command cannot finish before the signal comes, however fast the machine.
     folder = tmp_path / "photos"
     folder.mkdir()
     save(photo(digits[0][0], seed=0), tmp_path / "one.png")
-    for index in range(5000):
+    for index in range(2 * cli.CHUNK):
         (folder / f"{index:04d}.png").symlink_to(tmp_path / "one.png")
+    never_written = tmp_path / "never-written.png"
+    os.mkfifo(never_written)
     command = Path(sys.executable).parent / "mnist-predict"
-    process = subprocess.Popen([command, folder, "--model", small_model], stdout=subprocess.PIPE,
+    process = subprocess.Popen([command, folder, never_written, "--model", small_model], stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True, start_new_session=True)
-    assert process.stdout.readline().startswith(str(folder))  # the first 500 are read: it is under way
-    os.killpg(process.pid, signal.SIGINT)
-    _, errors = process.communicate(timeout=60)
+    try:
+        assert process.stdout.readline().startswith(str(folder))  # the first chunk is read: it is under way
+        os.killpg(process.pid, signal.SIGINT)
+        _, errors = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:  # Ctrl-C did not stop it: it waits on the FIFO, with its workers
+            os.killpg(process.pid, signal.SIGKILL)
+            process.communicate()
     assert process.returncode == 130 and errors == "error: interrupted\n", errors
+
+
+def test_the_reader_refuses_a_number_of_views_it_has_none_for(small_model):
+    # At once, naming the numbers it takes, not as a KeyError at the first image read.
+    for views in (0, 3, 10):
+        with pytest.raises(ValueError, match=rf"^views={views}: test-time augmentation takes 1, 5 or 9 views$"):
+            DigitReader(small_model, views=views)
+    for views in VIEWS:
+        assert DigitReader(small_model, views=views).views == views
 
 
 def test_views_averages_the_prediction_over_shifted_copies(small_model, small_keras_model, good_file, capsys):
     """--views 5 gives what the evaluate stage's evaluate.tta_views 5 gives: the mean over the image and its shifts,
     here computed with the Keras model the ONNX file was exported from."""
-    from digitlab.evaluation.prediction import load_model
-    from digitlab.shared.views import VIEWS, shifted
-    from digitlab.data.images import prepare
-    from digitlab.shared.prepared import to_model_input
+    from digitlab.training.saving import load_model
+    from digitlab.inference.views import shifted
+    from digitlab.images.reading import prepare
+    from digitlab.images.reading import to_model_input
 
     status, out, err = run(capsys, good_file, "--json", "--views", "5", "--model", small_model)
     assert (status, err) == (0, [])

@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 import yaml
 
+from digitlab.files.arrays import save_arrays
 from digitlab.shared.errors import PipelineError
-from digitlab.shared.prepared import save_arrays
 from digitlab.training import distribute
 from stages import train
 from tests.conftest import PROJECT_ROOT, free_ports, make_params

@@ -16,17 +16,28 @@ def test_confusion_matrix_counts_true_rows_and_predicted_columns():
     matrix = confusion_matrix(np.array([0, 0, 1, 2]), np.array([0, 1, 1, 1]))
     assert matrix[0, 0] == 1 and matrix[0, 1] == 1 and matrix[1, 1] == 1 and matrix[2, 1] == 1
     assert matrix.sum() == 4 and matrix.shape == (10, 10)
+    assert matrix.dtype.kind == "i"  # counts: the heatmap writes them with fmt="d"
 
 
 def test_per_class_scores_on_a_worked_example():
     # digit 1: predicted 3 times, right twice -> precision 2/3; actual twice, both found -> recall 1
-    scores = per_class_scores(confusion_matrix(np.array([0, 0, 1, 1, 2]), np.array([0, 1, 1, 1, 2])))
+    scores = per_class_scores(np.array([0, 0, 1, 1, 2]), np.array([0, 1, 1, 1, 2]))
+    assert [row["digit"] for row in scores] == [str(digit) for digit in range(10)]
     one = scores[1]
     assert one["precision"] == pytest.approx(2 / 3, abs=1e-6) and one["recall"] == 1.0
     assert one["f1"] == pytest.approx(0.8, abs=1e-6) and one["support"] == 2
     assert scores[0]["recall"] == 0.5 and scores[5] == {
         "digit": "5", "precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0
     }
+    assert all(type(row["support"]) is int for row in scores)  # JSON integers in per_class.json
+
+
+def test_per_class_scores_are_zero_where_a_digit_is_never_predicted_or_never_true():
+    # 3 is true once and never predicted (precision undefined), 4 predicted once and never true (recall undefined)
+    scores = per_class_scores(np.array([3, 7]), np.array([4, 7]))
+    assert scores[3] == {"digit": "3", "precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 1}
+    assert scores[4] == {"digit": "4", "precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0}
+    assert scores[7] == {"digit": "7", "precision": 1.0, "recall": 1.0, "f1": 1.0, "support": 1}
 
 
 def test_cross_entropy_of_confident_and_uniform_predictions():

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from digitlab.data.images import ImageError, centre_of_mass, prepare, read_image, to_mnist
+from digitlab.images.reading import ImageError, centre_of_mass, prepare, read_image, to_mnist
 
 
 def bar(width: int, height: int, size=(200, 300), at=(40, 60), ink=255, paper=0) -> np.ndarray:

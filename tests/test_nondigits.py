@@ -8,9 +8,9 @@ import sys
 import numpy as np
 from PIL import ImageFont
 
-from digitlab.data import nondigits
-from digitlab.data.nondigits import KINDS, LOOKS, nondigit_images, split_seeds
-from digitlab.data.images import prepare
+from digitlab.images import nondigits
+from digitlab.images.nondigits import KINDS, LOOKS, nondigit_images, split_seeds
+from digitlab.images.reading import prepare
 
 from .conftest import PROJECT_ROOT
 

@@ -12,19 +12,12 @@ import tensorflow as tf
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from digitlab.data.nondigits import nondigit_images, split_seeds
-from digitlab.evaluation.prediction import load_onnx_model
+from digitlab.images.nondigits import nondigit_images, split_seeds
+from digitlab.inference.onnx_model import load_onnx_model
+from digitlab.inference.rejection import METADATA_KEY, NOT_A_DIGIT, choose_threshold, rejected, thresholds_from_metadata, thresholds_metadata
 from digitlab.serving import app as web
 from digitlab.serving.reader import DigitReader
 from digitlab.shared.errors import PipelineError
-from digitlab.shared.rejection import (
-    METADATA_KEY,
-    NOT_A_DIGIT,
-    choose_threshold,
-    rejected,
-    thresholds_from_metadata,
-    thresholds_metadata,
-)
 from digitlab.training import fitting
 from tests.conftest import make_params
 from tests.test_app import post_file

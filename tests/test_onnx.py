@@ -1,5 +1,5 @@
 """model.onnx, the model users run: the same bytes for the same weights, and the same answers as
-model.keras, or evaluate stops (one line, non-zero exit, no metrics)."""
+model.keras, or train stops (tests/test_train.py); evaluate scores it without TensorFlow."""
 
 import json
 import os
@@ -10,19 +10,14 @@ import numpy as np
 import pytest
 import yaml
 
-from digitlab.evaluation.prediction import (
-    PARITY_TOLERANCE,
-    load_model,
-    load_onnx_model,
-    parity,
-)
+from digitlab.files.arrays import save_arrays
+from digitlab.inference.onnx_model import load_onnx_model
+from digitlab.inference.rejection import thresholds_metadata
+from digitlab.inference.views import predict_probabilities
 from digitlab.shared.errors import PipelineError
-from digitlab.shared.prepared import save_arrays
-from digitlab.shared.rejection import thresholds_metadata
-from digitlab.shared.views import predict_probabilities
 from digitlab.training import fitting
 from digitlab.training.model import build_model
-from digitlab.training.saving import export_onnx, save_model
+from digitlab.training.saving import PARITY_TOLERANCE, check_export, check_parity, export_onnx, load_model, save_model
 from stages import evaluate
 from tests.conftest import PROJECT_ROOT, make_params
 from tests.test_train import TINY
@@ -84,17 +79,24 @@ def test_the_exported_model_gives_the_keras_models_probabilities(tmp_path):
     onnx = predict_probabilities(load_onnx_model(tmp_path / "model.onnx"), images, batch_size=7, views=5)
     keras = predict_probabilities(model, images, batch_size=7, views=5)
     assert onnx.shape == (30, 10)
-    agreement = parity(onnx, keras)
-    assert agreement["argmax_agreement"] == 1.0 and agreement["max_probability_difference"] <= PARITY_TOLERANCE
+    assert 0 <= check_parity(onnx, keras) <= PARITY_TOLERANCE
+    assert 0 <= check_export(model, tmp_path / "model.onnx", images) <= PARITY_TOLERANCE
 
 
 def test_parity_refuses_other_answers_or_probabilities_beyond_the_tolerance():
     keras = np.array([[0.6, 0.4], [0.3, 0.7]])
-    assert parity(keras + 1e-6, keras)["argmax_agreement"] == 1.0
-    with pytest.raises(PipelineError, match=r"argmax_agreement 0.500000.*max_probability_difference"):
-        parity(np.array([[0.4, 0.6], [0.3, 0.7]]), keras)
-    with pytest.raises(PipelineError, match=r"agree on 100.00%.*differ by up to 0.001"):
-        parity(keras + [[1e-3, -1e-3], [0, 0]], keras)
+    assert check_parity(keras + 1e-6, keras) == pytest.approx(1e-6)
+    with pytest.raises(PipelineError, match=r"same answer for 50.00% of the images \(must be all\)"):
+        check_parity(np.array([[0.4, 0.6], [0.3, 0.7]]), keras)
+    with pytest.raises(PipelineError, match=r"same answer for 100.00%.*differ by up to 0.001"):
+        check_parity(keras + [[1e-3, -1e-3], [0, 0]], keras)
+
+
+def test_the_export_check_refuses_another_models_file(tmp_path):
+    export_onnx(tiny_model(1), tmp_path / "model.onnx")  # a differently seeded model's export
+    images = np.random.default_rng(1).random((30, 28, 28, 1), dtype=np.float32)
+    with pytest.raises(PipelineError, match="model.onnx is not the Keras model.*dvc repro --force train"):
+        check_export(tiny_model(0), tmp_path / "model.onnx", images)
 
 
 def test_unreadable_onnx_file_is_reported(tmp_path):
@@ -105,15 +107,13 @@ def test_unreadable_onnx_file_is_reported(tmp_path):
         load_onnx_model(tmp_path / "model.onnx")
 
 
-def test_evaluate_scores_the_onnx_model_and_reports_its_agreement_last(workdir):
+def test_evaluate_scores_the_onnx_model(workdir):
     write_models(workdir, keras_seed=0, onnx_seed=0)
     evaluate.main(["prepared", "model/model.onnx", "reports"])
     metrics = json.loads((workdir / "reports/metrics.json").read_text())
-    assert list(metrics) == ["test", "reject", "onnx"]
+    assert list(metrics) == ["test", "reject"]  # the ONNX parity is train's check, not a metric
     assert list(metrics["test"]) == ["accuracy", "errors", "loss", "macro_f1", "ece", "accepted_accuracy"]
     assert list(metrics["reject"]) == ["threshold", "auroc", "nondigits", "digits"]
-    assert metrics["onnx"]["argmax_agreement"] == 1.0
-    assert 0 <= metrics["onnx"]["max_probability_difference"] <= PARITY_TOLERANCE
     # The figures are the ONNX model's, with the test-time views of params.yaml, on every image.
     images = np.load(workdir / "prepared/test.npz")["images"]
     keras_model = load_model(workdir / "model/model.keras")
@@ -134,15 +134,3 @@ def test_evaluate_scores_the_onnx_model_and_reports_its_agreement_last(workdir):
     assert roc[-1]["fpr"] == roc[-1]["tpr"] == 1.0  # every image accepted at the lowest threshold
     by_kind = json.loads((workdir / "reports/rejection.json").read_text())["nondigits_refused_by_kind"]
     assert sorted(by_kind) == ["letters", "noise", "shapes"]
-
-
-def test_evaluate_stops_when_the_onnx_file_is_another_model(workdir):
-    write_models(workdir, keras_seed=0, onnx_seed=1)  # an export of a differently seeded model
-    result = subprocess.run([sys.executable, "-m", "stages.evaluate", "prepared", "model/model.onnx", "reports"],
-                            cwd=workdir, env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)},
-                            capture_output=True, text=True, check=False)
-    assert result.returncode == 1, result.stderr
-    last = result.stderr.strip().splitlines()[-1]
-    assert last.startswith("error: model.onnx is not the Keras model") and "Traceback" not in result.stderr
-    assert "argmax_agreement" in last and "max_probability_difference" in last and "dvc repro --force train" in last
-    assert not (workdir / "reports/metrics.json").exists()

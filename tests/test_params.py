@@ -123,3 +123,58 @@ def test_load_params_reports_invalid_yaml(tmp_path):
 def test_load_params_reports_a_missing_file(tmp_path):
     with pytest.raises(PipelineError, match="not found"):
         load_params(tmp_path / "params.yaml")
+
+
+def test_the_view_counts_params_accept_are_those_the_views_define():
+    from typing import get_args
+
+    from digitlab.inference.views import VIEWS
+    from digitlab.shared.params import Evaluate
+
+    assert get_args(Evaluate.model_fields["tta_views"].annotation) == tuple(VIEWS)
+
+
+def test_load_params_reads_yaml_1_2_numbers(tmp_path):
+    # `3e-05` and `1e-5` are numbers in YAML 1.2 (what DVC writes) and strings in YAML 1.1 (PyYAML).
+    text = yaml.safe_dump(BASE_PARAMS).replace("learning_rate: 0.003", "learning_rate: 3e-05")
+    text = text.replace("weight_decay: 0.0", "weight_decay: 1e-5")
+    params = load_params(_write(tmp_path, text))
+    assert params.train.learning_rate == 3e-05 and params.train.weight_decay == 1e-05
+
+
+# A one-stage pipeline whose command reads params.yaml as every stage does, and writes what it read.
+READ_PARAMS = ("import json; from digitlab.shared.params import load_params; "
+               "open('read.json', 'w').write(json.dumps(load_params().model_dump()))")
+SETS = {  # what `dvc exp run -S` writes: small and large floats, null, a list, a boolean
+    "train.learning_rate": ("3e-5", 3e-05),
+    "train.weight_decay": ("1e-5", 1e-05),
+    "train.label_smoothing": ("1e-12", 1e-12),
+    "fetch.timeout_s": ("2.5e3", 2500.0),
+    "data.max_train_samples": ("null", None),
+    "model.conv_filters": ("[8,16]", [8, 16]),
+    "model.batch_norm": ("false", False),
+}
+
+
+@pytest.mark.slow
+def test_every_value_dvc_exp_run_sets_is_read_back(tmp_path):
+    import os
+    import subprocess
+
+    (tmp_path / "params.yaml").write_text((PROJECT_ROOT / PARAMS_FILE).read_text())
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"read": {
+        "cmd": f'python -c "{READ_PARAMS}"', "params": ["seed", "fetch", "train", "model", "data"],
+        "outs": [{"read.json": {"cache": False}}]}}}))
+    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT), "DVC_NO_ANALYTICS": "1"}
+    run = lambda *command: subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True)  # noqa: E731
+    for command in (["git", "init", "-q"], ["dvc", "init", "-q"], ["git", "add", "-A"],
+                    ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init"]):
+        assert run(*command).returncode == 0
+    sets = [argument for key, (value, _) in SETS.items() for argument in ("-S", f"{key}={value}")]
+    result = run("dvc", "exp", "run", *sets)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert isinstance(yaml.safe_load((tmp_path / "params.yaml").read_text())["train"]["learning_rate"], str)  # 1.1
+    read = __import__("json").loads((tmp_path / "read.json").read_text())
+    for key, (_, expected) in SETS.items():
+        section, name = key.split(".")
+        assert read[section][name] == expected, key

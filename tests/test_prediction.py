@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 
-from digitlab.evaluation.prediction import load_model
-from digitlab.shared.views import VIEWS, predict_probabilities, shifted
+from digitlab.inference.views import VIEWS, predict_probabilities, shifted
 from digitlab.shared.errors import PipelineError
 from digitlab.training.model import build_model
+from digitlab.training.saving import load_model
 from tests.test_model import model_params
 
 

@@ -3,8 +3,9 @@
 import numpy as np
 import pytest
 
+from digitlab.files.arrays import load_arrays, save_arrays
+from digitlab.images.reading import to_model_input
 from digitlab.shared.errors import PipelineError
-from digitlab.shared.prepared import load_arrays, save_arrays, to_model_input
 from stages import preprocess
 from tests.conftest import make_params
 

@@ -1,6 +1,7 @@
 """The serving-only install, made as a user makes it (`uv sync --frozen --no-default-groups`, into a new
 environment): it holds no TensorFlow, Keras, DVC or Matplotlib, and its mnist-predict and mnist-app read
-digits with the train stage's ONNX model (docs/using-the-model.md)."""
+digits with the train stage's ONNX model (docs/using-the-model.md). The wheel holds the library, not
+the pipeline's stage scripts."""
 
 import json
 import os
@@ -55,3 +56,21 @@ def test_the_serving_only_install_reads_digits_without_tensorflow(small_model, t
     finally:
         server.terminate()
         server.wait(timeout=10)
+
+
+def test_the_wheel_holds_the_library_and_the_page_but_not_the_pipelines_scripts(tmp_path):
+    import zipfile
+
+    uv = shutil.which("uv")
+    assert uv, "uv is not on PATH: install it as the README says (.ci/run does)"
+    # Built from a copy: setuptools writes build/ and *.egg-info/ beside pyproject.toml.
+    source = tmp_path / "source"
+    for name in ("digitlab", "stages"):
+        shutil.copytree(PROJECT_ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(PROJECT_ROOT / name, source / name)
+    subprocess.run([uv, "build", "--wheel", "--out-dir", tmp_path / "dist", "--quiet", source], check=True, timeout=300)
+    [wheel] = (tmp_path / "dist").glob("*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert {name.split("/")[0] for name in names if not name.split("/")[0].endswith(".dist-info")} == {"digitlab"}
+    assert "digitlab/serving/static/index.html" in names and "digitlab/inference/onnx_model.py" in names

@@ -1,2 +1,2 @@
-"""The data: the four official MNIST files (where they come from, their checksums, the IDX format),
-images of any kind made to look like an MNIST digit, and images that hold no digit."""
+"""The raw MNIST files as fetch downloaded them: the IDX format (idx), the train and test splits (raw).
+Explore and preprocess depend on this folder."""

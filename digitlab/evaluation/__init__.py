@@ -1,3 +1,1 @@
-"""Evaluating a trained model: loading it and predicting (prediction), scores and calibration (scores)."""
-
-import digitlab.shared  # noqa: F401  (TensorFlow's and Matplotlib's settings, before either is imported)
+"""Scoring the test set's predictions: confusion matrix, per-class scores, calibration (scores)."""

@@ -1,32 +1,30 @@
 """Scoring predictions: confusion matrix, per-class scores, cross-entropy and calibration.
 
-Plain NumPy, no TensorFlow, so that the report command can use it without loading Keras.
+NumPy and scikit-learn, no TensorFlow, so that the report command can use it without loading Keras.
 """
 
 import numpy as np
+from sklearn import metrics
 
-from digitlab.shared.prepared import CLASSES
+from digitlab.inference.precision import significant
+from digitlab.shared.mnist import CLASSES
 
 
 def confusion_matrix(labels: np.ndarray, predicted: np.ndarray) -> np.ndarray:
-    """Counts of (true digit, predicted digit) pairs: rows true, columns predicted."""
-    matrix = np.zeros((len(CLASSES), len(CLASSES)), dtype=np.int64)
-    np.add.at(matrix, (labels, predicted), 1)
-    return matrix
+    """Counts of (true digit, predicted digit) pairs: rows true, columns predicted, every digit of
+    CLASSES a row and a column even where it never occurs."""
+    return metrics.confusion_matrix(labels, predicted, labels=list(CLASSES))
 
 
-def per_class_scores(matrix: np.ndarray) -> list[dict]:
-    """Precision, recall and F1 of each digit; 0 where a ratio is undefined."""
-    true_positives = np.diag(matrix).astype(float)
-    predicted, actual = matrix.sum(axis=0), matrix.sum(axis=1)
-    precision = np.divide(true_positives, predicted, out=np.zeros(len(CLASSES)), where=predicted > 0)
-    recall = np.divide(true_positives, actual, out=np.zeros(len(CLASSES)), where=actual > 0)
-    both = precision + recall
-    f1 = np.divide(2 * precision * recall, both, out=np.zeros(len(CLASSES)), where=both > 0)
+def per_class_scores(labels: np.ndarray, predicted: np.ndarray) -> list[dict]:
+    """Precision, recall and F1 of each digit, and its support (how many of `labels` it is); 0 where a
+    ratio is undefined (a digit never predicted, or never in `labels`)."""
+    precision, recall, f1, support = metrics.precision_recall_fscore_support(
+        labels, predicted, labels=list(CLASSES), zero_division=0)
     return [
         {"digit": str(digit), "precision": round(float(p), 6), "recall": round(float(r), 6),
          "f1": round(float(f), 6), "support": int(s)}
-        for digit, p, r, f, s in zip(CLASSES, precision, recall, f1, actual)
+        for digit, p, r, f, s in zip(CLASSES, precision, recall, f1, support)
     ]
 
 
@@ -53,7 +51,7 @@ def reliability(probabilities: np.ndarray, labels: np.ndarray, bins: int) -> tup
             continue
         mean_confidence, accuracy = float(confidence[members].mean()), float(correct[members].mean())
         gap += members.sum() * abs(mean_confidence - accuracy)
-        rows.append({"bin": f"{i / bins:.2f}-{(i + 1) / bins:.2f}", "confidence": round(mean_confidence, 6),
+        rows.append({"bin": f"{i / bins:.2f}-{(i + 1) / bins:.2f}", "confidence": significant(mean_confidence),
                      "accuracy": round(accuracy, 6), "count": int(members.sum())})
     return rows, gap / len(labels)
 

@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import seaborn as sns
 
-from digitlab.shared.atomic import atomic_path
+from digitlab.files.atomic import atomic_path
 
 DPI = 100
 WRONG = "tab:red"

@@ -29,7 +29,7 @@ import seaborn as sns
 
 from digitlab.evaluation.scores import confusion_matrix
 from digitlab.figures import grouped_bars, save
-from digitlab.shared.atomic import write_text
+from digitlab.files.atomic import write_text
 from digitlab.shared.errors import PipelineError, run_stage
 
 CURVES = "reports/train/plots/metrics/{split}/{metric}.tsv"

@@ -1,9 +1,14 @@
 """Using the trained model on your own images: no pipeline stage depends on this folder.
 
-  images   an image of any kind -> the MNIST look (28x28, white on black, centred)
-  reader   DigitReader: load the model once, read many images
-  cli      mnist-predict
-  app      mnist-app, the draw-a-digit page and its JSON endpoint (static/ holds the page)
+  reader    DigitReader: load the model once, read many images
+  cli       mnist-predict
+  app       mnist-app, the draw-a-digit page and its JSON endpoint (static/ holds the page)
+  options   what mnist-predict and mnist-app share: --views, --accept-all, the no-threshold note,
+            onnxruntime's start-up warnings hidden
+
+An image of any kind is turned into the MNIST look (28x28, white on black, centred) by
+digitlab/images/reading.py, and the ONNX model is loaded and run by digitlab/inference/; neither
+imports TensorFlow, and nothing here does.
 """
 
-import digitlab.shared  # noqa: F401  (TensorFlow's and Matplotlib's settings, before either is imported)
+import digitlab.shared  # noqa: F401  (Matplotlib's settings, for mnist-predict --show, before it is imported)

@@ -71,10 +71,10 @@ from PIL import Image, UnidentifiedImageError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
-from digitlab.serving.cli import add_accept_all_option, add_views_option, native_stderr_hidden, threshold_note
+from digitlab.inference.rejection import NOT_A_DIGIT
+from digitlab.serving.options import add_accept_all_option, add_views_option, native_stderr_hidden, threshold_note
 from digitlab.serving.reader import DEFAULT_MODEL, DEFAULT_VIEWS, DigitReader, Reading
 from digitlab.shared.errors import PipelineError
-from digitlab.shared.rejection import NOT_A_DIGIT
 
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024  # room for a full-size photo from a phone; the canvas's PNG is far smaller
 # Pillow's own decompression-bomb check first only warns, and refuses only far larger images; a 40-megapixel

@@ -26,7 +26,6 @@ It runs the ONNX model with onnxruntime and never imports TensorFlow, so the ser
 """
 
 import argparse
-import contextlib
 import importlib.util
 import json
 import os
@@ -36,23 +35,16 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from digitlab.data.images import NO_DIGIT
-from digitlab.serving.reader import DEFAULT_MODEL, DEFAULT_VIEWS, DigitReader, Reading
-from digitlab.shared.atomic import atomic_path
+from digitlab.files.atomic import atomic_path
+from digitlab.images.reading import NO_DIGIT
+from digitlab.inference.rejection import NOT_A_DIGIT
+from digitlab.serving.options import add_accept_all_option, add_views_option, native_stderr_hidden, threshold_note
+from digitlab.serving.reader import DEFAULT_MODEL, DigitReader, Reading
 from digitlab.shared.errors import PipelineError
-from digitlab.shared.rejection import NOT_A_DIGIT
-from digitlab.shared.views import VIEWS
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 CHUNK = 500  # files read and predicted at a time: memory stays bounded and lines come out as they are ready
 SHOW_LIMIT = 20  # rows of the --show figure; more would make it too tall to read
-
-
-def add_views_option(parser: argparse.ArgumentParser) -> None:
-    """--views, for mnist-predict and mnist-app alike."""
-    parser.add_argument("--views", type=int, choices=sorted(VIEWS), default=DEFAULT_VIEWS,
-                        help="test-time augmentation: average over the image and its 4 (or 8) one-pixel shifts; "
-                        f"1 for none (default {DEFAULT_VIEWS}, as the evaluate stage)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -99,37 +91,6 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so that Python's exit flush is quiet
         return 0
     return 0 if all_read else 1
-
-
-def add_accept_all_option(parser: argparse.ArgumentParser) -> None:
-    """--accept-all, for mnist-predict and mnist-app alike."""
-    parser.add_argument("--accept-all", action="store_true",
-                        help='give every image its most likely digit, never "not a digit"')
-
-
-def threshold_note(reader: DigitReader, model: Path, accept_all: bool) -> str | None:
-    """A note for a model that carries no "not a digit" threshold: every image will get a digit."""
-    if reader.threshold is not None or accept_all:
-        return None
-    return (f"note: {model} carries no \"not a digit\" threshold for {reader.views} views (it was trained before "
-            "there was one), so every image gets a digit; `dvc repro train` trains one that has it")
-
-
-@contextlib.contextmanager
-def native_stderr_hidden():
-    """Hide what C++ code writes to stderr meanwhile: onnxruntime's start-up warnings (a GPU it cannot
-    query, say), which it writes before a session's log level applies and which would bury the one-line
-    errors. Python's own messages and tracebacks still show.
-    """
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "wb") as null:
-            os.dup2(null.fileno(), 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
 
 
 def image_files(paths: list[Path]) -> tuple[list[Path], bool]:

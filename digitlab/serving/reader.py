@@ -6,10 +6,10 @@
     -> [{"path": "photo.jpg", "digit": 7, "confidence": 0.998, "runner_up": 1,
          "probabilities": [...10 floats...], "error": None}, ...]
 
-Each image goes through digitlab.data.images.prepare (the MNIST look), then the model, in batches.
+Each image goes through digitlab.images.reading.prepare (the MNIST look), then the model, in batches.
 An image that cannot be read, or holds no digit, gets `digit: None` and an `error` that says
 why; it never gets a guess. One the model reads with less confidence than the threshold model.onnx
-carries (chosen by the train stage, digitlab/shared/rejection.py) gets `digit: None` and `error:
+carries (chosen by the train stage, digitlab/inference/rejection.py) gets `digit: None` and `error:
 "not a digit"`, with its confidence and probabilities still given; `DigitReader(accept_all=True)`
 gives every image its most likely digit instead.
 
@@ -28,12 +28,12 @@ from pathlib import Path
 
 import numpy as np
 
-from digitlab.evaluation.prediction import load_onnx_model
-from digitlab.shared.views import predict_probabilities
-from digitlab.data.images import prepare_or_why
+from digitlab.images.reading import prepare_or_why
+from digitlab.images.reading import to_model_input
+from digitlab.inference.onnx_model import load_onnx_model
+from digitlab.inference.rejection import NOT_A_DIGIT, rejected
+from digitlab.inference.views import VIEWS, predict_probabilities
 from digitlab.shared.errors import PipelineError
-from digitlab.shared.prepared import to_model_input
-from digitlab.shared.rejection import NOT_A_DIGIT, rejected
 
 DEFAULT_MODEL = Path("data/model/model.onnx")
 # Test-time augmentation (1, 5 or 9 views): as evaluate.tta_views in params.yaml, so the model is used
@@ -74,6 +74,9 @@ class DigitReader:
 
     def __init__(self, model_path: str | Path = DEFAULT_MODEL, batch_size: int = 500, views: int = DEFAULT_VIEWS,
                  accept_all: bool = False):
+        if views not in VIEWS:  # now, not as a KeyError at the first image
+            raise ValueError(f"views={views!r}: test-time augmentation takes "
+                             f"{', '.join(map(str, sorted(VIEWS)[:-1]))} or {sorted(VIEWS)[-1]} views")
         model_path = Path(model_path)
         if model_path.suffix.lower() == ".keras":
             raise keras_file_error(model_path)

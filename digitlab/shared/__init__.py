@@ -1,4 +1,5 @@
-"""What every stage shares: params, the prepared arrays' format, test-time views, atomic writes, errors."""
+"""What every stage shares, fetch included: params.yaml validated (params), MNIST's facts (mnist), one-line
+errors (errors), and the environment TensorFlow and Matplotlib need (here)."""
 
 import os
 

@@ -14,9 +14,10 @@ import numpy as np
 import tensorflow as tf
 from keras import layers
 
+from digitlab.inference.precision import share, significant
 from digitlab.shared.errors import PipelineError
+from digitlab.shared.mnist import CLASSES
 from digitlab.shared.params import Augment, Params, Train
-from digitlab.shared.prepared import CLASSES
 from digitlab.training import distribute
 from digitlab.training.model import build_model
 
@@ -90,7 +91,7 @@ def augmentation(augment: Augment, seed: int) -> keras.Sequential | None:
 def training_targets(arrays: dict, outliers: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(images, targets): the digits one-hot (so that label smoothing can apply), then the `outliers`,
     images holding no digit, with a flat target, a tenth for every class (outlier exposure,
-    digitlab/shared/rejection.py); label smoothing leaves a flat target as it is."""
+    digitlab/inference/rejection.py); label smoothing leaves a flat target as it is."""
     one_hot = np.eye(len(CLASSES), dtype=np.float32)[arrays["labels"]]
     if outliers is None or not len(outliers):
         return arrays["images"], one_hot
@@ -158,6 +159,18 @@ def learning_rate(train: Train, steps_per_epoch: int) -> float | keras.optimizer
     )
 
 
+def norm_momentum(steps: int) -> float:
+    """Batch normalisation's momentum for a run of `steps` training steps.
+
+    Inference normalises with running averages of the batch statistics, which start at 0 and 1.
+    Keras's momentum, 0.99, averages about the last 100 steps: right for the default run (over
+    10,000 steps), but a quick run of 150 steps would keep a quarter of the starting values, and one
+    of 50 steps 60%, so its model, right on its training batches, read the test set at chance (11-23%).
+    So the average spans at most the last tenth of the run; from 1,000 steps on it is Keras's 0.99.
+    """
+    return min(0.99, max(0.0, 1 - 10 / steps))
+
+
 def make_optimizer(train: Train, steps_per_epoch: int) -> keras.optimizers.Optimizer:
     rate = learning_rate(train, steps_per_epoch)
     weight_decay = train.weight_decay or None
@@ -199,7 +212,8 @@ def fit(params: Params, train: dict, val: dict, callbacks: list[keras.callbacks.
     images = len(train["labels"]) + outlier_count
     steps_per_epoch = images // config.batch_size if replicas > 1 else math.ceil(images / config.batch_size)
     with strategy.scope():
-        model = build_model(params.model, config.mixed_precision, replicas, for_training=True)
+        momentum = norm_momentum(config.epochs * steps_per_epoch)
+        model = build_model(params.model, config.mixed_precision, replicas, for_training=True, norm_momentum=momentum)
         optimizer = make_optimizer(config, steps_per_epoch)
         if config.mixed_precision == "mixed_float16":
             optimizer = keras.optimizers.LossScaleOptimizer(optimizer)  # float16 gradients would underflow
@@ -260,6 +274,7 @@ def fit(params: Params, train: dict, val: dict, callbacks: list[keras.callbacks.
         for callback in callbacks:
             getattr(callback, hook)(*args)
 
+    model.stop_training = False
     notify("on_train_begin")
     try:
         for epoch in range(config.epochs):
@@ -269,10 +284,15 @@ def fit(params: Params, train: dict, val: dict, callbacks: list[keras.callbacks.
             notify("on_test_begin")
             val_loss, val_accuracy = mean(validation_step, val_batches)
             notify("on_test_end")
-            logs = {"accuracy": accuracy, "loss": loss, "val_accuracy": val_accuracy, "val_loss": val_loss}
+            # At the precision that every CPU agrees on: these go into tracked curves and metrics.
+            logs = {"accuracy": share(accuracy), "loss": significant(loss),
+                    "val_accuracy": share(val_accuracy), "val_loss": significant(val_loss)}
             print(f"epoch {epoch + 1}/{config.epochs}: {time.perf_counter() - started:.0f} s, "
                   + ", ".join(f"{name} {value:.4f}" for name, value in logs.items()), flush=True)
             notify("on_epoch_end", epoch, logs)
+            if model.stop_training:  # set by a callback, such as keras.callbacks.EarlyStopping
+                print(f"train: stopped after epoch {epoch + 1} by a callback", flush=True)
+                break
     except tf.errors.OpError as error:
         if config.distribute != "multi_worker":
             raise
@@ -286,14 +306,14 @@ def fit(params: Params, train: dict, val: dict, callbacks: list[keras.callbacks.
     optimizer.finalize_variable_values(model.trainable_variables)  # the averaged weights, if train.ema_momentum
     notify("on_train_end")
     # The saved model is the same whatever the setting: float32, Keras's plain batch normalisation.
-    return plain_copy(model, params)
+    return plain_copy(model, params, momentum)
 
 
-def plain_copy(model: keras.Model, params: Params) -> keras.Model:
+def plain_copy(model: keras.Model, params: Params, momentum: float = 0.99) -> keras.Model:
     """The trained weights in a one-device float32 model of Keras's own layers, which loads anywhere.
     Mixed precision is for training (predicting in 16 bits on a CPU is slow, and the variables are
     float32 anyway); synchronised and fused batch normalisation are only for training."""
-    copy = build_model(params.model)
+    copy = build_model(params.model, norm_momentum=momentum)
     copy.set_weights(model.get_weights())
     return copy
 

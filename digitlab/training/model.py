@@ -11,23 +11,27 @@ import keras
 import tensorflow as tf
 from keras import layers
 
+from digitlab.shared.mnist import CLASSES, IMAGE_SIZE
 from digitlab.shared.params import Model
-from digitlab.shared.prepared import CLASSES, IMAGE_SIZE
 
 
-def build_model(params: Model, precision: str = "none", replicas: int = 1, for_training: bool = False) -> keras.Model:
+def build_model(params: Model, precision: str = "none", replicas: int = 1, for_training: bool = False,
+                norm_momentum: float = 0.99) -> keras.Model:
     """The CNN. With a mixed `precision` ("mixed_float16", "mixed_bfloat16") its layers compute in 16 bits,
     except the softmax output, which stays float32 so that the probabilities and the loss stay accurate.
     Trained on several `replicas`, batch normalisation uses the statistics of the global batch, so that
     every replica keeps the same running statistics and so the same model. A model `for_training`
     normalises its batches with TensorFlow's fused kernel (FusedBatchNormalization); it has the same
-    weights, and training.fit copies them into a plain model to save."""
+    weights, and training.fit copies them into a plain model to save. `norm_momentum` is how much of
+    its running statistics batch normalisation keeps at each step (Keras's 0.99; fitting.norm_momentum
+    lowers it for short runs)."""
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy("float32" if precision == "none" else precision)
     if replicas > 1:
-        normalisation = functools.partial(layers.BatchNormalization, synchronized=True)
+        normalisation = functools.partial(layers.BatchNormalization, synchronized=True, momentum=norm_momentum)
     else:
-        normalisation = FusedBatchNormalization if for_training else layers.BatchNormalization
+        kind = FusedBatchNormalization if for_training else layers.BatchNormalization
+        normalisation = functools.partial(kind, momentum=norm_momentum)
     try:
         return _build(params, normalisation)
     finally:

@@ -8,6 +8,9 @@ different md5s, and DVC would take the second for a new model: `dvc.lock` would 
 and sample_predict would re-run for nothing. So the archive is rewritten: a fixed time for every
 member, no `date_saved` (Keras never reads it back), and shared objects numbered 1, 2, ... in the
 order they appear, which keeps what is shared with what.
+
+The same holds for model.onnx (export_onnx), which train then loads with onnxruntime and checks
+against the Keras model (check_export). load_model reads a .keras file back (benchmarks, tests).
 """
 
 import contextlib
@@ -23,7 +26,10 @@ import keras
 import numpy as np
 import onnx
 
-from digitlab.shared.atomic import atomic_path
+from digitlab.files.atomic import atomic_path
+from digitlab.inference.onnx_model import load_onnx_model
+from digitlab.inference.views import predict_probabilities
+from digitlab.shared.errors import PipelineError
 
 # The earliest time a zip member can carry (1980-01-01 00:00), as reproducible-build tools use.
 FIXED_TIME = (1980, 1, 1, 0, 0, 0)
@@ -140,3 +146,48 @@ def numbered_generated_names(graph, numbers: dict | None = None) -> None:
         copy.CopyFrom(initializer)
     del graph.initializer[:]
     graph.initializer.extend(copies)
+
+
+def load_model(path: str | Path) -> keras.Model:
+    """Load a model written by the train stage; safe mode refuses embedded Python code."""
+    path = Path(path)
+    if not path.is_file():
+        raise PipelineError(f"model file {path} not found; run `dvc repro train` to train it")
+    try:
+        return keras.saving.load_model(path, safe_mode=True)
+    except (ValueError, OSError, zipfile.BadZipFile, KeyError, TypeError) as error:
+        raise PipelineError(
+            f"{path} is not a readable Keras model ({type(error).__name__}); run `dvc repro --force train`"
+        ) from error
+
+
+# How far the ONNX model's probabilities may stray from the Keras model's on the same images: float32
+# arithmetic done in another order (onnxruntime's kernels, tf2onnx's folded constants) moves them by
+# about 1e-7; a wrong export (other weights, a layer lost) moves them by far more, and changes answers.
+PARITY_TOLERANCE = 1e-4
+PARITY_BATCH = 500  # images per call; no effect on the probabilities
+
+
+def check_parity(onnx_probabilities: np.ndarray, keras_probabilities: np.ndarray) -> float:
+    """The largest difference of any probability between the ONNX model and the Keras model it was
+    exported from, on the same images. Raises a PipelineError if any answer (argmax) differs or a
+    probability differs by more than PARITY_TOLERANCE: then model.onnx is not the model trained.
+    A check, not a metric: it can only pass, with a rounding residue, or stop the stage."""
+    agreement = float((onnx_probabilities.argmax(axis=1) == keras_probabilities.argmax(axis=1)).mean())
+    difference = float(np.abs(onnx_probabilities - keras_probabilities).max())
+    if agreement < 1 or not difference <= PARITY_TOLERANCE:
+        raise PipelineError(
+            f"model.onnx is not the Keras model: they give the same answer for {agreement:.2%} of the images "
+            f"(must be all) and probabilities differ by up to {difference:.3g} (at most {PARITY_TOLERANCE:g}); "
+            "run `dvc repro --force train` to export both again"
+        )
+    return difference
+
+
+def check_export(model: keras.Model, onnx_path: Path, images: np.ndarray) -> float:
+    """Load `onnx_path` as users will (onnxruntime) and check that it answers `images` as `model` does
+    (check_parity); the largest difference of any probability."""
+    onnx_model = load_onnx_model(onnx_path)
+    return check_parity(predict_probabilities(onnx_model, images, PARITY_BATCH),
+                        predict_probabilities(model, images, PARITY_BATCH))
+

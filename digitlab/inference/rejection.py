@@ -1,7 +1,7 @@
 """"Not a digit": the confidence below which an image is refused, chosen by train and carried in model.onnx.
 
 A softmax over ten digits must pick one, whatever it is shown. So the train stage also shows the model
-images that hold no digit (digitlab/data/nondigits.py) with a flat target, a tenth for every digit
+images that hold no digit (digitlab/images/nondigits.py) with a flat target, a tenth for every digit
 (outlier exposure, Hendrycks et al. 2019), and its confidence on such images, the largest of its ten
 probabilities averaged over the test-time views, stays low. Train then chooses, for each number of
 views, the confidence below which `reject.false_rejection` of the validation digits fall, and writes
@@ -14,6 +14,7 @@ import json
 
 import numpy as np
 
+from digitlab.inference.precision import threshold_down
 from digitlab.shared.errors import PipelineError
 
 NOT_A_DIGIT = "not a digit"
@@ -27,8 +28,12 @@ def confidences(probabilities: np.ndarray) -> np.ndarray:
 
 def choose_threshold(digit_confidences: np.ndarray, false_rejection: float) -> float:
     """The confidence below which at most `false_rejection` of these digits' confidences lie (an image
-    is refused when its confidence is below it, so ties with the threshold are accepted)."""
-    return float(np.quantile(digit_confidences, false_rejection, method="lower"))
+    is refused when its confidence is below it, so ties with the threshold are accepted), rounded down
+    to a precision that every CPU agrees on (digitlab/inference/precision.py). 0 refuses nothing: no
+    confidence is below 0, whatever images come later."""
+    if false_rejection == 0:
+        return 0.0
+    return threshold_down(np.quantile(digit_confidences, false_rejection, method="lower"))
 
 
 def rejected(image_confidences: np.ndarray, threshold: float) -> np.ndarray:

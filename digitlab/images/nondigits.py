@@ -25,8 +25,8 @@ import math
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from digitlab.data.images import prepare
-from digitlab.shared.prepared import IMAGE_SIZE, to_model_input
+from digitlab.images.reading import prepare, to_model_input
+from digitlab.shared.mnist import IMAGE_SIZE
 
 KINDS = ("letters", "symbols", "numbers", "scribbles", "shapes", "textures", "noise")
 LOOKS = ("paper PNG", "paper JPEG", "light on black", "transparent")

@@ -10,6 +10,9 @@ so `prepare` makes it so:
               channel) -> 8-bit greyscale ink map, ink bright on dark, whichever way round it was
   to_mnist    find the ink at full resolution, crop to it, scale it into 20x20 keeping its
               aspect ratio, centre it in 28x28 by its centre of mass; None if there is no ink
+
+and `to_model_input` turns 28x28 images, MNIST's own or these, into what the model takes.
+Preprocess (the MNIST files and the non-digits) and the reader (your images) share this module.
 """
 
 import io
@@ -21,7 +24,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from digitlab.shared.errors import PipelineError
-from digitlab.shared.prepared import IMAGE_SIZE
+from digitlab.shared.mnist import IMAGE_SIZE
 
 DIGIT_BOX = 20  # MNIST's digits fit a 20x20 box inside the 28x28 image
 MAX_SIDE = 2048  # larger images are reduced to this first: plenty for one digit, and bounded memory
@@ -29,6 +32,11 @@ MIN_SIDE = 8  # smaller than this cannot hold a recognisable digit
 INK = 0.35  # after normalising, brighter than this is ink (below: paper, noise, JPEG ringing)
 NO_DIGIT = "no digit found"
 MIN_CONTRAST = 0.15  # ink this close to the paper's level (a fraction of black to white) is no digit
+
+
+def to_model_input(images: np.ndarray) -> np.ndarray:
+    """Scale uint8 images to float32 in [0, 1] and add the channel axis: (N, 28, 28, 1)."""
+    return (images.astype(np.float32) / 255.0)[..., np.newaxis]
 
 
 class ImageError(PipelineError):

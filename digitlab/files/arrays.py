@@ -1,23 +1,15 @@
-"""The prepared arrays: what the model sees in training, evaluation and prediction.
+"""The prepared arrays' files: preprocess writes them, train, evaluate and sample_predict read them.
 
-Train, evaluate and sample_predict depend on this module and not on the raw MNIST
-files, so that an edit to how raw files are read does not retrain the model.
+They depend on this module and not on the raw MNIST files, so that an edit to how raw files are
+read does not retrain the model.
 """
 
 from pathlib import Path
 
 import numpy as np
 
-from digitlab.shared.atomic import atomic_path
+from digitlab.files.atomic import atomic_path
 from digitlab.shared.errors import PipelineError
-
-IMAGE_SIZE = 28
-CLASSES = tuple(range(10))
-
-
-def to_model_input(images: np.ndarray) -> np.ndarray:
-    """Scale uint8 images to float32 in [0, 1] and add the channel axis: (N, 28, 28, 1)."""
-    return (images.astype(np.float32) / 255.0)[..., np.newaxis]
 
 
 def save_arrays(path: str | Path, **arrays: np.ndarray) -> None:
