@@ -51,7 +51,7 @@ run_stage(train.main)
 
 def make_project(folder: Path, distribute_setting: str, epochs: int = 2, train_count: int = 640) -> Path:
     """params.yaml, `train_count` training images (10 batches of 64) and 100 validation images of random
-    noise, and an empty set of non-digits."""
+    noise, an empty set of training non-digits and 10 validation ones."""
     rng = np.random.default_rng(0)
     for name, count in (("train", train_count), ("val", 100)):
         images = rng.random((count, 28, 28, 1), dtype=np.float32)
@@ -62,6 +62,9 @@ def make_project(folder: Path, distribute_setting: str, epochs: int = 2, train_c
     # (fitting.training_targets), so they take the path tested here.
     save_arrays(folder / "prepared" / "nondigits_train.npz", images=np.zeros((0, 28, 28, 1), np.float32),
                 kinds=np.array([], dtype=np.str_))
+    # Validation's non-digits are only predicted after training, for "not a digit" on validation.
+    save_arrays(folder / "prepared" / "nondigits_val.npz", images=rng.random((10, 28, 28, 1), dtype=np.float32),
+                kinds=np.array(["noise"] * 10))
     params = make_params({**SYNCHRONOUS, "train.epochs": epochs, "train.distribute": distribute_setting})
     (folder / "params.yaml").write_text(yaml.safe_dump(params.model_dump()))
     return folder
