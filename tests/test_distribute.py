@@ -112,8 +112,8 @@ def test_mirrored_on_two_devices_gives_the_one_device_weights(one_device, tmp_pa
     folder = make_project(tmp_path, "mirrored")
     output = finish(start(folder, "-c", TWO_CPU_DEVICES))
     assert "mirrored over" in output and "CPU:0" in output and "CPU:1" in output, output
-    assert files(folder) == files(one_device) == sorted(["params.yaml", "prepared/nondigits_train.npz", "prepared/train.npz", "prepared/val.npz",
-                                                        *TRAIN_FILES])
+    assert files(folder) == files(one_device) == sorted(["params.yaml", "prepared/nondigits_train.npz", "prepared/nondigits_val.npz",
+                                                        "prepared/train.npz", "prepared/val.npz", *TRAIN_FILES])
     for ours, reference in zip(weights(folder / "model.keras"), weights(one_device / "model.keras"), strict=True):
         np.testing.assert_allclose(ours, reference, atol=2e-5)
 
