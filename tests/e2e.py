@@ -1,9 +1,10 @@
 """What the end-to-end tests share: the small pipeline, built once per session, and helpers to drive it.
 
-The root conftest.py loads this module as a plugin, so the `pipeline` and `clone` fixtures are the same
-objects in every test module: `pipeline` runs `dvc repro` (1 to 2 minutes) once per pytest session
-however many modules use it. A test that changes anything works on its own copy (`clone`), so that
-every test can run alone and in any order. The MNIST files come from MNIST_MIRROR,
+The root conftest.py loads this module as a plugin, so the `pipeline`, `clone`, `experimented` and
+`experiment_clone` fixtures are the same objects in every test module: `pipeline` runs `dvc repro` (about
+a minute) once per pytest session however many modules use it, and `experimented` one experiment on top
+of it, for the tests of the review loop and of sharing an experiment. A test that changes anything works
+on its own copy (`clone`, `experiment_clone`), so that every test can run alone and in any order. The MNIST files come from MNIST_MIRROR,
 ../shared/data/mnist beside the project, or the project's own data/raw.
 """
 
@@ -24,6 +25,7 @@ QUICK = {
     "data.max_train_samples": 3000,
     "train.epochs": 2,
     "train.lr_schedule": "constant",
+    "evaluate.tta_views": 1,  # a fifth of the predictions (a test switches to 5)
     "explore.sample_count": 9,
     "sample_predict.count": 9,
     "reject.val_nondigits": 140,  # a tenth of the non-digits: preprocess makes them in a second, not seven
@@ -100,4 +102,28 @@ def clone(pipeline, tmp_path) -> Path:
     """A copy of the baseline repository (git, DVC cache, workspace) for one test to change."""
     copy = tmp_path / "clone"
     shutil.copytree(pipeline, copy, symlinks=True)
+    return copy
+
+
+@pytest.fixture(scope="session")
+def experimented(pipeline, tmp_path_factory) -> tuple[Path, str]:
+    """A copy of the baseline, with a DVC remote (a folder) in a commit of its own, after one experiment
+    run as the README runs them, and that command's output: `dvc exp run --temp -n one -S train.epochs=1`
+    (it trains: one training shared by the tests that need an experiment). Tests must not change it;
+    `experiment_clone` gives a copy to change."""
+    root = tmp_path_factory.mktemp("experimented") / "repo"
+    shutil.copytree(pipeline, root, symlinks=True)
+    # A team's DVC remote, committed before the experiment, as tests/test_sharing.py pushes it there.
+    run(["dvc", "remote", "add", "--default", "storage", str(root.parent / "storage")], root)
+    run(["git", "add", ".dvc/config"], root)
+    run(["git", "commit", "-qm", "DVC remote"], root)
+    output = run(["dvc", "exp", "run", "--temp", "-S", "train.epochs=1", "-n", "one"], root)
+    return root, output
+
+
+@pytest.fixture
+def experiment_clone(experimented, tmp_path) -> Path:
+    """A copy of `experimented` (git, its experiment, DVC cache, workspace) for one test to change."""
+    copy = tmp_path / "clone"
+    shutil.copytree(experimented[0], copy, symlinks=True)
     return copy

@@ -154,13 +154,15 @@ def exp_show_headers(clone: Path, *options: str) -> list[str]:
     return table.splitlines()[1].split()
 
 
-def test_experiments_compare_in_exp_show_metrics_diff_plots_diff_and_the_report(clone, tmp_path):
-    # One test for the whole review loop, with one training: each `dvc exp run` that trains is the
-    # suite's dearest step.
+def test_experiments_compare_in_exp_show_metrics_diff_plots_diff_and_the_report(experimented, experiment_clone,
+                                                                                tmp_path):
+    # One test for the whole review loop. Each `dvc exp run` that trains is the suite's dearest step, so
+    # the experiment "one" (`dvc exp run --temp -S train.epochs=1`) is made once, by tests/e2e.py.
+    clone = experiment_clone
     baseline = json.loads((clone / "reports/evaluate/metrics.json").read_text())["test"]
     # As the README runs them: with --temp each leaves the workspace as it was, so the next starts from
     # params.yaml, not from the one before. train.epochs re-runs exactly train, evaluate and sample_predict.
-    ran = run(["dvc", "exp", "run", "--temp", "-S", "train.epochs=1", "-n", "one"], clone)
+    ran = experimented[1]
     assert stages_run(ran) == ["train", "evaluate", "sample_predict"], ran
     assert run(["git", "status", "--porcelain"], clone) == ""
     # A queued experiment runs from a clean copy of the workspace: -S train.epochs=2 is the baseline's own

@@ -159,21 +159,25 @@ def test_a_teammate_pulls_from_an_s3_remote_and_repro_runs_nothing(clone, tmp_pa
     assert_has_everything_and_repro_runs_nothing(teammate, clone)
 
 
-def test_an_experiment_pushed_by_one_teammate_is_pulled_listed_and_applied_by_another(clone, tmp_path):
-    publish(clone, tmp_path / "origin.git", str(tmp_path / "storage"))
+def test_an_experiment_pushed_by_one_teammate_is_pulled_listed_and_applied_by_another(experiment_clone, tmp_path):
+    # The experiment "one" (`dvc exp run --temp -S train.epochs=1`), made by tests/e2e.py on a commit that
+    # adds a DVC remote (a folder), as publish() does here.
+    clone = experiment_clone
     baseline_model = (clone / MODEL).read_bytes()
-    run(["dvc", "exp", "run", "-n", "one-epoch", "-S", "train.epochs=1"], clone)
+    run(["git", "clone", "-q", "--bare", str(clone), str(tmp_path / "origin.git")], clone)
+    run(["git", "remote", "add", "origin", str(tmp_path / "origin.git")], clone)
+    run(["dvc", "exp", "apply", "one"], clone)
     produced = (clone / MODEL).read_bytes()
     metrics = json.loads((clone / "reports/evaluate/metrics.json").read_text())["test"]
     assert produced != baseline_model
     # Its git ref to origin, and its data (the new model) to the DVC remote.
-    run(["dvc", "exp", "push", "origin", "one-epoch"], clone)
+    run(["dvc", "exp", "push", "origin", "one"], clone)
 
     teammate = teammate_clone(tmp_path / "origin.git", tmp_path / "teammate")
-    run(["dvc", "exp", "pull", "origin", "one-epoch"], teammate)
+    run(["dvc", "exp", "pull", "origin", "one"], teammate)
     listed = experiment_metrics(json.loads(run(["dvc", "exp", "show", "--json"], teammate)))
-    assert listed.get("one-epoch") == metrics, listed
-    run(["dvc", "exp", "apply", "one-epoch"], teammate)
+    assert listed.get("one") == metrics, listed
+    run(["dvc", "exp", "apply", "one"], teammate)
     run(["dvc", "pull"], teammate)
     assert (teammate / MODEL).read_bytes() == produced
     assert "epochs: 1" in (teammate / "params.yaml").read_text()
