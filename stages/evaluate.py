@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> None:
         live.log_metric("reject/nondigits", share(nondigits_refused.mean()), plot=False)
         live.log_metric("reject/digits", share(digits_refused.mean()), plot=False)
         live.log_sklearn_plot("confusion_matrix", labels, predicted, name="confusion_matrix.json")
-        live.log_sklearn_plot("roc", is_digit, np.round(scored, ROC_DECIMALS), name="roc.json")
+        live.log_sklearn_plot("roc", is_digit, np.round(scored.astype(np.float64), ROC_DECIMALS), name="roc.json")
     # Per-class scores are plots, not metrics: 30 more columns would crowd `dvc exp show` and `dvc metrics diff`.
     write_json(args.report_dir / "per_class.json", scores)
     write_json(args.report_dir / "calibration.json", calibration)

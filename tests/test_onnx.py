@@ -116,6 +116,10 @@ def test_evaluate_scores_the_onnx_model(workdir):
     assert list(metrics) == ["test", "reject"]  # the ONNX parity is train's check, not a metric
     assert list(metrics["test"]) == ["accuracy", "errors", "loss", "macro_f1", "ece", "accepted_accuracy"]
     assert list(metrics["reject"]) == ["threshold", "auroc", "nondigits", "digits"]
+    # What comes from probabilities is written at a precision that every CPU agrees on.
+    assert metrics["test"]["loss"] == float(f"{metrics['test']['loss']:.4g}")
+    roc_points = json.loads((workdir / "reports/plots/sklearn/roc.json").read_text())["roc"]
+    assert all(point["threshold"] == round(point["threshold"], 2) for point in roc_points[1:])
     # The figures are the ONNX model's, with the test-time views of params.yaml, on every image.
     images = np.load(workdir / "prepared/test.npz")["images"]
     keras_model = load_model(workdir / "model/model.keras")

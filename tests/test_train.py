@@ -63,6 +63,10 @@ def test_same_params_and_seed_give_identical_metrics(workdir):
     # Validation's figures and the size: the training split's stay in the curves, not in the metrics.
     assert metrics["step"] == 1 and list(metrics) == ["model", "eval", "step", "reject"]
     assert list(metrics["reject"]) == ["val_nondigits", "val_digits"]  # "not a digit", judged on validation
+    # Written at a precision that every CPU agrees on (digitlab/inference/precision.py).
+    losses = [float(line.split()[1]) for split in ("train", "eval")
+              for line in (workdir / f"a/plots/metrics/{split}/loss.tsv").read_text().splitlines()[1:]]
+    assert all(loss == float(f"{loss:.4g}") for loss in [metrics["eval"]["loss"], *losses]), losses
     assert (workdir / "a/plots/metrics/train/accuracy.tsv").is_file()
     assert (workdir / "a.keras").read_bytes() == (workdir / "b.keras").read_bytes()  # the same model file, too
     summary = (workdir / "a/model_summary.txt").read_text()
@@ -311,3 +315,12 @@ def test_a_quick_run_on_a_subset_reads_new_digits_as_well_as_its_training_batche
                         callbacks=[LastLogs()])
     accuracy = (model.predict_on_batch(test_split["images"]).argmax(axis=1) == test_split["labels"]).mean()
     assert accuracy > 0.85 and accuracy >= logs["accuracy"], (logs, accuracy)  # 91% against 71% on its batches
+
+
+def test_importing_the_training_code_prints_none_of_tensorflows_start_up_lines():
+    # On a machine without a GPU, TensorFlow logs oneDNN's notice and "Could not find cuda drivers" (INFO)
+    # and "failed call to cuInit" (ERROR) before TF_CPP_MIN_LOG_LEVEL applies; digitlab.training drops them.
+    result = subprocess.run([sys.executable, "-c", "import digitlab.training; import sys; print('x', file=sys.stderr)"],
+                            cwd=PROJECT_ROOT, env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)},
+                            capture_output=True, text=True, check=True)
+    assert result.stderr == "x\n", result.stderr
