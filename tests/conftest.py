@@ -121,3 +121,20 @@ def small_keras_model(tmp_path_factory) -> Path:
 def small_model(small_keras_model) -> Path:
     """The model.onnx of small_keras_model: what the prediction command, DigitReader and the web app read."""
     return small_keras_model.with_suffix(".onnx")
+
+
+# Fixtures that cost a minute to build, once per test process. Under pytest-xdist (pyproject's addopts run
+# two processes, `--dist loadgroup`), the tests that use one of them go to one process, in two groups of the
+# small pipeline's tests that each process can take, building the pipeline once each.
+COSTLY_FIXTURES = {"experimented": "experiments", "experiment_clone": "experiments",
+                   "pipeline": "pipeline", "clone": "pipeline",
+                   "small_keras_model": "small model", "small_model": "small model"}
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        names = getattr(item, "fixturenames", ())
+        group = next((COSTLY_FIXTURES[name] for name in COSTLY_FIXTURES if name in names), None)
+        if group:
+            item.add_marker(pytest.mark.xdist_group(group))
