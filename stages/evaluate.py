@@ -11,6 +11,9 @@ Writes into REPORT_DIR:
                                    reject.auroc (digits against non-digits, by confidence), reject.nondigits
                                    and reject.digits (the shares of each refused as "not a digit")
   rejection.json                   the same shares, and the non-digits refused by kind (letters, noise...)
+  answers.json                     image by image, the test digits misread or refused and the test non-digits
+                                   accepted, with their answers (digitlab/evaluation/answers.py): what the review
+                                   pairs with another version's
   per_class.json                   precision, recall, F1 and support of each digit (rows, for DVC's bar plots)
   calibration.json                 mean confidence and accuracy per confidence bin (reliability diagram)
   speed.json                       inference images/s (a timing: differs from run to run)
@@ -35,6 +38,7 @@ from dvclive import Live
 from sklearn.metrics import roc_auc_score
 
 from digitlab import figures
+from digitlab.evaluation import answers
 from digitlab.evaluation.scores import (
     confusion_matrix,
     cross_entropy,
@@ -43,7 +47,7 @@ from digitlab.evaluation.scores import (
     reliability,
 )
 from digitlab.files.arrays import load_arrays
-from digitlab.files.atomic import write_json
+from digitlab.files.atomic import write_json, write_text
 from digitlab.inference.onnx_model import load_onnx_model
 from digitlab.inference.precision import share, significant
 from digitlab.inference.rejection import confidences, rejected
@@ -82,8 +86,8 @@ def main(argv: list[str] | None = None) -> None:
     threshold = model.thresholds[params.tta_views]
     nondigits = load_arrays(args.prepared_dir / "nondigits_test.npz")
     digit_confidence = confidences(probabilities)
-    nondigit_confidence = confidences(predict_probabilities(model, nondigits["images"], params.batch_size,
-                                                            params.tta_views))
+    nondigit_probabilities = predict_probabilities(model, nondigits["images"], params.batch_size, params.tta_views)
+    nondigit_confidence = confidences(nondigit_probabilities)
     digits_refused, nondigits_refused = rejected(digit_confidence, threshold), rejected(nondigit_confidence, threshold)
     # A digit is the positive class, its confidence the score: the ROC's threshold is the confidence itself.
     is_digit = np.concatenate([np.ones(len(labels), int), np.zeros(len(nondigit_confidence), int)])
@@ -120,6 +124,12 @@ def main(argv: list[str] | None = None) -> None:
         "nondigits_refused_by_kind": {str(kind): round(float(nondigits_refused[kinds == kind].mean()), 4)
                                       for kind in np.unique(kinds)},
     })
+    # Image by image, what a review pairs with another version's answers (the wrong ones only: small for git).
+    write_text(args.report_dir / answers.FILE_NAME, answers.to_json({
+        "threshold": threshold, "views": params.tta_views,
+        "digits": answers.digit_answers(test["images"], labels, probabilities, digits_refused),
+        "nondigits": answers.nondigit_answers(nondigits["images"], kinds, nondigit_probabilities, nondigits_refused),
+    }))
     # Timings differ from run to run, so they live apart from the reproducible metrics above.
     write_json(args.report_dir / "speed.json", {"inference": {"images_per_second": round(len(labels) / seconds)}})
     figures.confusion_heatmap(matrix, args.report_dir / "confusion_matrix.png")

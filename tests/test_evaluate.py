@@ -1,8 +1,11 @@
-"""Evaluation scores: confusion matrix, per-class scores, cross-entropy, calibration, mistakes."""
+"""Evaluation scores: confusion matrix, per-class scores, cross-entropy, calibration, mistakes; the answers file."""
+
+import json
 
 import numpy as np
 import pytest
 
+from digitlab.evaluation.answers import digit_answers, fingerprint, nondigit_answers, to_json
 from digitlab.evaluation.scores import (
     confusion_matrix,
     cross_entropy,
@@ -73,3 +76,25 @@ def test_most_confident_mistakes_come_first_and_right_answers_never():
     probabilities[2, 3] = 0.8  # wrong, more confident
     probabilities[3, 4] = 0.7  # wrong
     assert most_confident_mistakes(probabilities, np.array([1, 0, 0, 0]), count=2).tolist() == [2, 3]
+
+
+def test_answers_list_the_digits_misread_or_refused_and_the_nondigits_accepted():
+    images = np.arange(4 * 784, dtype=np.float32).reshape(4, 28, 28, 1)
+    probabilities = np.array([[0.9, 0.1], [0.3, 0.7], [0.45, 0.55], [0.8, 0.2]])
+    labels = np.array([0, 0, 1, 0])
+    refused = np.array([False, False, True, False])  # image 2: read right, but refused
+
+    digits = digit_answers(images, labels, probabilities, refused)
+    assert digits == {"count": 4, "fingerprint": fingerprint(images), "wrong": [
+        {"index": 1, "label": 0, "answer": 1, "confidence": 0.7, "refused": False},
+        {"index": 2, "label": 1, "answer": 1, "confidence": 0.55, "refused": True}]}
+    nondigits = nondigit_answers(images, np.array(["a", "b", "c", "d"]), probabilities, refused)
+    assert [row["index"] for row in nondigits["wrong"]] == [0, 1, 3]  # all but the one refused
+    assert nondigits["wrong"][0] == {"index": 0, "kind": "a", "answer": 0, "confidence": 0.9}
+
+    answers = {"threshold": 0.6, "views": 1, "digits": digits, "nondigits": nondigits}
+    text = to_json(answers)
+    assert json.loads(text) == answers
+    assert '    {"index": 1, "label": 0, "answer": 1, "confidence": 0.7, "refused": false},' in text.splitlines()
+    # The fingerprint names the images and their order.
+    assert fingerprint(images[::-1]) != fingerprint(images) == fingerprint(images.copy())

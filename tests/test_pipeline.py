@@ -50,6 +50,7 @@ def test_every_stage_writes_outputs_that_make_sense(pipeline):
     for split, count in (("train", round(0.05 * train_count)), ("val", 140), ("test", 140)):
         with np.load(pipeline / f"data/prepared/nondigits_{split}.npz", allow_pickle=False) as nondigits:
             assert count - 5 <= len(nondigits["kinds"]) <= count and nondigits["images"].shape[1:] == (28, 28, 1)
+            nondigits_kinds = nondigits["kinds"]  # the last, the test split's
     reject = all_metrics["reject"]
     assert 0 < reject["threshold"] < 1 and 0.5 < reject["auroc"] <= 1
     assert 0 <= reject["digits"] <= 0.05 and 0 <= reject["nondigits"] <= 1
@@ -64,6 +65,15 @@ def test_every_stage_writes_outputs_that_make_sense(pipeline):
     assert [row["digit"] for row in json.loads((pipeline / "reports/evaluate/per_class.json").read_text())] == [
         str(d) for d in range(10)
     ]
+    # Image by image, the answers the review pairs: they add up to the metrics, and stay small.
+    answers = json.loads((pipeline / "reports/evaluate/answers.json").read_text())
+    digits, nondigits = answers["digits"], answers["nondigits"]
+    assert digits["count"] == 10000 and nondigits["count"] == len(nondigits_kinds)
+    assert sum(row["answer"] != row["label"] for row in digits["wrong"]) == test_metrics["errors"]
+    assert sum(row["refused"] for row in digits["wrong"]) == round(reject["digits"] * 10000)
+    assert len(nondigits["wrong"]) == round((1 - reject["nondigits"]) * nondigits["count"])
+    assert all(row["confidence"] < reject["threshold"] + 0.01 for row in digits["wrong"] if row["refused"])
+    assert (pipeline / "reports/evaluate/answers.json").stat().st_size < 50_000
 
     with open(pipeline / "reports/predict/predictions.csv") as table:
         rows = list(csv.DictReader(table))
@@ -168,10 +178,25 @@ def test_experiments_compare_in_exp_show_metrics_diff_plots_diff_and_the_report(
     # A queued experiment runs from a clean copy of the workspace: -S train.epochs=2 is the baseline's own
     # value, so all its results come from the cache and nothing trains.
     run(["dvc", "exp", "run", "--queue", "-S", "train.epochs=2", "-n", "two"], clone)
+    # And another seed of the baseline's params, which trains: what seed noise looks like.
+    run(["dvc", "exp", "run", "--queue", "-S", "seed=43", "-n", "seed43"], clone)
     run(["dvc", "exp", "run", "--run-all"], clone)
     experiments = experiment_metrics(json.loads(run(["dvc", "exp", "show", "--json"], clone)))
     assert experiments.get("one") is not None and experiments["one"] != baseline, experiments
-    assert experiments["two"] == baseline
+    assert experiments["two"] == baseline and experiments["seed43"] != baseline
+
+    # Is it real? Pairing each test image across two experiments: a second seed is noise; 2 epochs
+    # against 1 are better, and 1 against 2 worse (experiments by name, as `dvc exp show` lists them).
+    def verdict(*options: str) -> dict:
+        output = tmp_path / "verdict"
+        run([sys.executable, "-m", "digitlab.review.report", *options, "--output", str(output)], clone)
+        return json.loads((output / "verdict.json").read_text())["metrics"]
+
+    seeds = verdict("--rev", "two", "--head", "seed43")["test.accuracy"]
+    assert seeds["verdict"] == "noise" and seeds["fixed"] + seeds["broken"] > 0, seeds
+    longer = verdict("--rev", "one", "--head", "two")["test.accuracy"]
+    assert longer["verdict"] == "better" and longer["p_value"] < 0.01, longer
+    assert verdict("--rev", "two", "--head", "one")["test.accuracy"]["verdict"] == "worse"
     # Applied to the workspace, an experiment's change from HEAD is what `dvc metrics diff` shows.
     run(["dvc", "exp", "apply", "one"], clone)
     diff = json.loads(run(["dvc", "metrics", "diff", "--json"], clone))
@@ -215,6 +240,9 @@ def test_experiments_compare_in_exp_show_metrics_diff_plots_diff_and_the_report(
     output = tmp_path / "report"
     run([sys.executable, "-m", "digitlab.review.report", "--rev", "HEAD", "--output", str(output)], clone)
     report = (output / "report.md").read_text()
+    assert json.loads((output / "verdict.json").read_text())["metrics"]["test.accuracy"]["verdict"] == "worse"
+    real = report.split("## Is it real?")[1].split("\n## ")[0]
+    assert "**worse**" in real and "](broken.png)" in real  # the test digits 1 epoch misreads, as pictures
     old, new = baseline["accuracy"], experiments["one"]["accuracy"]
     assert f"| test.accuracy | {old:.5g} | {new:.5g} | {new - old:+.5g} |" in report
     assert "train.epochs" in report.split("## Parameters changed")[1].split("##")[0]

@@ -11,8 +11,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
+
+from digitlab.evaluation.answers import fingerprint, to_json
+from digitlab.files.arrays import save_arrays
 
 from tests.conftest import PROJECT_ROOT
 
@@ -48,9 +52,9 @@ def write_json(path: Path, data) -> None:
     path.write_text(json.dumps(data, indent=2) + "\n")
 
 
-def report(repo: Path, rev: str = "HEAD") -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "digitlab.review.report", "--rev", rev, "--output", "compare"],
-                          cwd=repo, env=ENV, capture_output=True, text=True)
+def report(repo: Path, rev: str = "HEAD", *options: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "digitlab.review.report", "--rev", rev, "--output", "compare",
+                           *options], cwd=repo, env=ENV, capture_output=True, text=True)
 
 
 def report_md(repo: Path) -> str:
@@ -89,7 +93,7 @@ def test_unchanged_workspace_gives_the_headline_table_and_says_nothing_changed(r
     report = report_md(repo)
 
     assert [line for line in report.splitlines() if line.startswith("#")] == [
-        "# Model report: workspace against `HEAD`", "## Test set", "## Parameters changed", "## Metrics changed",
+        "# Model report: workspace against `HEAD`", "## Is it real?", "## Test set", "## Parameters changed", "## Metrics changed",
         "## Plots"]
     # The only table is the headline one: no per-class rows, no dvclive `step`.
     assert [line for line in report.splitlines() if line.startswith("|")] == [
@@ -147,7 +151,8 @@ def test_unknown_revision_is_one_line_error(repo):
 
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [
-        "error: unknown git revision 'no-such-branch'; give a branch, tag or commit with --rev"]
+        "error: unknown git revision or experiment 'no-such-branch'; give a branch, tag, commit or an experiment "
+        "named in `dvc exp show`"]
     assert not (repo / "compare").exists()
 
 
@@ -175,3 +180,137 @@ def test_plots_compare_the_revision_with_the_workspace(repo):
               if line.startswith("![")]
     assert images == ["accuracy.png", "loss.png", "per_class_f1.png", "reliability.png", "confusion.png"]
     assert all((repo / "compare" / image).read_bytes().startswith(b"\x89PNG") for image in images)
+
+
+# --- Is it real? Answers paired image by image (digitlab/review/paired.py) --------------------------------------
+
+DIGITS, NONDIGITS = 100, 20
+
+
+def prepare_images(repo: Path) -> dict[str, str]:
+    """Stand-in test images in the workspace's data/prepared, as preprocess writes them; their fingerprints."""
+    rng = np.random.default_rng(0)
+    digits = rng.random((DIGITS, 28, 28, 1), dtype=np.float32)
+    nondigits = rng.random((NONDIGITS, 28, 28, 1), dtype=np.float32)
+    save_arrays(repo / "data/prepared/test.npz", images=digits, labels=np.full(DIGITS, 7))
+    save_arrays(repo / "data/prepared/nondigits_test.npz", images=nondigits, kinds=np.array(["letters"] * NONDIGITS))
+    return {"digits": fingerprint(digits), "nondigits": fingerprint(nondigits)}
+
+
+def write_answers(repo: Path, prints: dict[str, str], misread=(), refused=(), accepted=()) -> None:
+    """reports/evaluate/answers.json: test digits (all 7s) misread as 1 or refused, non-digits accepted as 4."""
+    wrong = [{"index": i, "label": 7, "answer": 1 if i in misread else 7, "confidence": 0.61, "refused": i in refused}
+             for i in sorted(set(misread) | set(refused))]
+    path = repo / "reports/evaluate/answers.json"
+    path.write_text(to_json({
+        "threshold": 0.5, "views": 1,
+        "digits": {"count": DIGITS, "fingerprint": prints["digits"], "wrong": wrong},
+        "nondigits": {"count": NONDIGITS, "fingerprint": prints["nondigits"], "wrong": [
+            {"index": i, "kind": "letters", "answer": 4, "confidence": 0.9} for i in accepted]}}))
+
+
+def commit(repo: Path, message: str) -> None:
+    run(["git", "add", "-A"], repo)
+    run(["git", "commit", "-qm", message], repo)
+
+
+def verdicts(repo: Path) -> dict:
+    return json.loads((repo / "compare" / "verdict.json").read_text())
+
+
+def test_a_change_that_breaks_twelve_images_and_fixes_one_is_worse(repo):
+    prints = prepare_images(repo)
+    write_answers(repo, prints, misread=[0, 1], refused=[1], accepted=[3])
+    commit(repo, "base answers")
+    # The head fixes image 0 and breaks 2..13; it refuses one more digit and accepts one more non-digit.
+    write_answers(repo, prints, misread=[1, *range(2, 14)], refused=[1, 50], accepted=[3, 4])
+
+    report = report_md(repo)
+
+    real = section(report, "Is it real?")
+    assert "α = 0.05" in real
+    rows = {cells(line)[0]: cells(line) for line in real.splitlines() if line.startswith("| ")}
+    assert rows["metric"][1:4] == ["HEAD", "workspace", "change"]
+    # p = 2 * (C(13,0) + C(13,1)) / 2**13 = 0.0034
+    assert rows["test.accuracy"][-4:] == ["1", "12", "0.0034", "**worse**"]
+    assert rows["test.errors"][-4:] == ["1", "12", "0.0034", "**worse**"]
+    assert rows["reject.digits"][-4:] == ["0", "1", "1", "**noise**"]
+    assert rows["reject.nondigits"][-4:] == ["0", "1", "1", "**noise**"]
+    for picture in ("fixed.png", "broken.png", "refusals.png"):
+        assert f"]({picture})" in real and (repo / "compare" / picture).read_bytes().startswith(b"\x89PNG")
+    assert "### Fixed: 1 test digit misread by HEAD, read right by workspace" in real
+    assert "### Broken: 12 test digits read right by HEAD, misread by workspace" in real
+
+    verdict = verdicts(repo)
+    assert (verdict["alpha"], verdict["base"], verdict["head"]) == (0.05, ["HEAD"], ["workspace"])
+    accuracy = verdict["metrics"]["test.accuracy"]
+    assert (accuracy["verdict"], accuracy["fixed"], accuracy["broken"], accuracy["images"]) == ("worse", 1, 12, DIGITS)
+    assert accuracy["p_value"] == pytest.approx(28 / 2**13, rel=1e-3)
+    assert accuracy["change"] == pytest.approx(-0.11)
+    assert accuracy["change_low"] < -0.11 < accuracy["change_high"] < 0
+    assert set(verdict["metrics"]) == {"test.accuracy", "test.errors", "reject.nondigits", "reject.digits"}
+
+
+def test_fail_on_exits_3_when_the_metric_is_worse_and_0_when_it_is_noise(repo):
+    prints = prepare_images(repo)
+    write_answers(repo, prints, misread=[0])
+    commit(repo, "base answers")
+    write_answers(repo, prints, misread=range(1, 13), refused=[50])
+
+    worse = report(repo, "HEAD", "--fail-on", "test.accuracy")
+    assert worse.returncode == 3, worse.stderr
+    assert "test.accuracy (p = 0.0034)" in worse.stderr.strip().splitlines()[-1]
+    assert verdicts(repo)["metrics"]["test.accuracy"]["verdict"] == "worse"  # written before it exits
+    noise = report(repo, "HEAD", "--fail-on", "reject.digits")
+    assert noise.returncode == 0, noise.stderr
+    # A stricter level turns the same change into noise.
+    assert report(repo, "HEAD", "--fail-on", "test.accuracy", "--alpha", "0.001").returncode == 0
+
+
+def test_without_answers_on_one_side_there_is_no_verdict_and_no_gate(repo):
+    prints = prepare_images(repo)
+    write_answers(repo, prints, misread=[0])  # the workspace has answers, HEAD (the base) none
+
+    assert "No paired test: `HEAD` has no reports/evaluate/answers.json" in section(report_md(repo), "Is it real?")
+    assert verdicts(repo)["metrics"] == {}
+    gated = report(repo, "HEAD", "--fail-on", "test.accuracy")
+    assert gated.returncode == 1
+    assert gated.stderr.strip().splitlines()[-1].startswith("error: --fail-on test.accuracy: no verdict, because `HEAD`")
+
+
+def test_several_runs_per_side_are_paired_seed_by_seed_pooled_and_held_to_the_noise_floor(repo):
+    prints = prepare_images(repo)
+    # Two seeds on each side, committed on branches; each head run fixes 6 images and breaks 1 against the
+    # base run of its own seed. The base's two seeds differ by 10 images fixed and 20 broken between them.
+    for seed, misread in ((42, range(0, 10)), (43, range(20, 40))):
+        run(["git", "checkout", "-qb", f"base-{seed}", "master" if seed == 42 else "base-42"], repo)
+        (repo / "params.yaml").write_text(yaml.safe_dump({**PARAMS, "seed": seed}))
+        write_answers(repo, prints, misread=misread)
+        commit(repo, f"base, seed {seed}")
+        run(["git", "checkout", "-qb", f"head-{seed}"], repo)
+        write_answers(repo, prints, misread=[*list(misread)[6:], 99])
+        commit(repo, f"head, seed {seed}")
+
+    # Given in another order on the head side: paired by seed all the same.
+    result = report(repo, "base-42", "--rev", "base-42", "base-43", "--head", "head-43", "head-42")
+    assert result.returncode == 0, result.stderr
+    verdict = verdicts(repo)
+    assert verdict["pairs"] == [{"base": "base-42", "head": "head-42", "seeds": [42, 42]},
+                                {"base": "base-43", "head": "head-43", "seeds": [43, 43]}]
+    accuracy = verdict["metrics"]["test.accuracy"]
+    assert (accuracy["fixed"], accuracy["broken"], accuracy["pairs"]) == (12, 2, 2)
+    # Pooled, 12 fixed against 2 would be better (p = 0.013); but the base's seeds differ 3.33 times more
+    # than independent images (z**2 = (10 - 20)**2 / 30), so 12 and 14 count as 4 and 4: p = 0.125, noise.
+    assert accuracy["dispersion"] == pytest.approx(10 / 3, abs=1e-3)
+    assert (accuracy["verdict"], accuracy["p_value"]) == ("noise", 0.125)
+    report_text = (repo / "compare" / "report.md").read_text()
+    assert "Runs paired by seed: 42 (`base-42` and `head-42`), 43 (`base-43` and `head-43`)." in report_text
+    assert "base-42 … (2 runs)" in report_text
+    assert "Noise floor, from the base's 2 runs compared with each other: the counts were divided by 3.333" in report_text
+
+    # One pair alone: no noise floor (and 6 against 1 is noise anyway, p = 0.125).
+    assert report(repo, "base-42", "--head", "head-42").returncode == 0
+    single = verdicts(repo)["metrics"]["test.accuracy"]
+    assert (single["dispersion"], single["fixed"], single["broken"], single["verdict"]) == (1, 6, 1, "noise")
+    uneven = report(repo, "base-42", "--head", "head-42", "head-43")
+    assert uneven.returncode == 1 and "1 runs on the base side and 2 on the head side" in uneven.stderr

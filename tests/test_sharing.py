@@ -19,10 +19,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 from PIL import Image
 
-from tests.conftest import PROJECT_ROOT, free_port
+from tests.conftest import free_port
 from tests.e2e import environment, experiment_metrics, run, set_params, stages_run
 
 pytestmark = pytest.mark.slow
@@ -184,33 +183,49 @@ def test_an_experiment_pushed_by_one_teammate_is_pulled_listed_and_applied_by_an
     assert json.loads(run(["dvc", "status", "--json"], teammate)) == {}
 
 
-def workflow_pull_step() -> str:
-    """The script of the pull-request workflow's step that pulls from the DVC remote."""
-    workflow = yaml.safe_load((PROJECT_ROOT / ".github/workflows/report.yaml").read_text())
-    steps = [step for job in workflow["jobs"].values() for step in job["steps"] if "dvc pull" in step.get("run", "")]
-    assert len(steps) == 1, steps
-    return steps[0]["run"]
+def rebuild(repo: Path, base: str, tmp_path: Path, env: dict[str, str] | None = None) -> str:
+    """As the pull-request workflow runs it: build the base and the workspace alike, the base in a worktree."""
+    return run([sys.executable, "-m", "digitlab.review.rebuild", base, "--worktree", str(tmp_path / "base")],
+               repo, env=env)
 
 
-def test_the_pr_workflow_pulls_from_the_remote_so_a_change_to_evaluate_alone_does_not_retrain(clone, tmp_path):
-    # As GitHub runs a step (bash -eo pipefail), with secrets that are not set: empty variables.
-    step = ["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", workflow_pull_step()]
-    no_secrets = {"AWS_ACCESS_KEY_ID": "", "AWS_SECRET_ACCESS_KEY": ""}
-    assert "No DVC remote in .dvc/config" in run(step, clone, env=no_secrets)
-
+def test_the_pr_workflow_pulls_both_sides_so_a_change_to_evaluate_alone_reruns_evaluate_on_both(clone, tmp_path):
     publish(clone, tmp_path / "origin.git", str(tmp_path / "storage"))
     run(["dvc", "push"], clone)
-    # The runner's checkout of a pull request that changes only an evaluate param.
+    # The runner's checkout of a pull request that changes only an evaluate param, with the secrets unset.
     runner = teammate_clone(tmp_path / "origin.git", tmp_path / "runner")
     set_params(runner / "params.yaml", {"evaluate.calibration_bins": 5})
-    assert "warning" not in run(step, runner, env=no_secrets)
-    assert stages_run(run(["dvc", "repro"], runner)) == ["evaluate"]
+    run(["git", "commit", "-qam", "coarser calibration bins"], runner)
 
-    # A remote it cannot read: a warning, and the job goes on to rebuild with `dvc repro`.
+    output = rebuild(runner, "origin/HEAD", tmp_path, env={"AWS_ACCESS_KEY_ID": "", "AWS_SECRET_ACCESS_KEY": ""})
+    # Both pulled, and evaluate alone re-run on each side: the base's forced in its worktree, then the head's.
+    assert "warning" not in output and stages_run(output) == ["evaluate", "evaluate"], output
+    source = (runner / "reports/compare/source.md").read_text()
+    assert source.startswith("Base: `origin/HEAD`") and "pulled from the DVC remote, then evaluate" in source
+    # The base's results, re-made here, are a revision the report reads: the same model, the same answers.
+    assert run(["git", "log", "-1", "--format=%s", "review/base"], runner).strip() == "origin/HEAD as rebuilt for review"
+    run([sys.executable, "-m", "digitlab.review.report", "--rev", "review/base", "--source", source], runner)
+    verdict = json.loads((runner / "reports/compare/verdict.json").read_text())
+    assert {name: (m["verdict"], m["fixed"], m["broken"]) for name, m in verdict["metrics"].items()} == {
+        name: ("noise", 0, 0) for name in ("test.accuracy", "test.errors", "reject.nondigits", "reject.digits")}
+    assert source.strip() in (runner / "reports/compare/report.md").read_text()
+
+
+def test_without_a_remote_both_sides_are_reproduced_here(clone, tmp_path):
+    # The base is this very commit: its stages come from DVC's run cache, shared with the worktree, not rerun.
+    output = rebuild(clone, "HEAD", tmp_path)
+    assert "no DVC remote" in output and "Both sides reproduced from scratch (`dvc repro`) on" in output
+    assert (tmp_path / "base/data/model/model.keras").read_bytes() == (clone / MODEL).read_bytes()
+    assert "review/base" in run(["git", "branch", "--list", "review/base"], clone)
+
+
+def test_a_remote_the_runner_cannot_read_means_both_sides_are_reproduced_here(clone, tmp_path):
     (tmp_path / "a-file").write_text("a file, not a folder")
-    unreadable = teammate_clone(tmp_path / "origin.git", tmp_path / "unreadable")
-    run(["dvc", "remote", "modify", "--local", "storage", "url", str(tmp_path / "a-file" / "storage")], unreadable)
-    assert "::warning::dvc pull failed" in run(step, unreadable, env=no_secrets)
+    publish(clone, tmp_path / "origin.git", str(tmp_path / "a-file" / "storage"))
+    runner = teammate_clone(tmp_path / "origin.git", tmp_path / "runner")  # its DVC cache empty: it must pull
+    decided = run([sys.executable, "-c", "from pathlib import Path; from digitlab.review.rebuild import pulled; "
+                   "print('pulled' if pulled(Path('.')) else 'not pulled')"], runner)
+    assert "::warning::dvc pull failed" in decided and decided.strip().endswith("not pulled"), decided
 
 
 def state(repo: Path) -> dict:

@@ -1,44 +1,46 @@
-"""Pull-request report: compare the workspace with a git revision, in Markdown with PNG plots.
+"""Pull-request report: is a change real? Compare the workspace (or any runs) with a git revision, in
+Markdown with PNG plots, and write the verdict as JSON for CI to gate on.
 
-Writes OUTPUT_DIR/report.md for the reviewer, comparing the workspace with REV (default: main):
-  Test set             the headline scores at REV and in the workspace, and their change:
-                       test accuracy, errors, loss, macro F1, calibration error (ECE), the shares of test
-                       non-digits and digits refused as "not a digit", validation accuracy
+Writes OUTPUT_DIR/report.md for the reviewer and OUTPUT_DIR/verdict.json for CI, comparing the head side
+(default: the workspace) with the base side (default: main):
+  Is it real?          each test image paired across the versions (evaluate's answers.json): the images the
+                       change fixed and broke, as pictures, and McNemar's exact test on them with a verdict,
+                       better, worse or noise, for test accuracy and errors and the shares of test non-digits and
+                       digits refused as "not a digit" (digitlab/review/paired.py)
+  Test set             the headline scores on each side (mean and range over several runs) and their change
   Parameters changed   `dvc params diff` as DVC prints it
   Metrics changed      `dvc metrics diff` as DVC prints it (changed metrics only), folded away
-  Plots                PNGs drawn locally with Matplotlib from the plot data DVC uses (training curves,
-                       per-class F1, reliability diagram, confusion matrices), plus the workspace's
-                       most confident mistakes and sample predictions
-No browser, no network: it reads git and the workspace only. The CI workflow posts report.md
-as a pull-request comment.
+  Plots                PNGs drawn locally with Matplotlib from the plot data DVC uses, plus the head's most
+                       confident mistakes and sample predictions
+Several runs per side (`--rev a b c --head x y z`, a seed each) are paired seed by seed. No browser, no
+network: it reads git and the workspace only. The CI workflow posts report.md as a pull-request comment.
 
-Usage: python -m digitlab.review.report [--rev main] [--output reports/compare]
+Usage: python -m digitlab.review.report [--rev main ...] [--head workspace ...] [--alpha 0.05]
+                                        [--fail-on test.accuracy ...] [--output reports/compare]
+Exits 3 when a metric named by --fail-on is "worse" (after writing both files).
 """
 
 import argparse
-import csv
-import io
-import json
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import numpy as np
-import seaborn as sns
 
-from digitlab.evaluation.scores import confusion_matrix
-from digitlab.figures import grouped_bars, save
-from digitlab.files.atomic import write_text
+from digitlab.evaluation.answers import CONFIDENCE_DECIMALS, fingerprint
+from digitlab.files.arrays import load_arrays
+from digitlab.files.atomic import write_json, write_text
+from digitlab.review import paired
+from digitlab.review.plots import draw_changes, draw_plots
+from digitlab.review.revisions import WORKSPACE, Run, pair_by_seed, resolve
 from digitlab.shared.errors import PipelineError, run_stage
 
-CURVES = "reports/train/plots/metrics/{split}/{metric}.tsv"
-SPLITS = {"train": "train", "eval": "validation"}
-PER_CLASS = "reports/evaluate/per_class.json"
-CALIBRATION = "reports/evaluate/calibration.json"
-CONFUSION = "reports/evaluate/plots/sklearn/confusion_matrix.json"
+ANSWERS = "reports/evaluate/answers.json"
+TEST_IMAGES = {"digits": "data/prepared/test.npz", "nondigits": "data/prepared/nondigits_test.npz"}
 IMAGES = ("reports/evaluate/mistakes.png", "reports/predict/samples.png")
-# The rows of the report's first table, in this order: (metrics file, metric) as `dvc metrics diff` names them.
+EXIT_WORSE = 3
+# The rows of the report's headline table, in this order: (metrics file, metric) as `dvc metrics diff` names them.
 HEADLINE = (
     ("reports/evaluate/metrics.json", "test.accuracy"),
     ("reports/evaluate/metrics.json", "test.errors"),
@@ -60,184 +62,257 @@ def command(*args: str) -> str:
     return result.stdout
 
 
-def read(rev: str | None, path: str) -> str | None:
-    """A file's text in the workspace (rev None) or at a git revision; None where it does not exist."""
-    if rev is None:
-        return Path(path).read_text() if Path(path).exists() else None
-    result = subprocess.run(["git", "show", f"{rev}:{path}"], capture_output=True, text=True)
-    return result.stdout if result.returncode == 0 else None
+def metric_value(run: Run, path: str, name: str):
+    """One metric of a run, e.g. "test.accuracy" in reports/evaluate/metrics.json; None where absent."""
+    value = run.read_json(path) or {}
+    for key in name.split("."):
+        value = value.get(key) if isinstance(value, dict) else None
+    return value
 
 
-def read_tsv(text: str) -> tuple[list[int], list[float]]:
-    rows = list(csv.DictReader(io.StringIO(text), delimiter="\t"))
-    metric = [name for name in rows[0] if name not in ("step", "timestamp")][0]
-    return [int(row["step"]) for row in rows], [float(row[metric]) for row in rows]
+def side_name(runs: list[Run]) -> str:
+    return runs[0].name if len(runs) == 1 else f"{runs[0].name} … ({len(runs)} runs)"
 
 
-def compare_lines(series: dict[str, tuple[list, list]], path, title: str, xlabel: str, ylabel: str,
-                  dashed: str = "", diagonal: bool = False) -> None:
-    """One line per labelled series of (x, y), e.g. "main: validation"; labels starting with `dashed` dashed."""
-    figure, axis = plt.subplots(figsize=(7, 4))
-    for label, (x, y) in series.items():
-        linestyle = "--" if dashed and label.startswith(dashed) else "-"
-        axis.plot(x, y, marker="o", markersize=3, label=label, linestyle=linestyle)
-    if diagonal:
-        axis.plot([0, 1], [0, 1], color="grey", linewidth=0.8, label="perfect calibration")
-    axis.set_xlabel(xlabel)
-    axis.set_ylabel(ylabel)
-    axis.set_title(title)
-    axis.grid(alpha=0.3)
-    axis.legend(fontsize=8)
-    save(figure, path)
-
-
-def compare_bars(values: dict[str, list[float]], categories: list[str], path, title: str, ylabel: str) -> None:
-    """Grouped bars: one group per category, one bar per labelled revision."""
-    figure, axis = plt.subplots(figsize=(8, 4))
-    grouped_bars(axis, values)
-    axis.set_xticks(range(len(categories)), categories)
-    low = min(min(heights) for heights in values.values())
-    axis.set_ylim(max(0.0, low - (1 - low) * 0.5 - 0.001), 1.0)
-    axis.set_ylabel(ylabel)
-    axis.set_title(title)
-    axis.legend(fontsize=8)
-    save(figure, path)
-
-
-def compare_confusions(matrices: dict[str, np.ndarray], path) -> None:
-    """Confusion matrices of several revisions side by side, diagonal hidden so the errors stand out."""
-    figure, axes = plt.subplots(1, len(matrices), figsize=(6 * len(matrices), 5.5), squeeze=False)
-    for axis, (label, matrix) in zip(axes.flat, matrices.items()):
-        errors = matrix.copy()
-        np.fill_diagonal(errors, 0)
-        sns.heatmap(errors, annot=True, fmt="d", cmap="Reds", cbar=False, ax=axis, square=True)
-        axis.set_xlabel("predicted digit")
-        axis.set_ylabel("true digit")
-        axis.set_title(f"{label}: {int(errors.sum())} errors (diagonal hidden)")
-    save(figure, path)
-
-
-def draw_plots(revisions: dict[str, str | None], output: Path) -> list[tuple[str, str]]:
-    """Draw every comparison plot for which some revision has data; return (title, file name) pairs.
-
-    The first revision is the reference: its lines are dashed.
-    """
-    drawn, reference = [], next(iter(revisions))
-    for metric in ("accuracy", "loss"):
-        series = {}
-        for label, rev in revisions.items():
-            for split, name in SPLITS.items():
-                text = read(rev, CURVES.format(split=split, metric=metric))
-                if text:
-                    series[f"{label}: {name}"] = read_tsv(text)
-        if series:
-            compare_lines(series, output / f"{metric}.png", f"{metric.capitalize()} per epoch", "epoch", metric,
-                          dashed=reference)
-            drawn.append((f"{metric.capitalize()} per epoch", f"{metric}.png"))
-
-    per_class = {label: json.loads(text) for label, rev in revisions.items() if (text := read(rev, PER_CLASS))}
-    if per_class:
-        digits = [row["digit"] for row in next(iter(per_class.values()))]
-        compare_bars({label: [row["f1"] for row in rows] for label, rows in per_class.items()},
-                     digits, output / "per_class_f1.png", "Per-class F1 on the test set", "F1")
-        drawn.append(("Per-class F1", "per_class_f1.png"))
-
-    calibration = {label: json.loads(text) for label, rev in revisions.items() if (text := read(rev, CALIBRATION))}
-    if calibration:
-        compare_lines(
-            {label: ([r["confidence"] for r in rows], [r["accuracy"] for r in rows])
-             for label, rows in calibration.items()},
-            output / "reliability.png", "Reliability diagram (test)",
-            "mean confidence in the bin", "accuracy in the bin", dashed=reference, diagonal=True,
-        )
-        drawn.append(("Reliability diagram", "reliability.png"))
-
-    matrices = {}
-    for label, rev in revisions.items():
-        if text := read(rev, CONFUSION):
-            pairs = json.loads(text)
-            matrices[label] = confusion_matrix(np.array([int(p["actual"]) for p in pairs]),
-                                               np.array([int(p["predicted"]) for p in pairs]))
-    if matrices:
-        compare_confusions(matrices, output / "confusion.png")
-        drawn.append(("Confusion matrices", "confusion.png"))
-    return drawn
-
-
-def _cell(value) -> str:
-    if value is None:
+def _cell(values: list) -> str:
+    """One side's value, or with several runs their mean and range."""
+    values = [value for value in values if value is not None]
+    if not values:
         return "-"
-    return f"{value:.5g}" if isinstance(value, float) else str(value)
+    if len(values) == 1:
+        return f"{values[0]:.5g}" if isinstance(values[0], float) else str(values[0])
+    return f"{np.mean(values):.5g} ({min(values):.5g} to {max(values):.5g})"
 
 
-def _change(delta) -> str:
-    if delta is None:
+def _change(base: list, head: list) -> str:
+    base, head = [v for v in base if v is not None], [v for v in head if v is not None]
+    if not base or not head:
         return "-"
+    delta = float(np.mean(head) - np.mean(base))
     return f"{delta:+.5g}" if delta else "0"
 
 
-def headline_table(metrics: dict, rev: str) -> str:
-    """The HEADLINE rows of `dvc metrics diff --all --json`, in that order, as a Markdown table."""
+def headline_table(base: list[Run], head: list[Run]) -> str:
+    """The HEADLINE metrics on each side and their change, as a Markdown table."""
     rows = []
-    for path, metric in HEADLINE:
-        if (change := metrics.get(path, {}).get(metric)) is not None:
-            rows.append(f"| {metric} | {_cell(change.get('old'))} | {_cell(change.get('new'))} "
-                        f"| {_change(change.get('diff'))} |")
+    for path, name in HEADLINE:
+        base_values = [metric_value(run, path, name) for run in base]
+        head_values = [metric_value(run, path, name) for run in head]
+        if any(value is not None for value in base_values + head_values):
+            rows.append(f"| {name} | {_cell(base_values)} | {_cell(head_values)} | {_change(base_values, head_values)} |")
     if not rows:
         return "None of the headline metrics was found."
-    return "\n".join([f"| metric | {rev} | workspace | change |", "|---|---|---|---|", *rows])
+    return "\n".join([f"| metric | {side_name(base)} | {side_name(head)} | change |", "|---|---|---|---|", *rows])
 
 
-def params_section(rev: str) -> str:
+def _table_rows(markdown: str) -> list[str]:
+    return [line for line in markdown.strip().splitlines() if line.startswith("|")]
+
+
+def params_section(base: Run, head: Run) -> str:
     """`dvc params diff` as DVC prints it; DVC lists only the changed params."""
-    # With nothing changed, `--md` still prints the header of an empty table: ask the JSON instead.
-    if not json.loads(command("dvc", "params", "diff", rev, "--json")):
-        return "No parameter changed."
-    return command("dvc", "params", "diff", rev, "--md").strip()
+    revs = [base.name] + ([] if head.commit is None else [head.name])
+    table = command("dvc", "params", "diff", *revs, "--md").strip()
+    # With nothing changed, DVC still prints the header of an empty table.
+    return table if len(_table_rows(table)) > 2 else "No parameter changed."
 
 
-def metrics_section(metrics: dict, rev: str) -> str:
+def metrics_section(base: Run, head: Run) -> str:
     """`dvc metrics diff` as DVC prints it (changed metrics only), folded under a count of changed and unchanged."""
-    # A metric changed, as DVC decides, when its old and new values differ, one side missing included.
-    changes = [change for by_name in metrics.values() for change in by_name.values()]
-    changed = sum(change.get("old") != change.get("new") for change in changes)
-    unchanged = len(changes) - changed
-    if not changed:
+    revs = [base.name] + ([] if head.commit is None else [head.name])
+    lines = _table_rows(command("dvc", "metrics", "diff", *revs, "--all", "--md"))
+    if len(lines) < 2:
+        return "No metrics on either side."
+    header, rule, *rows = lines
+
+    def changed(row: str) -> bool:
+        # Path | Metric | old | new | Change: a metric changed, as DVC decides, when its old and new values differ
+        # (one side missing included); the change column shows what the rounded values may hide.
+        old, new, change = [cell.strip() for cell in row.strip().strip("|").split("|")][2:5]
+        return old != new or change not in ("0", "0.0")
+
+    changes = [row for row in rows if changed(row)]
+    unchanged = len(rows) - len(changes)
+    if not changes:
         return f"No metric changed ({unchanged} unchanged)."
-    table = command("dvc", "metrics", "diff", rev, "--md").strip()
-    summary = f"{changed} metric{'s' if changed > 1 else ''} changed, {unchanged} unchanged"
+    table = "\n".join([header, rule, *changes])
+    summary = f"{len(changes)} metric{'s' if len(changes) > 1 else ''} changed, {unchanged} unchanged"
     # GitHub renders Markdown inside <details> only with blank lines around it.
     return f"<details><summary>{summary}</summary>\n\n{table}\n\n</details>"
 
 
+def paired_tests(pairs: list[tuple[Run, Run]], alpha: float) -> tuple[list[paired.Test], list[dict], str]:
+    """McNemar's test on each paired metric, each pair's answers, and why no test was possible ("" if one was)."""
+    answers = []
+    for base, head in pairs:
+        for run in (base, head):
+            if run.read(ANSWERS) is None:
+                return [], [], (f"`{run.name}` has no {ANSWERS}, written by evaluate since this report pairs "
+                                "images; run `dvc repro` there and commit it")
+        pair = (base.read_json(ANSWERS), head.read_json(ANSWERS))
+        if why := paired.mismatch(*pair):
+            return [], [], f"`{base.name}` and `{head.name}` cannot be paired: {why}"
+        answers.append(pair)
+    base_answers = [b for b, _ in answers]
+    tests = [paired.mcnemar(metric, [paired.count(b, h, metric) for b, h in answers], alpha,
+                            paired.dispersion(base_answers, metric))
+             for metric in paired.METRICS]
+    return tests, answers[0], ""
+
+
+def _percent(value: float) -> str:
+    return f"{value:.{max(0, CONFIDENCE_DECIMALS - 2)}%}"
+
+
+def change_pictures(base: Run, head: Run, pair: tuple[dict, dict], output: Path) -> list[str]:
+    """Pictures of the test images the first pair's change fixed and broke; Markdown for the report."""
+    held = {name: load_arrays(path) for name, path in TEST_IMAGES.items() if Path(path).exists()}
+    if set(held) != set(TEST_IMAGES) or paired.mismatch(*pair) or any(
+            fingerprint(held[name]["images"]) != pair[0][name]["fingerprint"] for name in held):
+        return ["(No pictures: the workspace's data/prepared is not the test set these versions answered; "
+                "`dvc pull` or `dvc repro` it to see them.)"]
+    rows = [{row["index"]: row for row in answers["digits"]["wrong"]} for answers in pair]
+    names = [base.name[:12], head.name[:12]]
+
+    def caption(index: int) -> str:
+        label = (rows[0].get(index) or rows[1].get(index))["label"]
+        answers = [label if row is None else f"{row['answer']} ({_percent(row['confidence'])})"
+                   for row in (rows[0].get(index), rows[1].get(index))]
+        return f"#{index}, a {label}\n{names[0]}: {answers[0]}\n{names[1]}: {answers[1]}"
+
+    base_wrong, head_wrong = (paired.failures(answers, paired.METRICS[0]) for answers in pair)
+    sections = []
+    for title, file_name, indices, broken, what in (
+            ("Fixed", "fixed.png", base_wrong - head_wrong, False, f"misread by {base.name}, read right by {head.name}"),
+            ("Broken", "broken.png", head_wrong - base_wrong, True, f"read right by {base.name}, misread by {head.name}")):
+        if not indices:
+            sections.append(f"### {title}: none")
+            continue
+        draw_changes(held["digits"]["images"], [(index, caption(index), broken) for index in sorted(indices)],
+                     output / file_name, f"{title}: {len(indices)} test digits {what}")
+        sections.append(f"### {title}: {len(indices)} test digit{'s' * (len(indices) != 1)} {what}\n\n"
+                        f"![{title}]({file_name})")
+
+    # "Not a digit": the images refused by one version and not by the other.
+    changes = []
+    for name, metric in (("nondigits", paired.METRICS[2]), ("digits", paired.METRICS[3])):
+        rows = [{row["index"]: row for row in answers[name]["wrong"]} for answers in pair]
+        failed = [paired.failures(answers, metric) for answers in pair]
+        for index in sorted(failed[0] ^ failed[1]):
+            row = rows[0].get(index) or rows[1].get(index)
+            what = f"non-digit #{index}, {row['kind']}" if name == "nondigits" else f"#{index}, a {row['label']}"
+            said = [("refused" if index not in failed[side] else f"{rows[side][index]['answer']} "
+                     f"({_percent(rows[side][index]['confidence'])})") if name == "nondigits"
+                    else ("refused" if index in failed[side] else "accepted") for side in (0, 1)]
+            changes.append((name, index, f"{what}\n{names[0]}: {said[0]}\n{names[1]}: {said[1]}",
+                            index in failed[1]))
+    if changes:
+        # Both kinds in one picture: the non-digits first, then the digits.
+        stacked = np.concatenate([held["nondigits"]["images"], held["digits"]["images"]])
+        offset = {"nondigits": 0, "digits": len(held["nondigits"]["images"])}
+        draw_changes(stacked, [(offset[name] + index, caption, broken) for name, index, caption, broken in changes],
+                     output / "refusals.png", f"\"Not a digit\": {len(changes)} images refused by one version only")
+        sections.append(f"### \"Not a digit\": {len(changes)} images refused by one version only (red: the head "
+                        "got it wrong)\n\n![\"Not a digit\"](refusals.png)")
+    return sections
+
+
+def noise_floor(tests: list[paired.Test], base_runs: int) -> str:
+    if base_runs == 1:
+        return ("One run on the base side, so no noise floor: the test takes each trained model as it is, and a "
+                "seed's luck in a short run can make two models differ for real. Several seeds per side measure it "
+                "(docs/review.md).")
+    factors = ", ".join(f"{test.dispersion:g} for {test.metric}" for test in tests if test.metric != "test.errors")
+    return (f"Noise floor, from the base's {base_runs} runs compared with each other: the counts were divided by "
+            f"{factors} (1: the seeds differ no more than independent images would).")
+
+
+def verdict_table(tests: list[paired.Test], base: list[Run], head: list[Run]) -> str:
+    level = f"{1 - tests[0].alpha:.0%}"
+    rows = [f"| metric | {side_name(base)} | {side_name(head)} | change | {level} interval | fixed | broken | p | verdict |",
+            "|---|---|---|---|---|---|---|---|---|"]
+    for test in tests:
+        path = "reports/evaluate/metrics.json"
+        rows.append(
+            f"| {test.metric} | {_cell([metric_value(r, path, test.metric) for r in base])} "
+            f"| {_cell([metric_value(r, path, test.metric) for r in head])} | {test.change:+.4g} "
+            f"| {test.change_low:+.4g} to {test.change_high:+.4g} | {test.fixed} | {test.broken} "
+            f"| {test.p_value:.2g} | **{test.verdict}** |")
+    return "\n".join(rows)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rev", default="main", help="git revision to compare the workspace with (default: main)")
+    parser.add_argument("--rev", nargs="+", default=["main"], metavar="REV",
+                        help="the base side: git revisions or experiments, one per seed (default: main)")
+    parser.add_argument("--head", nargs="+", default=[WORKSPACE], metavar="REV",
+                        help="the head side, as many as --rev (default: the workspace)")
+    parser.add_argument("--alpha", type=float, default=0.05,
+                        help="significance level of the verdicts (default: 0.05)")
+    parser.add_argument("--fail-on", action="append", default=[], choices=paired.METRIC_NAMES, metavar="METRIC",
+                        help=f"exit {EXIT_WORSE} if this metric's verdict is worse; repeatable "
+                             f"({', '.join(paired.METRIC_NAMES)})")
+    parser.add_argument("--source", default="",
+                        help="where each side's numbers came from, a line under the title (CI says which)")
     parser.add_argument("--output", type=Path, default=Path("reports/compare"))
     args = parser.parse_args(argv)
-    if subprocess.run(["git", "rev-parse", "--verify", "--quiet", f"{args.rev}^{{commit}}"],
-                      capture_output=True).returncode != 0:
-        raise PipelineError(f"unknown git revision {args.rev!r}; give a branch, tag or commit with --rev")
+    if not 0 < args.alpha < 1:
+        raise PipelineError(f"--alpha must be between 0 and 1, got {args.alpha}")
+    base, head = [resolve(name) for name in args.rev], [resolve(name) for name in args.head]
+    pairs, pairing = pair_by_seed(base, head)
 
     # DVC's answers first: if `dvc` fails, the report stops before writing any file.
-    metrics = json.loads(command("dvc", "metrics", "diff", args.rev, "--all", "--json"))
-    sections = [
-        f"# Model report: workspace against `{args.rev}`",
-        "## Test set", headline_table(metrics, args.rev),
-        "## Parameters changed", params_section(args.rev),
-        "## Metrics changed", metrics_section(metrics, args.rev),
-    ]
-
+    changed_params, changed_metrics = params_section(base[0], head[0]), metrics_section(base[0], head[0])
+    tests, first_pair, unpaired = paired_tests(pairs, args.alpha)
     args.output.mkdir(parents=True, exist_ok=True)
-    plots = draw_plots({args.rev: args.rev, "workspace": None}, args.output)
+
+    title = f"# Model report: {side_name(head)} against `{side_name(base)}`"
+    real = [f"Each test image is paired across the two versions; McNemar's exact test at α = {args.alpha:g} "
+            "decides whether more images were fixed than broken than seeds alone would give "
+            "(docs/review.md says how to read it)."]
+    if pairing:
+        real.append(pairing)
+    if tests:
+        real.append(verdict_table(tests, base, head))
+        real.append(noise_floor(tests, len(base)))
+        real += change_pictures(pairs[0][0], pairs[0][1], first_pair, args.output)
+    else:
+        real.append(f"No paired test: {unpaired}.")
+    sections = [title, *([args.source] if args.source else []),
+                "## Is it real?", *real,
+                "## Test set", headline_table(base, head),
+                "## Parameters changed", changed_params,
+                "## Metrics changed", changed_metrics]
+
+    plots = draw_plots({base[0].name: base[0], head[0].name: head[0]}, args.output)
     sections += ["## Plots", *[f"### {title}\n\n![{title}]({name})" for title, name in plots]]
-    for image in IMAGES:
-        if Path(image).exists():
-            name = image.replace("reports/", "").replace("/", "_")
-            shutil.copyfile(image, args.output / name)
-            sections.append(f"### {Path(image).stem.replace('_', ' ').capitalize()} ({image})\n\n![{image}]({name})")
+    if head[0].commit is None:
+        for image in IMAGES:
+            if Path(image).exists():
+                name = image.replace("reports/", "").replace("/", "_")
+                shutil.copyfile(image, args.output / name)
+                sections.append(f"### {Path(image).stem.replace('_', ' ').capitalize()} ({image})\n\n![{image}]({name})")
     write_text(args.output / "report.md", "\n\n".join(sections) + "\n")
-    print(f"report: {args.output / 'report.md'} compares the workspace with {args.rev}")
+    write_json(args.output / "verdict.json", {
+        "alpha": args.alpha, "base": [run.name for run in base], "head": [run.name for run in head],
+        "pairs": [{"base": b.name, "head": h.name, "seeds": [b.seed, h.seed]} for b, h in pairs],
+        **({"metrics": {t.metric: {k: v for k, v in t.as_json().items() if k not in ("metric", "alpha")}
+                        for t in tests}} if tests else {"metrics": {}, "unpaired": unpaired}),
+    })
+    print(f"report: {args.output / 'report.md'} compares {side_name(head)} with {side_name(base)}")
+    for test in tests:
+        print(f"report: {test.metric} {test.verdict} (p = {test.p_value:.2g}; {test.fixed} fixed, "
+              f"{test.broken} broken)")
+
+    verdicts = {test.metric: test for test in tests}
+    for name in args.fail_on:
+        if name not in verdicts:
+            raise PipelineError(f"--fail-on {name}: no verdict, because {unpaired}")
+    worse = [verdicts[name] for name in args.fail_on if verdicts[name].verdict == "worse"]
+    if worse:
+        print(f"report: worse than {side_name(base)}: " + ", ".join(
+            f"{t.metric} (p = {t.p_value:.2g})" for t in worse) + "; failing as --fail-on asks", file=sys.stderr)
+        sys.exit(EXIT_WORSE)
 
 
 if __name__ == "__main__":
