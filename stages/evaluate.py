@@ -9,13 +9,16 @@ Writes into REPORT_DIR:
   metrics.json                     test.accuracy, test.errors, test.loss, test.macro_f1, test.ece,
                                    test.accepted_accuracy (on the digits not refused); reject.threshold,
                                    reject.auroc (digits against non-digits, by confidence), reject.nondigits
-                                   and reject.digits (the shares of each refused as "not a digit")
+                                   and reject.digits (the shares of each refused as "not a digit");
+                                   robust.mean_accuracy and robust.worst_accuracy, under MNIST-C's corruptions
   rejection.json                   the same shares, and the non-digits refused by kind (letters, noise...)
   answers.json                     image by image, the test digits misread or refused and the test non-digits
                                    accepted, with their answers (digitlab/evaluation/answers.py): what the review
                                    pairs with another version's
   per_class.json                   precision, recall, F1 and support of each digit (rows, for DVC's bar plots)
   calibration.json                 mean confidence and accuracy per confidence bin (reliability diagram)
+  corruptions.json                 the accuracy under each of MNIST-C's 15 corruptions (Mu and Gilmer 2019) of
+                                   the first evaluate.corruption_images test images, read with 1 view
   speed.json                       inference images/s (a timing: differs from run to run)
   plots/sklearn/confusion_matrix.json  actual vs predicted, for DVC's confusion template
   plots/sklearn/roc.json           digits accepted against non-digits accepted at every threshold (ROC), the
@@ -39,6 +42,7 @@ from sklearn.metrics import roc_auc_score
 
 from digitlab import figures
 from digitlab.evaluation import answers
+from digitlab.evaluation.corruptions import CORRUPTIONS, corrupt
 from digitlab.evaluation.scores import (
     confusion_matrix,
     cross_entropy,
@@ -58,6 +62,19 @@ from digitlab.shared.params import load_params
 # The ROC's confidences are rounded to this many decimals: its points then stay put from one CPU to
 # another, where confidences differ in their 7th digit (a finer curve would move with them).
 ROC_DECIMALS = 2
+
+
+def corruption_accuracies(model, images: np.ndarray, labels: np.ndarray, params) -> list[dict]:
+    """The accuracy on `images` under each of MNIST-C's corruptions (digitlab/evaluation/corruptions.py), read
+    with 1 view: the model as it is, as the paper scores its models."""
+    rows = []
+    for name in CORRUPTIONS:
+        corrupted = corrupt(images, name, params.corruption_seed)
+        predicted = predict_probabilities(model, corrupted, params.batch_size, 1).argmax(axis=1)
+        rows.append({"corruption": name, "accuracy": share((predicted == labels).mean())})
+        print(f"evaluate: MNIST-C {name}: {rows[-1]['accuracy']:.2%} of {len(labels):,} test images read right",
+              flush=True)
+    return rows
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -97,6 +114,8 @@ def main(argv: list[str] | None = None) -> None:
     scores = per_class_scores(labels, predicted)
     accuracy = float((predicted == labels).mean())
     calibration, ece = reliability(probabilities, labels, params.calibration_bins)
+    robustness = corruption_accuracies(model, test["images"][: params.corruption_images],
+                                       labels[: params.corruption_images], params)
     with Live(str(args.report_dir), dvcyaml=None, save_dvc_exp=False) as live:
         # In the order `dvc exp show` gives the columns, the first two kept in full in a narrow terminal.
         live.log_metric("test/accuracy", share(accuracy), plot=False)
@@ -111,11 +130,14 @@ def main(argv: list[str] | None = None) -> None:
         live.log_metric("reject/auroc", share(roc_auc_score(is_digit, scored)), plot=False)
         live.log_metric("reject/nondigits", share(nondigits_refused.mean()), plot=False)
         live.log_metric("reject/digits", share(digits_refused.mean()), plot=False)
+        live.log_metric("robust/mean_accuracy", share(np.mean([row["accuracy"] for row in robustness])), plot=False)
+        live.log_metric("robust/worst_accuracy", min(row["accuracy"] for row in robustness), plot=False)
         live.log_sklearn_plot("confusion_matrix", labels, predicted, name="confusion_matrix.json")
         live.log_sklearn_plot("roc", is_digit, np.round(scored.astype(np.float64), ROC_DECIMALS), name="roc.json")
     # Per-class scores are plots, not metrics: 30 more columns would crowd `dvc exp show` and `dvc metrics diff`.
     write_json(args.report_dir / "per_class.json", scores)
     write_json(args.report_dir / "calibration.json", calibration)
+    write_json(args.report_dir / "corruptions.json", robustness)
     kinds = nondigits["kinds"]
     write_json(args.report_dir / "rejection.json", {
         "threshold": threshold, "views": params.tta_views,

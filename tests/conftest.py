@@ -32,7 +32,8 @@ BASE_PARAMS = {
               "distribute": "none", "mixed_precision": "none"},
     "reject": {"outlier_share": 0.05, "false_rejection": 0.002, "val_nondigits": 1400, "test_nondigits": 1400,
                "seed": 0},
-    "evaluate": {"batch_size": 500, "tta_views": 5, "calibration_bins": 10, "mistakes": 16},
+    "evaluate": {"batch_size": 500, "tta_views": 5, "calibration_bins": 10, "mistakes": 16, "corruption_images": 200,
+                 "corruption_seed": 0},
     "sample_predict": {"count": 25, "seed": 0},
 }
 

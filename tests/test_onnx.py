@@ -113,9 +113,10 @@ def test_evaluate_scores_the_onnx_model(workdir):
     write_models(workdir, keras_seed=0, onnx_seed=0)
     evaluate.main(["prepared", "model/model.onnx", "reports"])
     metrics = json.loads((workdir / "reports/metrics.json").read_text())
-    assert list(metrics) == ["test", "reject"]  # the ONNX parity is train's check, not a metric
+    assert list(metrics) == ["test", "reject", "robust"]  # the ONNX parity is train's check, not a metric
     assert list(metrics["test"]) == ["accuracy", "errors", "loss", "macro_f1", "ece", "accepted_accuracy"]
     assert list(metrics["reject"]) == ["threshold", "auroc", "nondigits", "digits"]
+    assert list(metrics["robust"]) == ["mean_accuracy", "worst_accuracy"]
     # What comes from probabilities is written at a precision that every CPU agrees on.
     assert metrics["test"]["loss"] == float(f"{metrics['test']['loss']:.4g}")
     roc_points = json.loads((workdir / "reports/plots/sklearn/roc.json").read_text())["roc"]

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import yaml
 
+from digitlab.evaluation.corruptions import CORRUPTIONS
 from tests.e2e import QUICK, experiment_metrics, run, set_params, stages_run
 
 pytestmark = pytest.mark.slow
@@ -45,7 +46,7 @@ def test_every_stage_writes_outputs_that_make_sense(pipeline):
 
     assert list(train_metrics["reject"]) == ["val_nondigits", "val_digits"]  # "not a digit", on validation
     all_metrics = json.loads((pipeline / "reports/evaluate/metrics.json").read_text())
-    assert list(all_metrics) == ["test", "reject"]
+    assert list(all_metrics) == ["test", "reject", "robust"]
     # "Not a digit": the non-digits preprocess made, and the share of each set the model's threshold refuses.
     for split, count in (("train", round(0.05 * train_count)), ("val", 140), ("test", 140)):
         with np.load(pipeline / f"data/prepared/nondigits_{split}.npz", allow_pickle=False) as nondigits:
@@ -65,6 +66,14 @@ def test_every_stage_writes_outputs_that_make_sense(pipeline):
     assert [row["digit"] for row in json.loads((pipeline / "reports/evaluate/per_class.json").read_text())] == [
         str(d) for d in range(10)
     ]
+    # Robustness: MNIST-C's 15 corruptions of the first 300 test images, each scored, and their mean and worst.
+    corruptions = json.loads((pipeline / "reports/evaluate/corruptions.json").read_text())
+    assert [row["corruption"] for row in corruptions] == list(CORRUPTIONS)
+    accuracies = [row["accuracy"] for row in corruptions]
+    assert all(0 <= accuracy <= 1 and abs(accuracy * 300 - round(accuracy * 300)) < 1e-3 for accuracy in accuracies)
+    robust = all_metrics["robust"]
+    assert robust["worst_accuracy"] == min(accuracies) < robust["mean_accuracy"] < test_metrics["accuracy"]
+    assert robust["mean_accuracy"] == pytest.approx(np.mean(accuracies), abs=1e-6)
     # Image by image, the answers the review pairs: they add up to the metrics, and stay small.
     answers = json.loads((pipeline / "reports/evaluate/answers.json").read_text())
     digits, nondigits = answers["digits"], answers["nondigits"]
@@ -205,7 +214,7 @@ def test_experiments_compare_in_exp_show_metrics_diff_plots_diff_and_the_report(
         "diff": pytest.approx(experiments["one"]["accuracy"] - baseline["accuracy"])}
     # In a 120-column terminal, the test metrics come first (a plain `dvc exp show` cuts their names short).
     first_metric = next(header for header in exp_show_headers(clone) if header not in ("Experiment", "Created"))
-    assert first_metric.startswith("test.acc"), exp_show_headers(clone)
+    assert first_metric.startswith("test.ac"), exp_show_headers(clone)
     assert {"Experiment", "test.accuracy", "train.epochs"} <= set(exp_show_headers(clone, "--only-changed"))
     # Only train.epochs differs, so `--only-changed` has one param column. With the changed files' hashes and
     # the queue's columns dropped, as the README shows it, the table fits with names as short as these.
@@ -217,10 +226,10 @@ def test_experiments_compare_in_exp_show_metrics_diff_plots_diff_and_the_report(
     assert headers == ["Experiment", "test.accuracy", "test.errors", "reject.nondigits", "reject.digits",
                        "train.epochs"], headers
     # A reviewer reads every changed metric at a glance: the headline figures (the five of "not a digit"
-    # among them, 14 rows in all), no per-class scores or timings.
+    # and the two of MNIST-C among them, 16 rows in all), no per-class scores or timings.
     rows = [line for line in run(["dvc", "metrics", "diff", "one", "two"], clone).splitlines()[1:]
             if line.strip()]
-    assert 5 <= len(rows) <= 16, rows
+    assert 5 <= len(rows) <= 18, rows
     assert not [row for row in rows if "per_class" in row or "seconds" in row or "images_per_second" in row]
 
     # Every plot of dvc.yaml, the per-class scores among them, is compared.

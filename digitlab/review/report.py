@@ -49,6 +49,7 @@ HEADLINE = (
     ("reports/evaluate/metrics.json", "test.ece"),
     ("reports/evaluate/metrics.json", "reject.nondigits"),  # "not a digit": test non-digits refused...
     ("reports/evaluate/metrics.json", "reject.digits"),  # ... and test digits refused
+    ("reports/evaluate/metrics.json", "robust.mean_accuracy"),  # under MNIST-C's 15 corruptions
     ("reports/train/metrics.json", "eval.accuracy"),  # on the validation images, the only non-test row
 )
 

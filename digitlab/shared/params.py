@@ -106,6 +106,8 @@ class Evaluate(Section):
     tta_views: Literal[1, 5, 9]  # the view counts of digitlab/inference/views.py's VIEWS (a test checks)
     calibration_bins: int = Field(ge=2, le=100)
     mistakes: int = Field(ge=1, le=100)
+    corruption_images: int = Field(ge=1, le=10000)
+    corruption_seed: Seed
 
 
 class SamplePredict(Section):
