@@ -98,23 +98,18 @@ class DigitReader:
                 initializer=signal.signal, initargs=(signal.SIGINT, signal.SIG_IGN))
         return self.workers
 
-    def close(self, interrupted: bool = False) -> None:
+    def close(self) -> None:
         """Stop the worker processes, if any started, dropping work not yet begun. Python can report
-        a spurious 'Bad file descriptor' if a pool is left to its exit handler while work is pending.
-        Interrupted (Ctrl-C), they are killed and not waited for: the signal can come while the pool
-        talks to them, and waiting could then wait for ever."""
+        a spurious 'Bad file descriptor' if a pool is left to its exit handler while work is pending."""
         if self.workers is not None:
-            if interrupted:
-                for process in list(self.workers._processes.values()):
-                    process.terminate()
-            self.workers.shutdown(wait=not interrupted, cancel_futures=True)
+            self.workers.shutdown(cancel_futures=True)
             self.workers = None
 
     def __enter__(self) -> "DigitReader":
         return self
 
-    def __exit__(self, kind, *exception) -> None:
-        self.close(interrupted=kind is not None and issubclass(kind, KeyboardInterrupt))
+    def __exit__(self, *exception) -> None:
+        self.close()
 
     def read(self, images: list, paths: list[str | None] | None = None) -> list[Reading]:
         """One Reading per image (a path, bytes, a PIL image or an array), in order."""
