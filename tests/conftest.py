@@ -1,6 +1,7 @@
 """Shared fixtures: fixed params, small IDX files, and the MNIST files the end-to-end tests use."""
 
 import os
+import signal
 import socket
 from pathlib import Path
 
@@ -122,6 +123,12 @@ def small_keras_model(tmp_path_factory) -> Path:
 def small_model(small_keras_model) -> Path:
     """The model.onnx of small_keras_model: what the prediction command, DigitReader and the web app read."""
     return small_keras_model.with_suffix(".onnx")
+
+
+def default_sigint() -> None:
+    """Run in a child process before it starts: Ctrl-C's default action. A shell's background job ignores
+    SIGINT and its children inherit that, so a test that interrupts a command must give it back."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 # Fixtures that cost a minute to build, once per test process. Under pytest-xdist (pyproject's addopts run

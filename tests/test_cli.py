@@ -21,7 +21,7 @@ from PIL import Image
 from digitlab.inference.views import VIEWS
 from digitlab.serving import cli
 from digitlab.serving.reader import DigitReader
-from tests.conftest import mnist_mirror
+from tests.conftest import default_sigint, mnist_mirror
 
 LINE = re.compile(r"^(?P<path>.+): (?P<digit>\d) \((?P<percent>\d+\.\d)%\), runner-up (?P<runner_up>\d)$")
 FIELDS = {"path", "digit", "confidence", "runner_up", "probabilities", "error"}
@@ -410,8 +410,9 @@ def test_ctrl_c_stops_the_command_with_one_line(small_model, digits, tmp_path):
     never_written = tmp_path / "never-written.png"
     os.mkfifo(never_written)
     command = Path(sys.executable).parent / "mnist-predict"
+    # SIGINT as a terminal gives it, even where this test runs as a background job that ignores it.
     process = subprocess.Popen([command, folder, never_written, "--model", small_model], stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True, start_new_session=True)
+                               stderr=subprocess.PIPE, text=True, start_new_session=True, preexec_fn=default_sigint)
     try:
         assert process.stdout.readline().startswith(str(folder))  # the first chunk is read: it is under way
         os.killpg(process.pid, signal.SIGINT)

@@ -21,7 +21,7 @@ import yaml
 
 from digitlab.shared.errors import PipelineError
 from stages import fetch
-from tests.conftest import BASE_PARAMS, PROJECT_ROOT, make_params
+from tests.conftest import BASE_PARAMS, PROJECT_ROOT, default_sigint, make_params
 
 FILES = {"a.gz": b"first file", "b.gz": b"second file"}
 
@@ -225,6 +225,7 @@ def test_interrupted_download_leaves_no_partial_file(tmp_path, signal_name, exit
             env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT),
                  "MNIST_MIRROR": f"http://127.0.0.1:{server.server_address[1]}"},
             stderr=subprocess.PIPE, text=True,
+            preexec_fn=default_sigint,  # as from a terminal, even if these tests run as a background job
         )
         for line in process.stderr:  # pooch announces the download ("Updating": a file is there), then starts it
             if line.startswith("Updating data from"):
