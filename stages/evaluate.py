@@ -9,7 +9,8 @@ Writes into REPORT_DIR:
   metrics.json                     test.accuracy, test.errors, test.loss, test.macro_f1, test.ece,
                                    test.accepted_accuracy (on the digits not refused); reject.threshold,
                                    reject.auroc (digits against non-digits, by confidence), reject.nondigits
-                                   and reject.digits (the shares of each refused as "not a digit");
+                                   and reject.digits (the shares of each refused as "not a digit"), and
+                                   reject.user_digits (of the test digits redrawn as users send them);
                                    robust.mean_accuracy and robust.worst_accuracy, under MNIST-C's corruptions
   rejection.json                   the same shares, and the non-digits refused by kind (letters, noise...)
   answers.json                     image by image, the test digits misread or refused and the test non-digits
@@ -106,6 +107,10 @@ def main(argv: list[str] | None = None) -> None:
     nondigit_probabilities = predict_probabilities(model, nondigits["images"], params.batch_size, params.tta_views)
     nondigit_confidence = confidences(nondigit_probabilities)
     digits_refused, nondigits_refused = rejected(digit_confidence, threshold), rejected(nondigit_confidence, threshold)
+    # The test digits as users send them (digitlab/images/user_digits.py): refused, they are a user's false refusal.
+    users = load_arrays(args.prepared_dir / "user_digits_test.npz")
+    users_probabilities = predict_probabilities(model, users["images"], params.batch_size, params.tta_views)
+    users_refused = rejected(confidences(users_probabilities), threshold)
     # A digit is the positive class, its confidence the score: the ROC's threshold is the confidence itself.
     is_digit = np.concatenate([np.ones(len(labels), int), np.zeros(len(nondigit_confidence), int)])
     scored = np.concatenate([digit_confidence, nondigit_confidence])
@@ -117,7 +122,7 @@ def main(argv: list[str] | None = None) -> None:
     robustness = corruption_accuracies(model, test["images"][: params.corruption_images],
                                        labels[: params.corruption_images], params)
     with Live(str(args.report_dir), dvcyaml=None, save_dvc_exp=False) as live:
-        # In the order `dvc exp show` gives the columns, the first two kept in full in a narrow terminal.
+        # In the order `dvc exp show` gives the columns: the headline test figures first.
         live.log_metric("test/accuracy", share(accuracy), plot=False)
         live.log_metric("test/errors", int((predicted != labels).sum()), plot=False)
         live.log_metric("test/loss", significant(cross_entropy(probabilities, labels)), plot=False)
@@ -130,6 +135,7 @@ def main(argv: list[str] | None = None) -> None:
         live.log_metric("reject/auroc", share(roc_auc_score(is_digit, scored)), plot=False)
         live.log_metric("reject/nondigits", share(nondigits_refused.mean()), plot=False)
         live.log_metric("reject/digits", share(digits_refused.mean()), plot=False)
+        live.log_metric("reject/user_digits", share(users_refused.mean()), plot=False)
         live.log_metric("robust/mean_accuracy", share(np.mean([row["accuracy"] for row in robustness])), plot=False)
         live.log_metric("robust/worst_accuracy", min(row["accuracy"] for row in robustness), plot=False)
         live.log_sklearn_plot("confusion_matrix", labels, predicted, name="confusion_matrix.json")
@@ -143,6 +149,8 @@ def main(argv: list[str] | None = None) -> None:
         "threshold": threshold, "views": params.tta_views,
         "digits": {"count": len(labels), "refused": int(digits_refused.sum())},
         "nondigits": {"count": len(kinds), "refused": int(nondigits_refused.sum())},
+        "user_digits": {"count": len(users["labels"]), "refused": int(users_refused.sum()),
+                        "read_right": int((users_probabilities.argmax(axis=1) == users["labels"]).sum())},
         "nondigits_refused_by_kind": {str(kind): round(float(nondigits_refused[kinds == kind].mean()), 4)
                                       for kind in np.unique(kinds)},
     })
@@ -168,6 +176,8 @@ def main(argv: list[str] | None = None) -> None:
           f"{len(labels):,}), predicted at {len(labels) / seconds:,.0f} images/s by onnxruntime")
     print(f"evaluate: \"not a digit\" below {threshold:.1%} confidence: {nondigits_refused.mean():.1%} of "
           f"{len(kinds):,} non-digits and {digits_refused.mean():.2%} of the test digits refused")
+    print(f"evaluate: {users_refused.mean():.2%} of {len(users['labels']):,} test digits in users' hands and looks "
+          "refused")
     print(f"evaluate: metrics and plots in {args.report_dir}/")
 
 

@@ -7,10 +7,12 @@ images are drawn from the training images, the same fraction from every class
 It also makes images that hold no digit (digitlab/images/nondigits.py), read as the reader reads users'
 images, in three splits of their own: for training (reject.outlier_share of the training digits'
 count), for choosing the "not a digit" threshold (reject.val_nondigits) and for evaluate
-(reject.test_nondigits).
+(reject.test_nondigits); and as many test digits redrawn as users send them (digitlab/images/user_digits.py),
+which evaluate counts the "not a digit" answer refusing.
 
-Writes OUTPUT_DIR/train.npz, val.npz and test.npz, each holding `images` and `labels`, and
-nondigits_train.npz, nondigits_val.npz and nondigits_test.npz, each holding `images` and `kinds`.
+Writes OUTPUT_DIR/train.npz, val.npz and test.npz, each holding `images` and `labels`,
+nondigits_train.npz, nondigits_val.npz and nondigits_test.npz, each holding `images` and `kinds`, and
+user_digits_test.npz, holding `images`, `labels` and `looks`.
 
 Usage: python -m stages.preprocess RAW_DIR OUTPUT_DIR
 """
@@ -24,6 +26,7 @@ from digitlab.data.raw import load_split
 from digitlab.files.arrays import save_arrays
 from digitlab.images.nondigits import prepared_nondigits, split_seeds
 from digitlab.images.reading import to_model_input
+from digitlab.images.user_digits import user_digits
 from digitlab.shared.errors import PipelineError, run_stage
 from digitlab.shared.params import load_params
 
@@ -83,6 +86,12 @@ def main(argv: list[str] | None = None) -> None:
         save_arrays(args.output_dir / f"nondigits_{split}.npz", **nondigits)
         print(f"  wrote {args.output_dir}/nondigits_{split}.npz: {len(nondigits['kinds']):,} non-digits "
               f"(of {count:,} made; {blank} the reader finds blank are left out)", flush=True)
+    # Test digits as users send them, as many as the test non-digits: what "not a digit" must not refuse.
+    digits, blank = user_digits(test_images[: reject.test_nondigits], test_labels[: reject.test_nondigits],
+                                seeds["test"])
+    save_arrays(args.output_dir / "user_digits_test.npz", **digits)
+    print(f"  wrote {args.output_dir}/user_digits_test.npz: {len(digits['labels']):,} test digits in users' hands and "
+          f"looks ({blank} the reader finds blank are left out)", flush=True)
     print(f"preprocess: arrays in {args.output_dir}/")
 
 

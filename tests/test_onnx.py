@@ -53,6 +53,8 @@ def workdir(tmp_path, monkeypatch):
     save_arrays(tmp_path / "prepared" / "test.npz", images=images, labels=np.arange(50, dtype=np.uint8) % 10)
     save_arrays(tmp_path / "prepared" / "nondigits_test.npz", images=rng.random((30, 28, 28, 1), dtype=np.float32),
                 kinds=np.array(["noise", "letters", "shapes"] * 10))
+    save_arrays(tmp_path / "prepared" / "user_digits_test.npz", images=rng.random((20, 28, 28, 1), dtype=np.float32),
+                labels=np.arange(20) % 10, looks=np.array(["paper PNG", "transparent"] * 10))
     params = {**TINY, "evaluate": {**TINY["evaluate"], "batch_size": 20, "tta_views": 5}}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     monkeypatch.chdir(tmp_path)
@@ -115,7 +117,7 @@ def test_evaluate_scores_the_onnx_model(workdir):
     metrics = json.loads((workdir / "reports/metrics.json").read_text())
     assert list(metrics) == ["test", "reject", "robust"]  # the ONNX parity is train's check, not a metric
     assert list(metrics["test"]) == ["accuracy", "errors", "loss", "macro_f1", "ece", "accepted_accuracy"]
-    assert list(metrics["reject"]) == ["threshold", "auroc", "nondigits", "digits"]
+    assert list(metrics["reject"]) == ["threshold", "auroc", "nondigits", "digits", "user_digits"]
     assert list(metrics["robust"]) == ["mean_accuracy", "worst_accuracy"]
     # What comes from probabilities is written at a precision that every CPU agrees on.
     assert metrics["test"]["loss"] == float(f"{metrics['test']['loss']:.4g}")
@@ -134,6 +136,8 @@ def test_evaluate_scores_the_onnx_model(workdir):
     assert metrics["reject"]["threshold"] == THRESHOLDS[5]
     assert metrics["reject"]["digits"] == pytest.approx(1 - accepted.mean(), abs=1e-6)
     assert metrics["reject"]["nondigits"] == pytest.approx((nondigits.max(axis=1) < THRESHOLDS[5]).mean(), abs=1e-6)
+    users = predict_probabilities(keras_model, np.load(workdir / "prepared/user_digits_test.npz")["images"], 20, 5)
+    assert metrics["reject"]["user_digits"] == pytest.approx((users.max(axis=1) < THRESHOLDS[5]).mean(), abs=1e-6)
     assert metrics["test"]["accepted_accuracy"] == pytest.approx(
         (probabilities.argmax(axis=1) == labels)[accepted].mean(), abs=1e-6)
     assert 0 <= metrics["reject"]["auroc"] <= 1

@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from digitlab.evaluation.corruptions import CORRUPTIONS
+from digitlab.images.nondigits import LOOKS
 from tests.e2e import QUICK, experiment_metrics, run, set_params, stages_run
 
 pytestmark = pytest.mark.slow
@@ -53,6 +54,10 @@ def test_every_stage_writes_outputs_that_make_sense(pipeline):
             assert count - 5 <= len(nondigits["kinds"]) <= count and nondigits["images"].shape[1:] == (28, 28, 1)
             nondigits_kinds = nondigits["kinds"]  # the last, the test split's
     reject = all_metrics["reject"]
+    # As many test digits in users' hands and looks as test non-digits, and the share of them refused.
+    with np.load(pipeline / "data/prepared/user_digits_test.npz", allow_pickle=False) as users:
+        assert 130 <= len(users["labels"]) <= 140 and set(users["looks"]) == set(LOOKS)
+    assert 0 <= reject["user_digits"] <= 1
     assert 0 < reject["threshold"] < 1 and 0.5 < reject["auroc"] <= 1
     assert 0 <= reject["digits"] <= 0.05 and 0 <= reject["nondigits"] <= 1
     roc = json.loads((pipeline / "reports/evaluate/plots/sklearn/roc.json").read_text())["roc"]
@@ -212,9 +217,11 @@ def test_experiments_compare_in_exp_show_metrics_diff_plots_diff_and_the_report(
     assert diff["reports/evaluate/metrics.json"]["test.accuracy"] == {
         "old": baseline["accuracy"], "new": experiments["one"]["accuracy"],
         "diff": pytest.approx(experiments["one"]["accuracy"] - baseline["accuracy"])}
-    # In a 120-column terminal, the test metrics come first (a plain `dvc exp show` cuts their names short).
-    first_metric = next(header for header in exp_show_headers(clone) if header not in ("Experiment", "Created"))
-    assert first_metric.startswith("test.ac"), exp_show_headers(clone)
+    # The test metrics come first, test.accuracy leading (a plain `dvc exp show` in 120 columns cuts every
+    # name short, so the order is read from its CSV).
+    columns = run(["dvc", "exp", "show", "--csv"], clone).splitlines()[0].split(",")
+    metrics = [column for column in columns if column.startswith(("test.", "reject.", "robust.", "eval.", "model."))]
+    assert metrics[:2] == ["test.accuracy", "test.errors"], columns
     assert {"Experiment", "test.accuracy", "train.epochs"} <= set(exp_show_headers(clone, "--only-changed"))
     # Only train.epochs differs, so `--only-changed` has one param column. With the changed files' hashes and
     # the queue's columns dropped, as the README shows it, the table fits with names as short as these.
