@@ -268,9 +268,9 @@ def main(argv: list[str] | None = None) -> None:
     args.output.mkdir(parents=True, exist_ok=True)
 
     title = f"# Model report: {side_name(head)} against `{side_name(base)}`"
-    real = [f"Each test image is paired across the two versions; McNemar's exact test at α = {args.alpha:g} "
-            "decides whether more images were fixed than broken than seeds alone would give "
-            "(docs/review.md says how to read it)."]
+    real = [f"Each test image is paired across the two versions. Fixed: wrong before, right after; broken: the "
+            f"other way. McNemar's exact test at α = {args.alpha:g} asks whether fixed and broken differ by more "
+            "than chance would make them (docs/review.md says how to read it)."]
     if pairing:
         real.append(pairing)
     if tests:
