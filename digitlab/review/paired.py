@@ -50,6 +50,7 @@ METRICS = (
     Metric("reject.nondigits", "nondigits", "accepted", higher_is_better=True),  # test non-digits refused
     Metric("reject.digits", "digits", "refused", higher_is_better=False),  # test digits refused
 )
+ACCURACY, ERRORS, NONDIGITS_REFUSED, DIGITS_REFUSED = METRICS
 METRIC_NAMES = tuple(metric.name for metric in METRICS)
 
 

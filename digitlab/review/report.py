@@ -39,17 +39,18 @@ from digitlab.shared.errors import PipelineError, run_stage
 ANSWERS = "reports/evaluate/answers.json"
 TEST_IMAGES = {"digits": "data/prepared/test.npz", "nondigits": "data/prepared/nondigits_test.npz"}
 IMAGES = ("reports/evaluate/mistakes.png", "reports/predict/samples.png")
+EVALUATE_METRICS = "reports/evaluate/metrics.json"
 EXIT_WORSE = 3
 # The rows of the report's headline table, in this order: (metrics file, metric) as `dvc metrics diff` names them.
 HEADLINE = (
-    ("reports/evaluate/metrics.json", "test.accuracy"),
-    ("reports/evaluate/metrics.json", "test.errors"),
-    ("reports/evaluate/metrics.json", "test.loss"),
-    ("reports/evaluate/metrics.json", "test.macro_f1"),
-    ("reports/evaluate/metrics.json", "test.ece"),
-    ("reports/evaluate/metrics.json", "reject.nondigits"),  # "not a digit": test non-digits refused...
-    ("reports/evaluate/metrics.json", "reject.digits"),  # ... and test digits refused
-    ("reports/evaluate/metrics.json", "robust.mean_accuracy"),  # under MNIST-C's 15 corruptions
+    (EVALUATE_METRICS, "test.accuracy"),
+    (EVALUATE_METRICS, "test.errors"),
+    (EVALUATE_METRICS, "test.loss"),
+    (EVALUATE_METRICS, "test.macro_f1"),
+    (EVALUATE_METRICS, "test.ece"),
+    (EVALUATE_METRICS, "reject.nondigits"),  # "not a digit": test non-digits refused...
+    (EVALUATE_METRICS, "reject.digits"),  # ... and test digits refused
+    (EVALUATE_METRICS, "robust.mean_accuracy"),  # under MNIST-C's 15 corruptions
     ("reports/train/metrics.json", "eval.accuracy"),  # on the validation images, the only non-test row
 )
 
@@ -161,27 +162,29 @@ def paired_tests(pairs: list[tuple[Run, Run]], alpha: float) -> tuple[list[paire
     return tests, answers[0], ""
 
 
-def _percent(value: float) -> str:
-    return f"{value:.{max(0, CONFIDENCE_DECIMALS - 2)}%}"
+def _answer(row: dict) -> str:
+    """A wrong answer from answers.json as the pictures caption it: "7 (93%)"."""
+    return f"{row['answer']} ({row['confidence']:.{max(0, CONFIDENCE_DECIMALS - 2)}%})"
 
 
 def change_pictures(base: Run, head: Run, pair: tuple[dict, dict], output: Path) -> list[str]:
     """Pictures of the test images the first pair's change fixed and broke; Markdown for the report."""
     held = {name: load_arrays(path) for name, path in TEST_IMAGES.items() if Path(path).exists()}
-    if set(held) != set(TEST_IMAGES) or paired.mismatch(*pair) or any(
+    if set(held) != set(TEST_IMAGES) or any(
             fingerprint(held[name]["images"]) != pair[0][name]["fingerprint"] for name in held):
         return ["(No pictures: the workspace's data/prepared is not the test set these versions answered; "
                 "`dvc pull` or `dvc repro` it to see them.)"]
-    rows = [{row["index"]: row for row in answers["digits"]["wrong"]} for answers in pair]
     names = [base.name[:12], head.name[:12]]
+
+    # Test accuracy: the digits misread by one version and read right by the other.
+    rows = [{row["index"]: row for row in answers["digits"]["wrong"]} for answers in pair]
 
     def caption(index: int) -> str:
         label = (rows[0].get(index) or rows[1].get(index))["label"]
-        answers = [label if row is None else f"{row['answer']} ({_percent(row['confidence'])})"
-                   for row in (rows[0].get(index), rows[1].get(index))]
-        return f"#{index}, a {label}\n{names[0]}: {answers[0]}\n{names[1]}: {answers[1]}"
+        said = [label if index not in side else _answer(side[index]) for side in rows]
+        return f"#{index}, a {label}\n{names[0]}: {said[0]}\n{names[1]}: {said[1]}"
 
-    base_wrong, head_wrong = (paired.failures(answers, paired.METRICS[0]) for answers in pair)
+    base_wrong, head_wrong = (paired.failures(answers, paired.ACCURACY) for answers in pair)
     sections = []
     for title, file_name, indices, broken, what in (
             ("Fixed", "fixed.png", base_wrong - head_wrong, False, f"misread by {base.name}, read right by {head.name}"),
@@ -194,17 +197,20 @@ def change_pictures(base: Run, head: Run, pair: tuple[dict, dict], output: Path)
         sections.append(f"### {title}: {len(indices)} test digit{'s' * (len(indices) != 1)} {what}\n\n"
                         f"![{title}]({file_name})")
 
-    # "Not a digit": the images refused by one version and not by the other.
+    # "Not a digit": the images refused by one version and not by the other. A non-digit's failure is to be
+    # accepted (captioned with its answer), a digit's to be refused.
     changes = []
-    for name, metric in (("nondigits", paired.METRICS[2]), ("digits", paired.METRICS[3])):
+    for name, metric in (("nondigits", paired.NONDIGITS_REFUSED), ("digits", paired.DIGITS_REFUSED)):
         rows = [{row["index"]: row for row in answers[name]["wrong"]} for answers in pair]
         failed = [paired.failures(answers, metric) for answers in pair]
         for index in sorted(failed[0] ^ failed[1]):
             row = rows[0].get(index) or rows[1].get(index)
-            what = f"non-digit #{index}, {row['kind']}" if name == "nondigits" else f"#{index}, a {row['label']}"
-            said = [("refused" if index not in failed[side] else f"{rows[side][index]['answer']} "
-                     f"({_percent(rows[side][index]['confidence'])})") if name == "nondigits"
-                    else ("refused" if index in failed[side] else "accepted") for side in (0, 1)]
+            if name == "nondigits":
+                what = f"non-digit #{index}, {row['kind']}"
+                said = [_answer(rows[side][index]) if index in failed[side] else "refused" for side in (0, 1)]
+            else:
+                what = f"#{index}, a {row['label']}"
+                said = ["refused" if index in failed[side] else "accepted" for side in (0, 1)]
             changes.append((name, index, f"{what}\n{names[0]}: {said[0]}\n{names[1]}: {said[1]}",
                             index in failed[1]))
     if changes:
@@ -233,10 +239,9 @@ def verdict_table(tests: list[paired.Test], base: list[Run], head: list[Run]) ->
     rows = [f"| metric | {side_name(base)} | {side_name(head)} | change | {level} interval | fixed | broken | p | verdict |",
             "|---|---|---|---|---|---|---|---|---|"]
     for test in tests:
-        path = "reports/evaluate/metrics.json"
         rows.append(
-            f"| {test.metric} | {_cell([metric_value(r, path, test.metric) for r in base])} "
-            f"| {_cell([metric_value(r, path, test.metric) for r in head])} | {test.change:+.4g} "
+            f"| {test.metric} | {_cell([metric_value(r, EVALUATE_METRICS, test.metric) for r in base])} "
+            f"| {_cell([metric_value(r, EVALUATE_METRICS, test.metric) for r in head])} | {test.change:+.4g} "
             f"| {test.change_low:+.4g} to {test.change_high:+.4g} | {test.fixed} | {test.broken} "
             f"| {test.p_value:.2g} | **{test.verdict}** |")
     return "\n".join(rows)
