@@ -31,6 +31,7 @@ exposure as ratios measured side by side on one machine (whole runs, and fastest
 Usage: python benchmarks/nondigit_benchmark.py [--model data/model/model.keras] [--nondigits 1400]
                                                [--outlier-exposure --epochs 3]
        python benchmarks/nondigit_benchmark.py --training-cost 2
+       python benchmarks/nondigit_benchmark.py --training-cost 2 --against train.augment.shear=0
 Prints Markdown tables and writes --output (benchmarks/nondigit_results.json; with --training-cost,
 benchmarks/nondigit_training_cost.json).
 """
@@ -41,6 +42,7 @@ from datetime import date
 from pathlib import Path
 
 import numpy as np
+import yaml
 from benchmark import machine_description  # benchmarks/benchmark.py, beside this script
 from predict_benchmark import user_image
 
@@ -48,11 +50,11 @@ import digitlab.shared  # noqa: F401  (sets TensorFlow's environment before kera
 import keras
 from digitlab.files.arrays import load_arrays
 from digitlab.files.atomic import write_json
-from digitlab.images.nondigits import KINDS, nondigit_images, split_seeds
+from digitlab.images.nondigits import KINDS, nondigit_images
 from digitlab.images.reading import prepare
 from digitlab.images.reading import to_model_input
 from digitlab.inference.views import VIEWS, shifted
-from digitlab.shared.params import load_params
+from digitlab.shared.params import Params, load_params, with_overrides
 from digitlab.training.model import build_model
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -60,10 +62,10 @@ FALSE_REJECTIONS = (0.002, 0.005)  # shares of MNIST validation digits a thresho
 FEATURES = "dropout"  # the dense layer's activations (dropout is the identity at inference)
 
 
-def prepared_nondigits(count: int, seed: int) -> tuple[np.ndarray, np.ndarray, int]:
-    """(model inputs, their kinds, how many the reader found blank) of `count` non-digits."""
-    made = nondigit_images(count, seed)
-    digits = [(prepare(image), kind) for image, kind, _ in made]
+def prepared_nondigits(count: int, split: str) -> tuple[np.ndarray, np.ndarray, int]:
+    """(model inputs, their kinds, how many the reader found blank) of `count` non-digits of `split`."""
+    made = nondigit_images(count, 0, split)
+    digits = [(prepare(image), kind) for image, kind, _, _ in made]
     kept = [(digit, kind) for digit, kind in digits if digit is not None]
     return (to_model_input(np.stack([digit for digit, _ in kept])), np.array([kind for _, kind in kept]),
             len(made) - len(kept))
@@ -157,15 +159,17 @@ def main() -> None:
     parser.add_argument("--oe-share", type=float, default=0.1)
     parser.add_argument("--output", type=Path, default=PROJECT_ROOT / "benchmarks/nondigit_results.json")
     parser.add_argument("--training-cost", type=int, metavar="EPOCHS", help="only time training without and with")
+    parser.add_argument("--against", action="append", metavar="KEY=VALUE",
+                        help="with --training-cost: time params.yaml against itself so changed (repeatable)")
     args = parser.parse_args()
     if args.training_cost:
-        training_cost(args.prepared, args.training_cost)
+        training_cost(args.prepared, args.training_cost, args.against)
         return
 
     train, val = load_arrays(args.prepared / "train.npz"), load_arrays(args.prepared / "val.npz")
     fit_rows = np.random.default_rng(0).choice(len(train["labels"]), args.fit, replace=False)
     started = time.perf_counter()
-    nondigits, kinds, blank = prepared_nondigits(args.nondigits, split_seeds(0)["val"])
+    nondigits, kinds, blank = prepared_nondigits(args.nondigits, "val")
     users = user_digits(val["images"], args.users)
     print(f"made {args.nondigits} non-digits ({blank} found blank by the reader) and {args.users} user-style "
           f"digits in {time.perf_counter() - started:.0f} s", flush=True)
@@ -180,7 +184,7 @@ def main() -> None:
                           {"scores": scored(keras.saving.load_model(args.model))}}}
     if args.outlier_exposure:
         outlier_count = int(args.oe_share * len(train["labels"]))
-        outliers, _, _ = prepared_nondigits(outlier_count, split_seeds(0)["train"])
+        outliers, _, _ = prepared_nondigits(outlier_count, "train")
         for name, extra in (("digits only", None), (f"outlier exposure ({len(outliers):,} non-digits)", outliers)):
             model, seconds, accuracy = train_probe(train, val, args.epochs, 42, extra)
             results["models"][f"probe, {args.epochs} epochs, {name}"] = {
@@ -189,11 +193,13 @@ def main() -> None:
     print(markdown(results))
 
 
-def training_cost(prepared: Path, epochs: int) -> None:
+def training_cost(prepared: Path, epochs: int, against: list[str] | None = None) -> None:
     """Time the train stage's loop without and with its non-digits, in turn (ABAB), and print the ratios:
     of the whole runs, and of their fastest epochs after the first (which also traces the graphs). This
     machine's epochs swing between about 13 and 21 s from one to the next whatever runs, so the
-    fastest epoch, the least disturbed, says more about the cost than the sum."""
+    fastest epoch, the least disturbed, says more about the cost than the sum. With `against` (KEY=VALUE
+    overrides of params.yaml, as `dvc exp run -S` takes them), both sides train with the non-digits, the
+    first with params.yaml so overridden ("before"), the second with params.yaml as it is."""
     import keras
 
     from digitlab.training.fitting import fit
@@ -205,30 +211,38 @@ def training_cost(prepared: Path, epochs: int) -> None:
         def on_epoch_end(self, epoch, logs=None):
             self.seconds.append(round(time.perf_counter() - self.started, 2))
 
-    params = load_params(PROJECT_ROOT / "params.yaml")
-    params = params.model_copy(update={"train": params.train.model_copy(update={"epochs": epochs})})
+    raw = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())
+    params = Params.model_validate(with_overrides(raw, {"train.epochs": epochs}))
     train, val = load_arrays(prepared / "train.npz"), load_arrays(prepared / "val.npz")
     outliers = load_arrays(prepared / "nondigits_train.npz")["images"]
-    runs = {"digits only": [], f"with {len(outliers):,} non-digits": []}
+    if against:
+        changes = dict(change.split("=", 1) for change in against)
+        before = Params.model_validate(with_overrides(raw, {"train.epochs": epochs, **{
+            key: yaml.safe_load(value) for key, value in changes.items()}}))
+        sides = {f"before ({', '.join(against)})": (before, outliers), "params.yaml": (params, outliers)}
+    else:
+        sides = {"digits only": (params, None), f"with {len(outliers):,} non-digits": (params, outliers)}
+    runs = {name: [] for name in sides}
     for _ in range(2):
-        for name, extra in zip(runs, (None, outliers)):
+        for name, (side_params, extra) in sides.items():
             timer = EpochTimes()
             timer.seconds = []
             started = time.perf_counter()
-            fit(params, train, val, callbacks=[timer], outliers=extra)
+            fit(side_params, train, val, callbacks=[timer], outliers=extra)
             runs[name].append({"seconds": round(time.perf_counter() - started, 1), "epochs": timer.seconds})
     (plain, exposed) = runs.values()
     fastest = [min(second for run in side for second in run["epochs"][1:]) for side in (plain, exposed)]
     results = {"date": date.today().isoformat(), "machine": machine_description(), "epochs": epochs, "runs": runs,
                "images_per_epoch": {"digits only": len(train["labels"]),
                                     "with non-digits": len(train["labels"]) + len(outliers)},
+               "against": against or [],
                "ratio_of_runs": round(sum(r["seconds"] for r in exposed) / sum(r["seconds"] for r in plain), 3),
                "ratio_of_fastest_epochs": round(fastest[1] / fastest[0], 3)}
     write_json(PROJECT_ROOT / "benchmarks/nondigit_training_cost.json", results)
     print(f"{results['machine']}; {epochs} epochs of fit, in turn: " + "; ".join(
         f"{name}: runs {[run['seconds'] for run in side]} s, epochs {[run['epochs'] for run in side]} s"
         for name, side in runs.items()))
-    print(f"ratio with/without: whole runs {results['ratio_of_runs']}, fastest epochs {results['ratio_of_fastest_epochs']}"
+    print(f"ratio second/first: whole runs {results['ratio_of_runs']}, fastest epochs {results['ratio_of_fastest_epochs']}"
           f"; images per epoch {len(train['labels']) + len(outliers):,} / {len(train['labels']):,}")
 
 

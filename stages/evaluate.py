@@ -9,10 +9,12 @@ Writes into REPORT_DIR:
   metrics.json                     test.accuracy, test.errors, test.loss, test.macro_f1, test.ece,
                                    test.accepted_accuracy (on the digits not refused); reject.threshold,
                                    reject.auroc (digits against non-digits, by confidence), reject.nondigits
-                                   and reject.digits (the shares of each refused as "not a digit"), and
-                                   reject.user_digits (of the test digits redrawn as users send them);
+                                   and reject.digits (the shares of each refused as "not a digit"),
+                                   reject.drawn_nondigits (of the non-digits drawn as strokes, by hands training
+                                   never saw) and reject.user_digits (of the test digits redrawn as users send them);
                                    robust.mean_accuracy and robust.worst_accuracy, under MNIST-C's corruptions
-  rejection.json                   the same shares, and the non-digits refused by kind (letters, noise...)
+  rejection.json                   the same counts, the user digits read right, and the non-digits refused by kind
+                                   (letters, doodles, noise...) and by the hand that drew them
   answers.json                     image by image, the test digits misread or refused and the test non-digits
                                    accepted, with their answers (digitlab/evaluation/answers.py): what the review
                                    pairs with another version's
@@ -111,6 +113,8 @@ def main(argv: list[str] | None = None) -> None:
     users = load_arrays(args.prepared_dir / "user_digits_test.npz")
     users_probabilities = predict_probabilities(model, users["images"], params.batch_size, params.tta_views)
     users_refused = rejected(confidences(users_probabilities), threshold)
+    users_right = (users_probabilities.argmax(axis=1) == users["labels"]) & ~users_refused  # answered, and right
+    drawn = nondigits["hands"] != ""  # drawn as strokes, by hands that training never saw
     # A digit is the positive class, its confidence the score: the ROC's threshold is the confidence itself.
     is_digit = np.concatenate([np.ones(len(labels), int), np.zeros(len(nondigit_confidence), int)])
     scored = np.concatenate([digit_confidence, nondigit_confidence])
@@ -134,6 +138,7 @@ def main(argv: list[str] | None = None) -> None:
         live.log_metric("reject/threshold", threshold, plot=False)
         live.log_metric("reject/auroc", share(roc_auc_score(is_digit, scored)), plot=False)
         live.log_metric("reject/nondigits", share(nondigits_refused.mean()), plot=False)
+        live.log_metric("reject/drawn_nondigits", share(nondigits_refused[drawn].mean()), plot=False)
         live.log_metric("reject/digits", share(digits_refused.mean()), plot=False)
         live.log_metric("reject/user_digits", share(users_refused.mean()), plot=False)
         live.log_metric("robust/mean_accuracy", share(np.mean([row["accuracy"] for row in robustness])), plot=False)
@@ -150,9 +155,12 @@ def main(argv: list[str] | None = None) -> None:
         "digits": {"count": len(labels), "refused": int(digits_refused.sum())},
         "nondigits": {"count": len(kinds), "refused": int(nondigits_refused.sum())},
         "user_digits": {"count": len(users["labels"]), "refused": int(users_refused.sum()),
-                        "read_right": int((users_probabilities.argmax(axis=1) == users["labels"]).sum())},
+                        "read_right": int(users_right.sum())},
+        "drawn_nondigits": {"count": int(drawn.sum()), "refused": int(nondigits_refused[drawn].sum())},
         "nondigits_refused_by_kind": {str(kind): round(float(nondigits_refused[kinds == kind].mean()), 4)
                                       for kind in np.unique(kinds)},
+        "drawn_nondigits_refused_by_hand": {str(hand): round(float(nondigits_refused[nondigits["hands"] == hand].mean()), 4)
+                                            for hand in np.unique(nondigits["hands"][drawn])},
     })
     # Image by image, what a review pairs with another version's answers (the wrong ones only: small for git).
     write_text(args.report_dir / answers.FILE_NAME, answers.to_json({
@@ -175,9 +183,10 @@ def main(argv: list[str] | None = None) -> None:
     print(f"evaluate: test accuracy {accuracy:.2%} ({int(matrix.sum() - np.trace(matrix))} errors of "
           f"{len(labels):,}), predicted at {len(labels) / seconds:,.0f} images/s by onnxruntime")
     print(f"evaluate: \"not a digit\" below {threshold:.1%} confidence: {nondigits_refused.mean():.1%} of "
-          f"{len(kinds):,} non-digits and {digits_refused.mean():.2%} of the test digits refused")
-    print(f"evaluate: {users_refused.mean():.2%} of {len(users['labels']):,} test digits in users' hands and looks "
-          "refused")
+          f"{len(kinds):,} non-digits ({nondigits_refused[drawn].mean():.1%} of the {drawn.sum():,} drawn by hands "
+          f"training never saw) and {digits_refused.mean():.2%} of the test digits refused")
+    print(f"evaluate: of {len(users['labels']):,} test digits in users' hands and looks, {users_refused.mean():.2%} "
+          f"refused and {users_right.mean():.1%} read right")
     print(f"evaluate: metrics and plots in {args.report_dir}/")
 
 

@@ -7,12 +7,12 @@ images are drawn from the training images, the same fraction from every class
 It also makes images that hold no digit (digitlab/images/nondigits.py), read as the reader reads users'
 images, in three splits of their own: for training (reject.outlier_share of the training digits'
 count), for choosing the "not a digit" threshold (reject.val_nondigits) and for evaluate
-(reject.test_nondigits); and as many test digits redrawn as users send them (digitlab/images/user_digits.py),
-which evaluate counts the "not a digit" answer refusing.
+(reject.test_nondigits); and as many validation and test digits redrawn as users send them
+(digitlab/images/user_digits.py), which train and evaluate count the "not a digit" answer refusing.
 
 Writes OUTPUT_DIR/train.npz, val.npz and test.npz, each holding `images` and `labels`,
 nondigits_train.npz, nondigits_val.npz and nondigits_test.npz, each holding `images` and `kinds`, and
-user_digits_test.npz, holding `images`, `labels` and `looks`.
+user_digits_val.npz and user_digits_test.npz, each holding `images`, `labels` and `looks`.
 
 Usage: python -m stages.preprocess RAW_DIR OUTPUT_DIR
 """
@@ -79,19 +79,21 @@ def main(argv: list[str] | None = None) -> None:
         print(f"  wrote {args.output_dir / name}.npz: {len(y):,} images", flush=True)
 
     reject = all_params.reject
-    seeds = split_seeds(reject.seed)
     for split, count in {"train": round(reject.outlier_share * len(train)), "val": reject.val_nondigits,
                          "test": reject.test_nondigits}.items():
-        nondigits, blank = prepared_nondigits(count, seeds[split])
+        nondigits, blank = prepared_nondigits(count, reject.seed, split)
         save_arrays(args.output_dir / f"nondigits_{split}.npz", **nondigits)
         print(f"  wrote {args.output_dir}/nondigits_{split}.npz: {len(nondigits['kinds']):,} non-digits "
               f"(of {count:,} made; {blank} the reader finds blank are left out)", flush=True)
-    # Test digits as users send them, as many as the test non-digits: what "not a digit" must not refuse.
-    digits, blank = user_digits(test_images[: reject.test_nondigits], test_labels[: reject.test_nondigits],
-                                seeds["test"])
-    save_arrays(args.output_dir / "user_digits_test.npz", **digits)
-    print(f"  wrote {args.output_dir}/user_digits_test.npz: {len(digits['labels']):,} test digits in users' hands and "
-          f"looks ({blank} the reader finds blank are left out)", flush=True)
+    # Validation and test digits as users send them, as many as the non-digits of the split: what "not a digit"
+    # must not refuse (validation: to choose by; test: read once, by evaluate).
+    seeds = split_seeds(reject.seed)
+    for split, (x, y) in {"val": (images[val][: reject.val_nondigits], labels[val][: reject.val_nondigits]),
+                          "test": (test_images[: reject.test_nondigits], test_labels[: reject.test_nondigits])}.items():
+        digits, blank = user_digits(x, y, seeds[split])
+        save_arrays(args.output_dir / f"user_digits_{split}.npz", **digits)
+        print(f"  wrote {args.output_dir}/user_digits_{split}.npz: {len(digits['labels']):,} {split} digits in users' "
+              f"hands and looks ({blank} the reader finds blank are left out)", flush=True)
     print(f"preprocess: arrays in {args.output_dir}/")
 
 

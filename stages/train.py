@@ -5,8 +5,9 @@ Each epoch, dvclive logs accuracy and loss on the training and validation splits
 the test set is not read here. The training non-digits (nondigits_train.npz) are mixed into the
 batches with a flat target; after training, the "not a digit" threshold of each number of views is
 chosen on the validation digits (digitlab/inference/rejection.py) and written into model.onnx, and
-the shares of validation digits and validation non-digits (nondigits_val.npz) it refuses are metrics:
-choose `reject.*` by them, not by the test set.
+the shares it refuses of the validation digits, of them redrawn as users send them (user_digits_val.npz),
+of the validation non-digits (nondigits_val.npz) and of those drawn by hands training never saw are
+metrics: choose `reject.*` and `train.augment.*` by them, not by the test set.
 
 Writes MODEL_PATH (.keras) and beside it the same model as ONNX (model.onnx: what evaluate scores and
 users run with onnxruntime; the stage stops if it does not answer the validation images as the Keras
@@ -29,6 +30,7 @@ from pathlib import Path
 from digitlab.training import distribute, fitting  # first: it imports TensorFlow, quietly (its __init__)
 
 import keras  # noqa: E402
+import numpy as np  # noqa: E402
 from dvclive import Live  # noqa: E402
 from dvclive.keras import DVCLiveCallback  # noqa: E402
 
@@ -69,9 +71,11 @@ def onnx_path(model_path: Path) -> Path:
     return Path(model_path).with_suffix(".onnx")
 
 
-def validation_confidences(model: keras.Model, images) -> dict[int, "np.ndarray"]:
-    """The model's confidence in each image, for each number of views."""
-    return {views: confidences(predict_probabilities(model, images, 500, views)) for views in VIEWS}
+def validation_confidences(model: keras.Model, images: np.ndarray, views: int | None = None):
+    """The model's confidence in each image, at `views` views, or for each number of views (a dict)."""
+    if views is not None:
+        return confidences(predict_probabilities(model, images, 500, views))
+    return {count: confidences(predict_probabilities(model, images, 500, count)) for count in VIEWS}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -103,16 +107,23 @@ def main(argv: list[str] | None = None) -> None:
         digit_confidence = validation_confidences(model, val["images"])
         thresholds = {views: choose_threshold(confidence, params.reject.false_rejection)
                       for views, confidence in digit_confidence.items()}
-        nondigits = load_arrays(args.prepared_dir / "nondigits_val.npz")["images"]
-        nondigit_confidence = confidences(predict_probabilities(model, nondigits, 500, REJECT_VIEWS))
-        digits_refused = rejected(digit_confidence[REJECT_VIEWS], thresholds[REJECT_VIEWS])
-        nondigits_refused = rejected(nondigit_confidence, thresholds[REJECT_VIEWS])
+        nondigits = load_arrays(args.prepared_dir / "nondigits_val.npz")
+        users = load_arrays(args.prepared_dir / "user_digits_val.npz")
+        threshold = thresholds[REJECT_VIEWS]
+        nondigits_refused = rejected(validation_confidences(model, nondigits["images"], REJECT_VIEWS), threshold)
+        drawn_refused = nondigits_refused[nondigits["hands"] != ""]
+        digits_refused = rejected(digit_confidence[REJECT_VIEWS], threshold)
+        users_refused = rejected(validation_confidences(model, users["images"], REJECT_VIEWS), threshold)
         live.log_metric("reject/val_nondigits", share(nondigits_refused.mean()), plot=False)
+        live.log_metric("reject/val_drawn_nondigits", share(drawn_refused.mean()), plot=False)
         live.log_metric("reject/val_digits", share(digits_refused.mean()), plot=False)
+        live.log_metric("reject/val_user_digits", share(users_refused.mean()), plot=False)
     print("train: \"not a digit\" below a confidence of " + ", ".join(
         f"{threshold:.2%} ({views} view{'s' if views > 1 else ''})" for views, threshold in thresholds.items())
-          + f"; at {REJECT_VIEWS} views it refuses {nondigits_refused.mean():.1%} of {len(nondigits):,} validation "
-          f"non-digits and {digits_refused.mean():.2%} of the validation digits", flush=True)
+          + f"; at {REJECT_VIEWS} views it refuses {nondigits_refused.mean():.1%} of {len(nondigits_refused):,} "
+          f"validation non-digits ({drawn_refused.mean():.1%} of those drawn by hands training never saw), "
+          f"{digits_refused.mean():.2%} of the validation digits and {users_refused.mean():.2%} of them redrawn as "
+          f"users send them", flush=True)
 
     save_model(model, args.model_path)
     write_text(args.report_dir / "model_summary.txt", summary(model))

@@ -64,7 +64,9 @@ def make_project(folder: Path, distribute_setting: str, epochs: int = 2, train_c
                 kinds=np.array([], dtype=np.str_))
     # Validation's non-digits are only predicted after training, for "not a digit" on validation.
     save_arrays(folder / "prepared" / "nondigits_val.npz", images=rng.random((10, 28, 28, 1), dtype=np.float32),
-                kinds=np.array(["noise"] * 10))
+                kinds=np.array(["noise"] * 10), hands=np.array(["brush"] * 10))
+    save_arrays(folder / "prepared" / "user_digits_val.npz", images=rng.random((10, 28, 28, 1), dtype=np.float32),
+                labels=np.arange(10) % 10, looks=np.array(["paper PNG"] * 10))
     params = make_params({**SYNCHRONOUS, "train.epochs": epochs, "train.distribute": distribute_setting})
     (folder / "params.yaml").write_text(yaml.safe_dump(params.model_dump()))
     return folder
@@ -112,7 +114,7 @@ def test_mirrored_on_two_devices_gives_the_one_device_weights(one_device, tmp_pa
     folder = make_project(tmp_path, "mirrored")
     output = finish(start(folder, "-c", TWO_CPU_DEVICES))
     assert "mirrored over" in output and "CPU:0" in output and "CPU:1" in output, output
-    assert files(folder) == files(one_device) == sorted(["params.yaml", "prepared/nondigits_train.npz", "prepared/nondigits_val.npz",
+    assert files(folder) == files(one_device) == sorted(["params.yaml", "prepared/nondigits_train.npz", "prepared/nondigits_val.npz", "prepared/user_digits_val.npz",
                                                         "prepared/train.npz", "prepared/val.npz", *TRAIN_FILES])
     for ours, reference in zip(weights(folder / "model.keras"), weights(one_device / "model.keras"), strict=True):
         np.testing.assert_allclose(ours, reference, atol=2e-5)

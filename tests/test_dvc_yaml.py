@@ -162,7 +162,7 @@ def test_dvc_status_after_an_edit_lists_exactly_the_stages_that_import_the_file(
     for name in ("data/raw/files", "data/model/model.keras", "data/model/model.onnx",
                  *(f"data/prepared/{split}.npz" for split in ("train", "val", "test", "nondigits_train",
                                                               "nondigits_val", "nondigits_test",
-                                                              "user_digits_test"))):
+                                                              "user_digits_val", "user_digits_test"))):
         (project / name).parent.mkdir(parents=True, exist_ok=True)
         (project / name).write_text("a stand-in")
     run = lambda *command: subprocess.run(command, cwd=project, capture_output=True, text=True, check=True)  # noqa: E731

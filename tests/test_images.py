@@ -71,6 +71,18 @@ def test_jpeg_noise_on_the_paper_is_not_taken_for_ink():
     assert np.count_nonzero(digit) == np.count_nonzero(prepare(bar(30, 90)))
 
 
+def test_a_thin_faint_digit_on_noisy_paper_fills_the_box_and_the_specks_do_not_count():
+    # A thin stroke, hardly more of the pixels than the 0.5% above the 99.5th percentile that sets the ink's
+    # level: the threshold between paper and ink is 3.5 standard deviations of the paper's noise, and a few
+    # dozen specks of paper, one here and one there, pass it too.
+    rng = np.random.default_rng(0)
+    paper = rng.normal(220, 10, (400, 400))
+    paper[100:300, 200:205] = 120  # faint, five pixels wide: 0.63% of the pixels
+    digit = prepare(np.clip(paper, 0, 255).astype(np.uint8))
+    rows = np.flatnonzero(digit.max(axis=1) > 60)
+    assert rows[-1] - rows[0] + 1 >= 19  # the stroke fills the 20-pixel box, as a clean one does
+
+
 def test_a_16_bit_image_is_scaled_by_its_own_range():
     strokes = bar(30, 90).astype(np.uint16) * 16  # a 12-bit scan: ink at 4,080 of 65,535
     assert np.array_equal(prepare(Image.fromarray(strokes)), prepare(bar(30, 90)))

@@ -12,7 +12,7 @@ import tensorflow as tf
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from digitlab.images.nondigits import nondigit_images, split_seeds
+from digitlab.images.nondigits import KINDS, LOOKS, nondigit_images
 from digitlab.inference.onnx_model import load_onnx_model
 from digitlab.inference.rejection import METADATA_KEY, NOT_A_DIGIT, choose_threshold, rejected, thresholds_from_metadata, thresholds_metadata
 from digitlab.serving import app as web
@@ -52,7 +52,8 @@ def test_outliers_are_mixed_into_training_with_a_flat_target_and_left_out_of_its
     np.testing.assert_array_equal(targets[:30].argmax(axis=1), digits["labels"])
     assert fitting.is_digit(tf.constant(targets)).numpy().tolist() == [1.0] * 30 + [0.0] * 6
     batches = list(fitting.training_batches(digits, 8, fitting.Augment(
-        rotation_degrees=0, shift_fraction=0, zoom_fraction=0, elastic_alpha=0, elastic_sigma=4), 0,
+        rotation_degrees=0, shift_fraction=0, zoom_fraction=0, elastic_alpha=0, elastic_sigma=4, shear=0,
+        stroke_width=0), 0,
         outliers=outliers))
     assert sum(len(x) for x, _ in batches) == 36
     assert sum(int((y.numpy().max(axis=1) < 0.5).sum()) for _, y in batches) == 6
@@ -77,7 +78,7 @@ def test_the_training_accuracy_logged_is_the_digits_alone():
 
 def non_digits(kind: str, count: int) -> list[Image.Image]:
     """`count` images of one kind from the non-digits' test split (the pipeline never trains on it)."""
-    return [image for image, made_kind, _ in nondigit_images(7 * 4 * count, split_seeds(0)["test"])
+    return [image for image, made_kind, _, _ in nondigit_images(len(KINDS) * len(LOOKS) * count, 0, "test")
             if made_kind == kind][:count]
 
 

@@ -52,7 +52,7 @@ def workdir(tmp_path, monkeypatch):
     images = rng.random((50, 28, 28, 1), dtype=np.float32)
     save_arrays(tmp_path / "prepared" / "test.npz", images=images, labels=np.arange(50, dtype=np.uint8) % 10)
     save_arrays(tmp_path / "prepared" / "nondigits_test.npz", images=rng.random((30, 28, 28, 1), dtype=np.float32),
-                kinds=np.array(["noise", "letters", "shapes"] * 10))
+                kinds=np.array(["noise", "letters", "doodles"] * 10), hands=np.array(["", "", "sketchy"] * 10))
     save_arrays(tmp_path / "prepared" / "user_digits_test.npz", images=rng.random((20, 28, 28, 1), dtype=np.float32),
                 labels=np.arange(20) % 10, looks=np.array(["paper PNG", "transparent"] * 10))
     params = {**TINY, "evaluate": {**TINY["evaluate"], "batch_size": 20, "tta_views": 5}}
@@ -117,7 +117,7 @@ def test_evaluate_scores_the_onnx_model(workdir):
     metrics = json.loads((workdir / "reports/metrics.json").read_text())
     assert list(metrics) == ["test", "reject", "robust"]  # the ONNX parity is train's check, not a metric
     assert list(metrics["test"]) == ["accuracy", "errors", "loss", "macro_f1", "ece", "accepted_accuracy"]
-    assert list(metrics["reject"]) == ["threshold", "auroc", "nondigits", "digits", "user_digits"]
+    assert list(metrics["reject"]) == ["threshold", "auroc", "nondigits", "drawn_nondigits", "digits", "user_digits"]
     assert list(metrics["robust"]) == ["mean_accuracy", "worst_accuracy"]
     # What comes from probabilities is written at a precision that every CPU agrees on.
     assert metrics["test"]["loss"] == float(f"{metrics['test']['loss']:.4g}")
@@ -136,6 +136,8 @@ def test_evaluate_scores_the_onnx_model(workdir):
     assert metrics["reject"]["threshold"] == THRESHOLDS[5]
     assert metrics["reject"]["digits"] == pytest.approx(1 - accepted.mean(), abs=1e-6)
     assert metrics["reject"]["nondigits"] == pytest.approx((nondigits.max(axis=1) < THRESHOLDS[5]).mean(), abs=1e-6)
+    drawn = nondigits[2::3]  # every third, a doodle in a hand (the others: no hand)
+    assert metrics["reject"]["drawn_nondigits"] == pytest.approx((drawn.max(axis=1) < THRESHOLDS[5]).mean(), abs=1e-6)
     users = predict_probabilities(keras_model, np.load(workdir / "prepared/user_digits_test.npz")["images"], 20, 5)
     assert metrics["reject"]["user_digits"] == pytest.approx((users.max(axis=1) < THRESHOLDS[5]).mean(), abs=1e-6)
     assert metrics["test"]["accepted_accuracy"] == pytest.approx(
@@ -144,4 +146,4 @@ def test_evaluate_scores_the_onnx_model(workdir):
     roc = json.loads((workdir / "reports/plots/sklearn/roc.json").read_text())["roc"]
     assert roc[-1]["fpr"] == roc[-1]["tpr"] == 1.0  # every image accepted at the lowest threshold
     by_kind = json.loads((workdir / "reports/rejection.json").read_text())["nondigits_refused_by_kind"]
-    assert sorted(by_kind) == ["letters", "noise", "shapes"]
+    assert sorted(by_kind) == ["doodles", "letters", "noise"]

@@ -25,21 +25,23 @@ TINY = make_params({
     "train.epochs": 2, "train.batch_size": 32,
     # Every distortion on, so that the reproducibility test covers them all.
     "train.augment": {"rotation_degrees": 10, "shift_fraction": 0.1, "zoom_fraction": 0.1,
-                      "elastic_alpha": 34, "elastic_sigma": 4},
+                      "elastic_alpha": 34, "elastic_sigma": 4, "shear": 0.3, "stroke_width": 0.5},
 }).model_dump()
 
 
 @pytest.fixture
 def workdir(tmp_path, monkeypatch):
-    """A folder with params.yaml, 200 random training and 50 validation images, and 20 "non-digits" in
-    each of the training and validation splits."""
+    """A folder with params.yaml, 200 random training and 50 validation images, 20 "non-digits" in
+    each of the training and validation splits, and 20 validation "digits as users send them"."""
     rng = np.random.default_rng(0)
     for name, count in (("train", 200), ("val", 50)):
         images = rng.random((count, 28, 28, 1), dtype=np.float32)
         save_arrays(tmp_path / "prepared" / f"{name}.npz", images=images, labels=np.arange(count, dtype=np.uint8) % 10)
     for name in ("nondigits_train", "nondigits_val"):
         save_arrays(tmp_path / "prepared" / f"{name}.npz", images=rng.random((20, 28, 28, 1), dtype=np.float32),
-                    kinds=np.array(["noise"] * 20))
+                    kinds=np.array(["noise", "doodles"] * 10), hands=np.array(["", "brush"] * 10))
+    save_arrays(tmp_path / "prepared" / "user_digits_val.npz", images=rng.random((20, 28, 28, 1), dtype=np.float32),
+                labels=np.arange(20) % 10, looks=np.array(["paper PNG"] * 20))
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(TINY))
     monkeypatch.chdir(tmp_path)
     return tmp_path
@@ -62,7 +64,7 @@ def test_same_params_and_seed_give_identical_metrics(workdir):
     metrics = json.loads((workdir / "a/metrics.json").read_text())
     # Validation's figures and the size: the training split's stay in the curves, not in the metrics.
     assert metrics["step"] == 1 and list(metrics) == ["model", "eval", "step", "reject"]
-    assert list(metrics["reject"]) == ["val_nondigits", "val_digits"]  # "not a digit", judged on validation
+    assert list(metrics["reject"]) == ["val_nondigits", "val_drawn_nondigits", "val_digits", "val_user_digits"]  # "not a digit", judged on validation
     # Written at a precision that every CPU agrees on (digitlab/inference/precision.py).
     losses = [float(line.split()[1]) for split in ("train", "eval")
               for line in (workdir / f"a/plots/metrics/{split}/loss.tsv").read_text().splitlines()[1:]]
@@ -79,18 +81,34 @@ def test_same_params_and_seed_give_identical_metrics(workdir):
     [
         ({"rotation_degrees": 0, "shift_fraction": 0, "zoom_fraction": 0, "elastic_alpha": 0}, None),
         ({"rotation_degrees": 0, "shift_fraction": 0.1, "zoom_fraction": 0, "elastic_alpha": 0}, ["RandomTranslation"]),
-        ({"rotation_degrees": 10, "shift_fraction": 0.1, "zoom_fraction": 0.1, "elastic_alpha": 34},
-         ["ElasticDistortion", "RandomRotation", "RandomTranslation", "RandomZoom"]),
+        ({"rotation_degrees": 0, "shift_fraction": 0, "zoom_fraction": 0, "elastic_alpha": 0, "shear": 0.3},
+         ["RandomShear"]),
+        ({"rotation_degrees": 0, "shift_fraction": 0, "zoom_fraction": 0, "elastic_alpha": 0, "stroke_width": 0.5},
+         ["StrokeWidth"]),
+        ({"rotation_degrees": 10, "shift_fraction": 0.1, "zoom_fraction": 0.1, "elastic_alpha": 34, "shear": 0.3,
+          "stroke_width": 0.5},
+         ["StrokeWidth", "RandomShear", "ElasticDistortion", "RandomRotation", "RandomTranslation", "RandomZoom"]),
     ],
 )
 def test_augmentation_has_one_layer_per_distortion_switched_on(augment, expected):
-    distort = fitting.augmentation(Augment(**augment, elastic_sigma=4), seed=0)
+    distort = fitting.augmentation(Augment(**{"shear": 0, "stroke_width": 0, **augment}, elastic_sigma=4), seed=0)
     layer_names = None if distort is None else [type(layer).__name__ for layer in distort.layers]
     assert layer_names == expected
     if distort is not None:
         images = np.random.default_rng(0).random((8, 28, 28, 1), dtype=np.float32)
         distorted = np.asarray(distort(images, training=True))
         assert distorted.shape == images.shape and not np.allclose(distorted, images)
+
+
+def test_stroke_width_makes_strokes_thinner_or_bolder_by_at_most_a_pixel_a_side():
+    line = np.zeros((256, 28, 28, 1), np.float32)
+    line[:, 4:24, 12:15] = 1  # a stroke three pixels wide
+    seen = np.asarray(fitting.StrokeWidth(1.0, seed=0)(line, training=True))
+    ink = seen[:, 14].sum(axis=(1, 2))  # the stroke's width, in pixels, half-way down
+    assert ink.min() < 2 and ink.max() > 4  # thinner and bolder, both
+    assert 1 <= ink.min() and ink.max() <= 5 and seen.min() >= 0 and seen.max() <= 1  # by one pixel a side at most
+    assert np.allclose(seen[:, :, :11], 0) and np.allclose(seen[:, :, 16:], 0)
+    assert np.array_equal(np.asarray(fitting.StrokeWidth(1.0, seed=0)(line, training=False)), line)
 
 
 def test_diverging_training_stops_with_a_clear_error_and_writes_no_model(workdir):
@@ -243,6 +261,7 @@ def test_the_same_weights_give_the_same_model_file_bytes(tmp_path):
 
 def test_rejection_is_measured_on_validation_and_a_false_rejection_of_0_refuses_nothing(workdir):
     from digitlab.inference.onnx_model import load_onnx_model
+    from digitlab.inference.views import predict_probabilities
 
     params = yaml.safe_load((workdir / "params.yaml").read_text())
     for false_rejection in (0.5, 0):
@@ -254,9 +273,16 @@ def test_rejection_is_measured_on_validation_and_a_false_rejection_of_0_refuses_
         if false_rejection:
             # Half the validation digits (25 of 50, the threshold's own tie accepted), and some non-digits.
             assert reject["val_digits"] in (0.48, 0.5) and 0 < reject["val_nondigits"] <= 1
+            assert 0 < reject["val_user_digits"] < 1 and 0 < reject["val_drawn_nondigits"] <= 1
             assert all(0 < threshold < 1 for threshold in thresholds.values())
+            # The drawn ones are those with a hand: every other non-digit (fixture), not all of them.
+            model = load_onnx_model(workdir / "model.onnx")
+            nondigits = np.load(workdir / "prepared/nondigits_val.npz")["images"]
+            confidence = predict_probabilities(model, nondigits[1::2], 500, train.REJECT_VIEWS).max(axis=1)
+            assert reject["val_drawn_nondigits"] == pytest.approx((confidence < thresholds[5]).mean(), abs=1e-6)
         else:
-            assert reject == {"val_nondigits": 0.0, "val_digits": 0.0}
+            assert reject == {"val_nondigits": 0.0, "val_drawn_nondigits": 0.0, "val_digits": 0.0,
+                              "val_user_digits": 0.0}
             assert thresholds == {1: 0.0, 5: 0.0, 9: 0.0}
 
 

@@ -2,20 +2,26 @@
 
 Nothing is downloaded. Each image is one of these kinds, drawn at 100-400 px:
 
-  letters    capital and small letters, one or two, in Pillow's own font (the same on every machine
-             with the locked Pillow, so the set and its metrics reproduce), at several weights, slants
-             and turns; the letters most hands write like a digit (O for 0, l for 1, S for 5...) left out
-  symbols    + = # @ & % ? ! * $ < > ~ ^ and the like, alone or in pairs
-  numbers    two or three digits side by side ("42"): digits, but not one digit
-  scribbles  a few random strokes
-  shapes     filled or outlined squares, triangles, stars, crosses, several dots (no lone ring: it is a 0)
-  textures   stripes, checks, grids and dots over the whole image
-  noise      random pixels, smooth or not
+  letters        capital and small letters, one or two, in Pillow's own font (the same on every machine
+                 with the locked Pillow, so the set and its metrics reproduce), at several weights, slants
+                 and turns; the letters most hands write like a digit (O for 0, l for 1, S for 5...) left out
+  drawn letters  the same letters, one at a time, drawn as pen strokes by a hand (strokes.py)
+  doodles        smileys, hearts, stars, arrows, ticks, houses... drawn by a hand
+  words          short words ("cat", "hello", "HEY") written by a hand
+  symbols        + = # @ & % ? ! * $ < > ~ ^ and the like, alone or in pairs
+  numbers        two or three digits side by side ("42"): digits, but not one digit
+  scribbles      a few random strokes
+  shapes         filled or outlined squares, triangles, stars, crosses, several dots (no lone ring: a 0)
+  textures       stripes, checks, grids and dots over the whole image
+  noise          random pixels, smooth or not
+
+The hands that draw are the split's own (strokes.HANDS_OF): the validation and test non-digits are drawn
+in hands that training never sees.
 
 and each is then given one of the looks of users' digits (as benchmarks/predict_benchmark.py makes
 them): dark ink on noisy light paper as PNG or as JPEG, light ink on black, or ink on a transparent
-canvas. `nondigit_images(count, seed)` gives the same images for the same arguments, in any
-process; `split_seeds(seed)` gives the train, validation and test splits their own seeds;
+canvas. `nondigit_images(count, seed, split)` gives the same images for the same arguments, in any
+process; each split (train, val, test) has its own seed (`split_seeds`) and its own hands;
 `prepared_nondigits` reads them as the reader reads users' images, into model input (preprocess).
 """
 
@@ -25,13 +31,15 @@ import math
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from digitlab.images import strokes
 from digitlab.images.reading import prepare, to_model_input
+from digitlab.images.strokes import HANDS_OF, LETTERS
 from digitlab.shared.mnist import IMAGE_SIZE
 
-KINDS = ("letters", "symbols", "numbers", "scribbles", "shapes", "textures", "noise")
+KINDS = ("letters", "drawn letters", "doodles", "words", "symbols", "numbers", "scribbles", "shapes", "textures",
+         "noise")
+DRAWN = {"drawn letters": strokes.drawn_letter, "doodles": strokes.doodle, "words": strokes.word}
 LOOKS = ("paper PNG", "paper JPEG", "light on black", "transparent")
-# Left out: letters written like a digit by many hands, which no detector can tell from one.
-LETTERS = "".join(sorted(set("ACEFHJKLMNPRTUVWXYadefhkmnprtuvwxy")))
 SYMBOLS = "+=#@&%?!*$<>~^"
 
 
@@ -41,30 +49,36 @@ def split_seeds(seed: int) -> dict[str, int]:
     return {"train": seed * 3 + 1, "val": seed * 3 + 2, "test": seed * 3 + 3}
 
 
-def nondigit_images(count: int, seed: int) -> list[tuple[Image.Image, str, str]]:
-    """`count` images holding no digit: (image, kind, look), the kinds and looks in turn."""
-    rng = np.random.default_rng(seed)
+def nondigit_images(count: int, seed: int, split: str) -> list[tuple[Image.Image, str, str, str | None]]:
+    """`count` images holding no digit for `split` (train, val or test): (image, kind, look, hand), the kinds
+    and looks in turn; hand is None for the kinds that no hand draws."""
+    rng = np.random.default_rng(split_seeds(seed)[split])
+    hands = HANDS_OF[split]
     made = []
     for index in range(count):
         kind, look = KINDS[index % len(KINDS)], LOOKS[(index // len(KINDS)) % len(LOOKS)]
         side = int(rng.integers(100, 401))
-        ink = DRAW[kind](rng, side)  # float 0..1, ink bright
-        made.append((with_look(ink, look, rng), kind, look))
+        hand = hands[int(rng.integers(len(hands)))] if kind in DRAWN else None
+        ink = DRAWN[kind](rng, side, hand) if hand else DRAW[kind](rng, side)  # float 0..1, ink bright
+        made.append((with_look(ink, look, rng), kind, look, hand))
     return made
 
 
-def prepared_nondigits(count: int, seed: int) -> tuple[dict[str, np.ndarray], int]:
+def prepared_nondigits(count: int, seed: int, split: str) -> tuple[dict[str, np.ndarray], int]:
     """`count` non-digits as the model sees them, and how many of them the reader found blank (it
     answers those "no digit found" before the model sees them, so they are left out): {"images":
-    (N, 28, 28, 1) float32, "kinds": (N,) their kinds' names, as strings}."""
-    kept, kinds = [], []
-    for image, kind, _ in nondigit_images(count, seed):
+    (N, 28, 28, 1) float32, "kinds": (N,) their kinds' names, "hands": (N,) the hand that drew each, "" for
+    the kinds no hand draws}."""
+    kept, kinds, hands = [], [], []
+    for image, kind, _, hand in nondigit_images(count, seed, split):
         digit = prepare(image)
         if digit is not None:
             kept.append(digit)
             kinds.append(kind)
+            hands.append(hand or "")
     images = np.stack(kept) if kept else np.zeros((0, IMAGE_SIZE, IMAGE_SIZE), np.uint8)
-    return {"images": to_model_input(images), "kinds": np.array(kinds, dtype=np.str_)}, count - len(kept)
+    return ({"images": to_model_input(images), "kinds": np.array(kinds, dtype=np.str_),
+             "hands": np.array(hands, dtype=np.str_)}, count - len(kept))
 
 
 # --- The kinds: each draws an ink map, float32 in 0..1, ink bright -------------------------------------

@@ -9,7 +9,8 @@ so `prepare` makes it so:
               16-bit or with transparency (a transparent canvas: the ink is in the alpha
               channel) -> 8-bit greyscale ink map, ink bright on dark, whichever way round it was
   to_mnist    find the ink at full resolution, crop to it, scale it into 20x20 keeping its
-              aspect ratio, centre it in 28x28 by its centre of mass; None if there is no ink
+              aspect ratio (a pen much finer than MNIST's made as broad first), centre it in 28x28
+              by its centre of mass; None if there is no ink
 
 and `to_model_input` turns 28x28 images, MNIST's own or these, into what the model takes.
 Preprocess (the MNIST files and the non-digits) and the reader (your images) share this module.
@@ -21,7 +22,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFilter, ImageOps, UnidentifiedImageError
 
 from digitlab.shared.errors import PipelineError
 from digitlab.shared.mnist import IMAGE_SIZE
@@ -32,6 +33,12 @@ MIN_SIDE = 8  # smaller than this cannot hold a recognisable digit
 INK = 0.35  # after normalising, brighter than this is ink (below: paper, noise, JPEG ringing)
 NO_DIGIT = "no digit found"
 MIN_CONTRAST = 0.15  # ink this close to the paper's level (a fraction of black to white) is no digit
+# The pen's width, in pixels of a digit scaled into a PEN_BOX box (`pen_width`). Measured on 600 MNIST
+# validation digits: 7.2 at the 5th percentile, 10.1 at the median; on 200 of them redrawn with a fine pen
+# (digitlab/images/user_digits.py, "thinner"): 4.9 at the median. A pen finer than THIN_PEN is made MNIST_PEN.
+PEN_BOX = 80
+THIN_PEN = 7.0
+MNIST_PEN = 10.0
 
 
 def to_model_input(images: np.ndarray) -> np.ndarray:
@@ -113,15 +120,12 @@ def to_mnist(ink: np.ndarray) -> np.ndarray | None:
     if strongest - paper < MIN_CONTRAST * 255:
         return None
     strokes = ink >= paper + INK * (strongest - paper)
-    rows, columns = np.flatnonzero(strokes.any(axis=1)), np.flatnonzero(strokes.any(axis=0))
-    crop = (slice(rows[0], rows[-1] + 1), slice(columns[0], columns[-1] + 1))  # at full resolution
+    crop = ink_box(strokes)  # at full resolution
+    if crop is None:
+        return None
     digit = np.clip((ink[crop].astype(np.float32) - paper) / (strongest - paper), 0, 1) * strokes[crop]
 
-    height, width = digit.shape
-    scale = DIGIT_BOX / max(height, width)
-    size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    small = Image.fromarray((digit * 255).astype(np.uint8)).resize(size, Image.Resampling.LANCZOS)
-    small = np.asarray(small, dtype=np.float32)
+    small = np.asarray(to_box(Image.fromarray((digit * 255).astype(np.uint8))), dtype=np.float32)
 
     # Place the digit so that its centre of mass lands on the centre of the 28x28 image.
     centre_row, centre_column = centre_of_mass(small)
@@ -130,6 +134,47 @@ def to_mnist(ink: np.ndarray) -> np.ndarray | None:
     canvas = np.zeros((IMAGE_SIZE, IMAGE_SIZE), dtype=np.float32)
     canvas[top:top + small.shape[0], left:left + small.shape[1]] = small
     return np.clip(canvas, 0, 255).astype(np.uint8)
+
+
+def to_box(digit: Image.Image) -> Image.Image:
+    """The cropped digit scaled into MNIST's 20x20 box, keeping its aspect ratio; a pen much finer than MNIST's
+    made as broad as MNIST's median first. A thin pen is what a user's digit differs by most from MNIST's
+    (a fine pen, a photo of pencil, a large drawing): the model refused such digits four to ten times as
+    often as others (benchmarks/README.md, "Drawn non-digits and users' digits")."""
+    def scaled(image: Image.Image, box: int) -> Image.Image:
+        factor = box / max(image.size)
+        size = (max(1, round(image.width * factor)), max(1, round(image.height * factor)))
+        return image.resize(size, Image.Resampling.LANCZOS)
+
+    large = scaled(digit, PEN_BOX)
+    pen = pen_width(np.asarray(large) >= INK * 255)
+    if pen >= THIN_PEN:
+        return scaled(digit, DIGIT_BOX)
+    grow = round((MNIST_PEN - pen) / 2)  # pixels on each side of the stroke, at PEN_BOX
+    return scaled(large.filter(ImageFilter.MaxFilter(2 * grow + 1)), DIGIT_BOX)
+
+
+def pen_width(strokes: np.ndarray) -> float:
+    """The strokes' mean width in pixels: twice their area over their outline (a stroke of length L and width w
+    has area L w and an outline of about 2 L), the outline counted as the ink's edges to the four neighbours."""
+    edges = np.count_nonzero(strokes[1:] != strokes[:-1]) + np.count_nonzero(strokes[:, 1:] != strokes[:, :-1])
+    return 2 * np.count_nonzero(strokes) / max(edges, 1)
+
+
+def ink_box(strokes: np.ndarray) -> tuple[slice, slice] | None:
+    """The rows and columns that hold the strokes, leaving out specks of one pixel: noisy paper lets some
+    through when the ink is thin and faint, and one speck in a corner would shrink the digit to a dot. A
+    pixel counts where a 2x2 square of ink holds it; strokes thinner than that count as they are."""
+    solid = strokes[:-1, :-1] & strokes[1:, :-1] & strokes[:-1, 1:] & strokes[1:, 1:]
+    kept = np.zeros_like(strokes)
+    for down in (0, 1):
+        for right in (0, 1):
+            kept[down:down + solid.shape[0], right:right + solid.shape[1]] |= solid
+    mask = kept if kept.any() else strokes
+    rows, columns = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if not len(rows):
+        return None
+    return slice(rows[0], rows[-1] + 1), slice(columns[0], columns[-1] + 1)
 
 
 def centre_of_mass(image: np.ndarray) -> tuple[float, float]:

@@ -76,6 +76,8 @@ class Augment(Section):
     zoom_fraction: float = Field(ge=0, le=0.5)
     elastic_alpha: float = Field(ge=0, le=100)
     elastic_sigma: float = Field(gt=0, le=10)
+    shear: float = Field(ge=0, le=1)
+    stroke_width: float = Field(ge=0, le=1)
 
 
 class Train(Section):

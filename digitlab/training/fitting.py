@@ -73,9 +73,33 @@ class ElasticDistortion(layers.Layer):
         return upper * (1 - down) + lower * down
 
 
+class StrokeWidth(layers.Layer):
+    """Thinner or bolder strokes, as pens and hands differ: each image is blended towards its grey erosion
+    (thinner) or grey dilation (bolder) over 3x3 pixels, by a random share in [-amount, amount]; at 1 a
+    stroke loses or gains a whole pixel on each side. (Keras has no such layer; its pooling does the work.)"""
+
+    def __init__(self, amount: float, seed: int, **kwargs):
+        super().__init__(**kwargs)
+        self.amount = amount
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def call(self, images, training=True):
+        if not training:
+            return images
+        share = keras.random.uniform((tf.shape(images)[0], 1, 1, 1), -self.amount, self.amount,
+                                     seed=self.seed_generator)
+        bolder = tf.nn.max_pool2d(images, 3, 1, "SAME")
+        thinner = -tf.nn.max_pool2d(-images, 3, 1, "SAME")
+        return images + tf.where(share > 0, share * (bolder - images), -share * (thinner - images))
+
+
 def augmentation(augment: Augment, seed: int) -> keras.Sequential | None:
     """Keras preprocessing layers that distort each training batch a little; None if all are off."""
     distortions = []
+    if augment.stroke_width:
+        distortions.append(StrokeWidth(augment.stroke_width, seed=seed + 4))
+    if augment.shear:
+        distortions.append(layers.RandomShear(x_factor=augment.shear, fill_mode="constant", seed=seed + 5))
     if augment.elastic_alpha:
         distortions.append(ElasticDistortion(augment.elastic_alpha, augment.elastic_sigma, seed=seed + 3))
     if augment.rotation_degrees:
