@@ -83,6 +83,14 @@ def test_a_thin_faint_digit_on_noisy_paper_fills_the_box_and_the_specks_do_not_c
     assert rows[-1] - rows[0] + 1 >= 19  # the stroke fills the 20-pixel box, as a clean one does
 
 
+def test_a_fine_pen_is_widened_to_mnists_and_an_ordinary_one_left_as_it_is():
+    fine = prepare(bar(6, 400, size=(300, 500)))  # a 1 drawn with a pen 1.5% of its height wide
+    ordinary = prepare(bar(40, 400, size=(300, 500)))  # 10%, MNIST's own share
+    assert fine[14].sum() / 255 >= 2.0  # MNIST's strokes are 2-3 pixels wide: 0.3 pixels unwidened
+    assert np.array_equal(ordinary, prepare(bar(40, 400, size=(300, 500))))
+    assert abs(fine[14].sum() - ordinary[14].sum()) / 255 < 1.0  # both about MNIST's width
+
+
 def test_a_16_bit_image_is_scaled_by_its_own_range():
     strokes = bar(30, 90).astype(np.uint16) * 16  # a 12-bit scan: ink at 4,080 of 65,535
     assert np.array_equal(prepare(Image.fromarray(strokes)), prepare(bar(30, 90)))

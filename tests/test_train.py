@@ -280,6 +280,9 @@ def test_rejection_is_measured_on_validation_and_a_false_rejection_of_0_refuses_
             nondigits = np.load(workdir / "prepared/nondigits_val.npz")["images"]
             confidence = predict_probabilities(model, nondigits[1::2], 500, train.REJECT_VIEWS).max(axis=1)
             assert reject["val_drawn_nondigits"] == pytest.approx((confidence < thresholds[5]).mean(), abs=1e-6)
+            users = np.load(workdir / "prepared/user_digits_val.npz")["images"]
+            confidence = predict_probabilities(model, users, 500, train.REJECT_VIEWS).max(axis=1)
+            assert reject["val_user_digits"] == pytest.approx((confidence < thresholds[5]).mean(), abs=1e-6)
         else:
             assert reject == {"val_nondigits": 0.0, "val_drawn_nondigits": 0.0, "val_digits": 0.0,
                               "val_user_digits": 0.0}
