@@ -4,7 +4,9 @@ import numpy as np
 import pytest
 
 from digitlab.files.arrays import load_arrays, save_arrays
+from digitlab.images.nondigits import DRAWN, KINDS
 from digitlab.images.reading import to_model_input
+from digitlab.images.strokes import HANDS_OF
 from digitlab.shared.errors import PipelineError
 from stages import preprocess
 from tests.conftest import make_params
@@ -76,5 +78,15 @@ def test_stage_writes_the_three_splits_of_non_digits(tiny_raw_dir, tmp_path, mon
         assert asked - 2 <= len(made[split]["kinds"]) <= asked, split
         assert made[split]["images"].shape == (len(made[split]["kinds"]), 28, 28, 1)
         assert made[split]["images"].dtype == np.float32 and made[split]["images"].max() <= 1.0
-    assert set(made["test"]["kinds"]) == {"letters", "symbols", "numbers", "scribbles", "shapes", "textures", "noise"}
+    assert set(made["test"]["kinds"]) == set(KINDS)
+    # The drawn ones in the test split's own hands, the others in none.
+    drawn = np.isin(made["test"]["kinds"], list(DRAWN))
+    assert set(made["test"]["hands"][drawn]) <= set(HANDS_OF["test"]) and set(made["test"]["hands"][~drawn]) == {""}
+    # Digits as users send them, for validation and for the test: as many as the split's non-digits asked, or
+    # all of the split's digits where it has fewer.
+    for split, asked in (("val", 14), ("test", 21)):
+        digits = len(load_arrays(tmp_path / "prepared" / f"{split}.npz")["labels"])
+        users = load_arrays(tmp_path / "prepared" / f"user_digits_{split}.npz")
+        assert min(asked, digits) - 2 <= len(users["labels"]) <= min(asked, digits), split
+        assert users["images"].shape[1:] == (28, 28, 1)
     assert not np.array_equal(made["val"]["images"][:14 - 2], made["test"]["images"][:14 - 2])  # seeds of their own
