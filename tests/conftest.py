@@ -31,7 +31,7 @@ BASE_PARAMS = {
               "augment": {"rotation_degrees": 0, "shift_fraction": 0.1, "zoom_fraction": 0,
                           "elastic_alpha": 0, "elastic_sigma": 4, "shear": 0, "stroke_width": 0},
               "distribute": "none", "mixed_precision": "none"},
-    "reject": {"outlier_share": 0.05, "false_rejection": 0.002, "val_nondigits": 1400, "test_nondigits": 1400,
+    "reject": {"outlier_share": 0.05, "outlier_weight": 1.0, "false_rejection": 0.002, "val_nondigits": 1400, "test_nondigits": 1400,
                "seed": 0},
     "evaluate": {"batch_size": 500, "tta_views": 5, "calibration_bins": 10, "mistakes": 16, "corruption_images": 200,
                  "corruption_seed": 0},

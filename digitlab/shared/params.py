@@ -97,6 +97,7 @@ class Train(Section):
 
 class Reject(Section):
     outlier_share: float = Field(ge=0, le=1)
+    outlier_weight: float = Field(ge=0, le=10)
     false_rejection: float = Field(ge=0, lt=1)
     val_nondigits: int = Field(ge=10, le=100000)
     test_nondigits: int = Field(ge=10, le=100000)

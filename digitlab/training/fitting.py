@@ -128,6 +128,13 @@ def is_digit(targets: tf.Tensor) -> tf.Tensor:
     return tf.cast(tf.reduce_max(targets, axis=-1) > 0.5, tf.float32)
 
 
+def loss_weights(targets: tf.Tensor, outlier_weight: float) -> tf.Tensor:
+    """Each image's weight in the training loss: 1 for a digit, `outlier_weight` (reject.outlier_weight) for an
+    outlier. Below 1, the flat answer pulls less on the shapes of digits that some non-digits share."""
+    digit = is_digit(targets)
+    return digit + outlier_weight * (1 - digit)
+
+
 def training_batches(arrays: dict, batch_size: int, augment: Augment, seed: int,
                      context: tf.distribute.InputContext | None = None,
                      outliers: np.ndarray | None = None) -> tf.data.Dataset:
@@ -256,7 +263,8 @@ def fit(params: Params, train: dict, val: dict, callbacks: list[keras.callbacks.
         with tf.GradientTape() as tape:
             probabilities = model(images, training=True)
             loss = loss_function(targets, probabilities)
-            scaled = optimizer.scale_loss(tf.nn.compute_average_loss(loss))
+            weighted = loss * loss_weights(targets, params.reject.outlier_weight)
+            scaled = optimizer.scale_loss(tf.nn.compute_average_loss(weighted))
         optimizer.apply(tape.gradient(scaled, model.trainable_variables), model.trainable_variables)
         return totals(loss, probabilities, targets, is_digit(targets))  # the digits' figures, as validation's
 
