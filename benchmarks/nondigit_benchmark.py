@@ -50,7 +50,7 @@ import digitlab.shared  # noqa: F401  (sets TensorFlow's environment before kera
 import keras
 from digitlab.files.arrays import load_arrays
 from digitlab.files.atomic import write_json
-from digitlab.images.nondigits import KINDS, nondigit_images
+from digitlab.images.nondigits import KINDS, prepared_nondigits
 from digitlab.images.reading import prepare
 from digitlab.images.reading import to_model_input
 from digitlab.inference.views import VIEWS, shifted
@@ -60,15 +60,6 @@ from digitlab.training.model import build_model
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 FALSE_REJECTIONS = (0.002, 0.005)  # shares of MNIST validation digits a threshold may reject
 FEATURES = "dropout"  # the dense layer's activations (dropout is the identity at inference)
-
-
-def prepared_nondigits(count: int, split: str) -> tuple[np.ndarray, np.ndarray, int]:
-    """(model inputs, their kinds, how many the reader found blank) of `count` non-digits of `split`."""
-    made = nondigit_images(count, 0, split)
-    digits = [(prepare(image), kind) for image, kind, _, _ in made]
-    kept = [(digit, kind) for digit, kind in digits if digit is not None]
-    return (to_model_input(np.stack([digit for digit, _ in kept])), np.array([kind for _, kind in kept]),
-            len(made) - len(kept))
 
 
 def user_digits(images: np.ndarray, count: int) -> np.ndarray:
@@ -169,7 +160,8 @@ def main() -> None:
     train, val = load_arrays(args.prepared / "train.npz"), load_arrays(args.prepared / "val.npz")
     fit_rows = np.random.default_rng(0).choice(len(train["labels"]), args.fit, replace=False)
     started = time.perf_counter()
-    nondigits, kinds, blank = prepared_nondigits(args.nondigits, "val")
+    made, blank = prepared_nondigits(args.nondigits, 0, "val")
+    nondigits, kinds = made["images"], made["kinds"]
     users = user_digits(val["images"], args.users)
     print(f"made {args.nondigits} non-digits ({blank} found blank by the reader) and {args.users} user-style "
           f"digits in {time.perf_counter() - started:.0f} s", flush=True)
@@ -184,7 +176,7 @@ def main() -> None:
                           {"scores": scored(keras.saving.load_model(args.model))}}}
     if args.outlier_exposure:
         outlier_count = int(args.oe_share * len(train["labels"]))
-        outliers, _, _ = prepared_nondigits(outlier_count, "train")
+        outliers = prepared_nondigits(outlier_count, 0, "train")[0]["images"]
         for name, extra in (("digits only", None), (f"outlier exposure ({len(outliers):,} non-digits)", outliers)):
             model, seconds, accuracy = train_probe(train, val, args.epochs, 42, extra)
             results["models"][f"probe, {args.epochs} epochs, {name}"] = {
