@@ -71,11 +71,14 @@ def onnx_path(model_path: Path) -> Path:
     return Path(model_path).with_suffix(".onnx")
 
 
-def validation_confidences(model: keras.Model, images: np.ndarray, views: int | None = None):
-    """The model's confidence in each image, at `views` views, or for each number of views (a dict)."""
-    if views is not None:
-        return confidences(predict_probabilities(model, images, 500, views))
-    return {count: confidences(predict_probabilities(model, images, 500, count)) for count in VIEWS}
+def confidence_at(model: keras.Model, images: np.ndarray, views: int) -> np.ndarray:
+    """The model's confidence in each image, its largest probability averaged over `views` views."""
+    return confidences(predict_probabilities(model, images, 500, views))
+
+
+def validation_confidences(model: keras.Model, images: np.ndarray) -> dict[int, np.ndarray]:
+    """The model's confidence in each image, for each number of views."""
+    return {views: confidence_at(model, images, views) for views in VIEWS}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -110,10 +113,10 @@ def main(argv: list[str] | None = None) -> None:
         nondigits = load_arrays(args.prepared_dir / "nondigits_val.npz")
         users = load_arrays(args.prepared_dir / "user_digits_val.npz")
         threshold = thresholds[REJECT_VIEWS]
-        nondigits_refused = rejected(validation_confidences(model, nondigits["images"], REJECT_VIEWS), threshold)
+        nondigits_refused = rejected(confidence_at(model, nondigits["images"], REJECT_VIEWS), threshold)
         drawn_refused = nondigits_refused[nondigits["hands"] != ""]
         digits_refused = rejected(digit_confidence[REJECT_VIEWS], threshold)
-        users_refused = rejected(validation_confidences(model, users["images"], REJECT_VIEWS), threshold)
+        users_refused = rejected(confidence_at(model, users["images"], REJECT_VIEWS), threshold)
         live.log_metric("reject/val_nondigits", share(nondigits_refused.mean()), plot=False)
         live.log_metric("reject/val_drawn_nondigits", share(drawn_refused.mean()), plot=False)
         live.log_metric("reject/val_digits", share(digits_refused.mean()), plot=False)

@@ -8,7 +8,6 @@ the last drawn digit and its prediction, for the README.
 """
 
 import io
-import math
 import os
 import shutil
 import subprocess
@@ -21,6 +20,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from digitlab.images.nondigits import nondigit_images
+from digitlab.images.strokes import arc
 from tests.conftest import PROJECT_ROOT, free_port
 
 FIRST_PREDICTION_LIMIT_S = 15  # from the process's start (about 1 s; generous, for a loaded CI machine)
@@ -111,9 +111,8 @@ SEVEN = [[(70, 60), (210, 60), (115, 235)]]  # the top bar, then the diagonal, i
 
 
 def ellipse(cx: float, cy: float, rx: float, ry: float, start: float = 0, end: float = 360) -> list[tuple[int, int]]:
-    """Points around an ellipse, from angle `start` to `end` in degrees (0 right, 90 down)."""
-    return [(round(cx + rx * math.cos(math.radians(a))), round(cy + ry * math.sin(math.radians(a))))
-            for a in range(int(start), int(end) + 1, 15)]
+    """strokes.arc's points around an ellipse (angles in degrees, 0 right, 90 down), in whole canvas pixels."""
+    return [(round(x), round(y)) for x, y in arc(cx, cy, rx, ry, start, end)]
 
 
 # The ten digits as a person draws them with a mouse, and four shapes that are no digit: the four that a

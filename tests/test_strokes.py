@@ -1,6 +1,8 @@
 """Letters, doodles and words drawn as strokes in many hands: what each hand does, the same from the same
 seed, every letter a word needs, and no letter drawn alone that reads as a digit."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -38,9 +40,8 @@ def test_the_hands_differ_as_they_say():
     assert mean_ink("marker") > 2 * mean_ink("ballpoint")  # a broad pen against a fine one
     assert max(draw(written("H"), "pencil", seed).max() for seed in range(8)) < 0.9  # pencil is grey
     # A dry pen leaves gaps: the same stroke, drawn with and without them, holds less ink with them.
-    dry = dict(HANDS["dry pen"])
     with pytest.MonkeyPatch.context() as patch:
-        patch.setitem(HANDS, "dry pen", {**dry, "gaps": 0.0})
+        patch.setitem(HANDS, "dry pen", replace(HANDS["dry pen"], gaps=0.0))
         solid = draw(written("H"), "dry pen", 3)
     assert draw(written("H"), "dry pen", 3).sum() < 0.97 * solid.sum()
 

@@ -17,6 +17,7 @@ not how well it remembers this generator.
 """
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -173,30 +174,33 @@ DOODLES = {"smiley": _smiley, "heart": _heart, "star": _star, "arrow": _arrow, "
 
 
 # --- Hands -------------------------------------------------------------------------------------------------
-# width: the pen's width, a share of the drawing's height; pressure: how much the width swells and thins
-# along a stroke (0: a steady pen); wobble: slow drift from the ideal line, a share of the height; shake:
-# a quick tremor, the same; slant: the shear range (positive leans right); passes: strokes gone over this
-# many times; gaps: the chance of a dry-pen gap at each point; ink: the darkest the ink gets (pencil is grey).
+
+
+@dataclass(frozen=True)
+class Hand:
+    """How a hand draws. Shares are of the drawing's height; ranges are drawn from for each drawing."""
+    width: tuple[float, float]  # the pen's width
+    wobble: float  # slow drift from the ideal line
+    slant: tuple[float, float]  # the shear (positive leans right)
+    ink: tuple[float, float]  # the darkest the ink gets (pencil is grey)
+    pressure: float = 0.0  # how much the width swells and thins along a stroke (0: a steady pen)
+    shake: float = 0.0  # a quick tremor
+    passes: int = 1  # strokes gone over this many times
+    gaps: float = 0.0  # the chance of a dry-pen gap starting at each point
+
 
 HANDS = {
-    "ballpoint": dict(width=(0.03, 0.06), pressure=0.0, wobble=0.01, shake=0.0, slant=(-0.1, 0.3), passes=1,
-                      gaps=0.0, ink=(0.9, 1.0)),
-    "marker": dict(width=(0.1, 0.18), pressure=0.0, wobble=0.015, shake=0.0, slant=(-0.15, 0.2), passes=1,
-                   gaps=0.0, ink=(0.95, 1.0)),
-    "finger": dict(width=(0.07, 0.13), pressure=0.0, wobble=0.04, shake=0.003, slant=(-0.25, 0.25), passes=1,
-                   gaps=0.0, ink=(0.95, 1.0)),
-    "pencil": dict(width=(0.04, 0.08), pressure=0.3, wobble=0.015, shake=0.004, slant=(0.0, 0.35), passes=1,
-                   gaps=0.0, ink=(0.55, 0.85)),
-    "hurried": dict(width=(0.05, 0.1), pressure=0.2, wobble=0.035, shake=0.0, slant=(0.25, 0.55), passes=1,
-                    gaps=0.0, ink=(0.9, 1.0)),
-    "brush": dict(width=(0.05, 0.11), pressure=0.6, wobble=0.02, shake=0.0, slant=(-0.2, 0.2), passes=1,
-                  gaps=0.0, ink=(0.9, 1.0)),
-    "shaky": dict(width=(0.05, 0.1), pressure=0.1, wobble=0.02, shake=0.015, slant=(-0.2, 0.3), passes=1,
-                  gaps=0.0, ink=(0.85, 1.0)),
-    "sketchy": dict(width=(0.025, 0.05), pressure=0.1, wobble=0.03, shake=0.003, slant=(-0.15, 0.3), passes=3,
-                    gaps=0.0, ink=(0.8, 1.0)),
-    "dry pen": dict(width=(0.06, 0.12), pressure=0.2, wobble=0.015, shake=0.002, slant=(-0.2, 0.3), passes=1,
-                    gaps=0.08, ink=(0.85, 1.0)),
+    "ballpoint": Hand(width=(0.03, 0.06), wobble=0.01, slant=(-0.1, 0.3), ink=(0.9, 1.0)),
+    "marker": Hand(width=(0.1, 0.18), wobble=0.015, slant=(-0.15, 0.2), ink=(0.95, 1.0)),
+    "finger": Hand(width=(0.07, 0.13), wobble=0.04, slant=(-0.25, 0.25), ink=(0.95, 1.0), shake=0.003),
+    "pencil": Hand(width=(0.04, 0.08), wobble=0.015, slant=(0.0, 0.35), ink=(0.55, 0.85), pressure=0.3, shake=0.004),
+    "hurried": Hand(width=(0.05, 0.1), wobble=0.035, slant=(0.25, 0.55), ink=(0.9, 1.0), pressure=0.2),
+    "brush": Hand(width=(0.05, 0.11), wobble=0.02, slant=(-0.2, 0.2), ink=(0.9, 1.0), pressure=0.6),
+    "shaky": Hand(width=(0.05, 0.1), wobble=0.02, slant=(-0.2, 0.3), ink=(0.85, 1.0), pressure=0.1, shake=0.015),
+    "sketchy": Hand(width=(0.025, 0.05), wobble=0.03, slant=(-0.15, 0.3), ink=(0.8, 1.0), pressure=0.1, shake=0.003,
+                    passes=3),
+    "dry pen": Hand(width=(0.06, 0.12), wobble=0.015, slant=(-0.2, 0.3), ink=(0.85, 1.0), pressure=0.2, shake=0.002,
+                    gaps=0.08),
 }
 # No hand in two splits: validation and test measure hands that training never saw.
 HANDS_OF = {"train": ("ballpoint", "marker", "finger", "pencil", "hurried"),
@@ -224,16 +228,16 @@ def drawn(strokes: list[Stroke], hand: str, rng: np.random.Generator, side: int)
     """The strokes drawn by `hand` on a side x side ink map (float32 in 0..1, ink bright): slanted and turned a
     little, wobbling, at 45-90% of the side and off centre."""
     style = HANDS[hand]
-    slant, turn = rng.uniform(*style["slant"]), math.radians(rng.uniform(-12, 12))
+    slant, turn = rng.uniform(*style.slant), math.radians(rng.uniform(-12, 12))
     squeeze = rng.uniform(0.85, 1.15)  # wider or narrower than the model strokes
     shapes = []
     for stroke in strokes:
-        for _ in range(style["passes"]):
+        for _ in range(style.passes):
             points = _dense(stroke, 0.02)
             for axis in (0, 1):
-                points[:, axis] += _drift(rng, len(points), style["wobble"], rng.uniform(0.5, 1.5))
-                points[:, axis] += rng.normal(0, style["shake"], len(points)) if style["shake"] else 0
-            if style["passes"] > 1:  # going over a stroke again, never quite on the same line
+                points[:, axis] += _drift(rng, len(points), style.wobble, rng.uniform(0.5, 1.5))
+                points[:, axis] += rng.normal(0, style.shake, len(points)) if style.shake else 0
+            if style.passes > 1:  # going over a stroke again, never quite on the same line
                 points += rng.normal(0, 0.02, 2)
             x, y = points[:, 0] * squeeze - slant * (points[:, 1] - 0.5), points[:, 1]
             shapes.append(np.stack([x * math.cos(turn) - y * math.sin(turn),
@@ -246,14 +250,14 @@ def drawn(strokes: list[Stroke], hand: str, rng: np.random.Generator, side: int)
 
     canvas = Image.new("L", (side, side))
     pen = ImageDraw.Draw(canvas)
-    width = rng.uniform(*style["width"]) * height * scale
-    ink = int(255 * rng.uniform(*style["ink"]))
+    width = rng.uniform(*style.width) * height * scale
+    ink = int(255 * rng.uniform(*style.ink))
     for shape in shapes:
         points = (shape - low) * scale + offset
-        swell = 1 + style["pressure"] * _drift(rng, len(points), 1.0, rng.uniform(0.3, 1.0))
+        swell = 1 + style.pressure * _drift(rng, len(points), 1.0, rng.uniform(0.3, 1.0))
         # A dry pen skips: gaps of 3-6 points (longer than the pen is wide) start at random points. The draws are
         # made for every hand, so that a hand without gaps draws the same strokes from the same seed.
-        starts, lengths = rng.random(len(points)) < style["gaps"], rng.integers(3, 7, len(points))
+        starts, lengths = rng.random(len(points)) < style.gaps, rng.integers(3, 7, len(points))
         dry = np.zeros(len(points), bool)
         for start in np.flatnonzero(starts):
             dry[start:start + lengths[start]] = True
