@@ -30,6 +30,7 @@ from digitlab.files.atomic import atomic_path
 from digitlab.inference.onnx_model import load_onnx_model
 from digitlab.inference.views import predict_probabilities
 from digitlab.shared.errors import PipelineError
+from digitlab.training.model import RemoveBackground  # noqa: F401 - registers the layer, for load_model
 
 # The earliest time a zip member can carry (1980-01-01 00:00), as reproducible-build tools use.
 FIXED_TIME = (1980, 1, 1, 0, 0, 0)
