@@ -158,3 +158,13 @@ def test_the_background_window_is_a_param_and_the_saved_model_keeps_it(tmp_path)
     foggy = corrupt(seven(), "fog", seed=0)
     np.testing.assert_allclose(loaded.predict(foggy, verbose=0), model.predict(foggy, verbose=0), atol=1e-6)
     assert loaded.get_layer("remove_background").window == 11
+
+
+def test_removing_the_background_opens_the_image_over_the_whole_square_window():
+    """Its max as a column then a row is the max over the square (here against one square max pooling)."""
+    images = np.random.default_rng(0).random((4, 28, 28, 1)).astype(np.float32)
+    square_max = lambda x: keras.ops.max_pool(x, 9, strides=1, padding="same")  # noqa: E731
+    opened = square_max(-square_max(-images))
+    ink = images - np.asarray(opened)
+    expected = ink / np.maximum(ink.max(axis=(1, 2, 3), keepdims=True), 0.05)
+    np.testing.assert_allclose(np.asarray(RemoveBackground(9)(images)), expected, atol=1e-6)
