@@ -76,6 +76,20 @@ def test_two_exports_of_the_same_weights_in_two_processes_give_the_same_bytes(tm
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.onnx", "b.onnx", "first.onnx"]  # no temporary left
 
 
+def test_the_export_does_not_depend_on_the_counters_of_the_process(tmp_path):
+    """tf2onnx numbers what it generates from a counter of the process and sorts nodes by name: without
+    saving.in_canonical_order, the model with RemoveBackground came out in another order after 7 more names."""
+    import tf2onnx.utils
+
+    exports = []
+    for count in (0, 7, 90):
+        for _ in range(count):
+            tf2onnx.utils.make_name("other")
+        export_onnx(tiny_model(0), tmp_path / f"after_{count}.onnx")
+        exports.append((tmp_path / f"after_{count}.onnx").read_bytes())
+    assert exports[0] == exports[1] == exports[2]
+
+
 def test_the_exported_model_gives_the_keras_models_probabilities(tmp_path):
     model = tiny_model(0)
     export_onnx(model, tmp_path / "model.onnx")
