@@ -77,8 +77,8 @@ def test_two_exports_of_the_same_weights_in_two_processes_give_the_same_bytes(tm
 
 
 def test_the_export_does_not_depend_on_the_counters_of_the_process(tmp_path):
-    """tf2onnx numbers what it generates from a counter of the process and sorts nodes by name: without
-    saving.in_canonical_order, the model with RemoveBackground came out in another order after 7 more names."""
+    """tf2onnx numbers what it generates from a counter of the process, sorts nodes by name and rewrites the
+    graph in that order: the model with RemoveBackground came out as another graph after more names."""
     import tf2onnx.utils
 
     exports = []
