@@ -78,16 +78,40 @@ def test_two_exports_of_the_same_weights_in_two_processes_give_the_same_bytes(tm
 
 def test_the_export_does_not_depend_on_the_counters_of_the_process(tmp_path):
     """tf2onnx numbers what it generates from a counter of the process, sorts nodes by name and rewrites the
-    graph in that order: the model with RemoveBackground came out as another graph after more names."""
+    graph in that order: the tiny model with RemoveBackground came out as another graph from 9,990 (a
+    process that had exported before), and in another order after a few more names."""
     import tf2onnx.utils
 
     exports = []
-    for count in (0, 7, 90):
-        for _ in range(count):
-            tf2onnx.utils.make_name("other")
-        export_onnx(tiny_model(0), tmp_path / f"after_{count}.onnx")
-        exports.append((tmp_path / f"after_{count}.onnx").read_bytes())
-    assert exports[0] == exports[1] == exports[2]
+    for start in (1, 8, 95, 990, 9990):
+        tf2onnx.utils.INTERNAL_NAME = start
+        export_onnx(tiny_model(0), tmp_path / f"from_{start}.onnx")
+        exports.append((tmp_path / f"from_{start}.onnx").read_bytes())
+    assert all(export == exports[0] for export in exports)
+
+
+def test_the_nodes_come_out_in_one_order_whatever_order_they_came_in(tmp_path):
+    """saving.in_canonical_order, the second guard: it orders by what each node is and reads, not by where
+    tf2onnx put it (here the exported graph's nodes shuffled, three ways)."""
+    import onnx
+
+    from digitlab.training.saving import in_canonical_order
+
+    export_onnx(tiny_model(0), tmp_path / "model.onnx")
+    exported = onnx.load(tmp_path / "model.onnx").graph
+    for seed in range(3):
+        shuffled = onnx.GraphProto()
+        shuffled.CopyFrom(exported)
+        nodes = list(shuffled.node)
+        np.random.default_rng(seed).shuffle(nodes)
+        copies = [onnx.NodeProto() for _ in nodes]
+        for copy, node in zip(copies, nodes):
+            copy.CopyFrom(node)
+        del shuffled.node[:]
+        shuffled.node.extend(copies)
+        assert [node.name for node in shuffled.node] != [node.name for node in exported.node]
+        in_canonical_order(shuffled)
+        assert list(shuffled.node) == list(exported.node)
 
 
 def test_the_exported_model_gives_the_keras_models_probabilities(tmp_path):
