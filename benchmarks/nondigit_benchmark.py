@@ -148,13 +148,15 @@ def main() -> None:
     parser.add_argument("--outlier-exposure", action="store_true", help="also train two models and compare them")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--oe-share", type=float, default=0.1)
-    parser.add_argument("--output", type=Path, default=PROJECT_ROOT / "benchmarks/nondigit_results.json")
+    parser.add_argument("--output", type=Path, help="default: benchmarks/nondigit_results.json, "
+                        "or with --training-cost benchmarks/nondigit_training_cost.json")
     parser.add_argument("--training-cost", type=int, metavar="EPOCHS", help="only time training without and with")
     parser.add_argument("--against", action="append", metavar="KEY=VALUE",
                         help="with --training-cost: time params.yaml against itself so changed (repeatable)")
     args = parser.parse_args()
     if args.training_cost:
-        training_cost(args.prepared, args.training_cost, args.against)
+        training_cost(args.prepared, args.training_cost, args.against,
+                      args.output or PROJECT_ROOT / "benchmarks/nondigit_training_cost.json")
         return
 
     train, val = load_arrays(args.prepared / "train.npz"), load_arrays(args.prepared / "val.npz")
@@ -181,11 +183,11 @@ def main() -> None:
             model, seconds, accuracy = train_probe(train, val, args.epochs, 42, extra)
             results["models"][f"probe, {args.epochs} epochs, {name}"] = {
                 "train_seconds": round(seconds, 1), "val_accuracy": round(accuracy, 4), "scores": scored(model)}
-    write_json(args.output, results)
+    write_json(args.output or PROJECT_ROOT / "benchmarks/nondigit_results.json", results)
     print(markdown(results))
 
 
-def training_cost(prepared: Path, epochs: int, against: list[str] | None = None) -> None:
+def training_cost(prepared: Path, epochs: int, against: list[str] | None, output: Path) -> None:
     """Time the train stage's loop without and with its non-digits, in turn (ABAB), and print the ratios:
     of the whole runs, and of their fastest epochs after the first (which also traces the graphs). This
     machine's epochs swing between about 13 and 21 s from one to the next whatever runs, so the
@@ -230,7 +232,7 @@ def training_cost(prepared: Path, epochs: int, against: list[str] | None = None)
                "against": against or [],
                "ratio_of_runs": round(sum(r["seconds"] for r in exposed) / sum(r["seconds"] for r in plain), 3),
                "ratio_of_fastest_epochs": round(fastest[1] / fastest[0], 3)}
-    write_json(PROJECT_ROOT / "benchmarks/nondigit_training_cost.json", results)
+    write_json(output, results)
     print(f"{results['machine']}; {epochs} epochs of fit, in turn: " + "; ".join(
         f"{name}: runs {[run['seconds'] for run in side]} s, epochs {[run['epochs'] for run in side]} s"
         for name, side in runs.items()))

@@ -24,7 +24,7 @@ BASE_PARAMS = {
     "fetch": {"timeout_s": 60},
     "explore": {"sample_count": 36, "seed": 0},
     "data": {"validation_fraction": 0.1, "split_seed": 0, "max_train_samples": None},
-    "model": {"conv_filters": [16, 32], "convs_per_block": 2, "kernel_size": 3, "padding": "valid",
+    "model": {"background_window": 9, "conv_filters": [16, 32], "convs_per_block": 2, "kernel_size": 3, "padding": "valid",
               "pooling": "max", "batch_norm": True, "activation": "relu", "dense_units": 128, "dropout": 0.3},
     "train": {"epochs": 12, "batch_size": 128, "optimizer": "adam", "learning_rate": 0.003, "lr_schedule": "cosine",
               "warmup_epochs": 0, "weight_decay": 0.0, "label_smoothing": 0.0, "ema_momentum": 0,

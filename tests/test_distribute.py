@@ -28,6 +28,10 @@ from tests.conftest import PROJECT_ROOT, free_ports, make_params
 SYNCHRONOUS = {
     "model.conv_filters": [4], "model.convs_per_block": 1, "model.dense_units": 16, "model.batch_norm": True,
     "model.dropout": 0.0,
+    # Without the RemoveBackground layer: with it, SGD at 0.05 on noise turns the rounding differences of
+    # one device and two (1e-7 after 5 steps, as without it) into 1e-2 after 10 (0.01 delays it). Its
+    # forward pass is the same split over replicas; what is compared here is the distribution itself.
+    "model.background_window": 0,
     "train.optimizer": "sgd", "train.learning_rate": 0.05, "train.lr_schedule": "constant",
     "train.epochs": 2, "train.batch_size": 64,
     "train.augment.shift_fraction": 0,  # every other distortion is off in BASE_PARAMS

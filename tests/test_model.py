@@ -5,7 +5,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from digitlab.training.model import FusedBatchNormalization, build_model
+from PIL import Image, ImageDraw
+
+from digitlab.evaluation.corruptions import corrupt
+from digitlab.training.model import FusedBatchNormalization, RemoveBackground, build_model
+from digitlab.training.saving import load_model
 from tests.conftest import make_params
 
 
@@ -94,7 +98,7 @@ def test_every_build_of_the_same_params_names_its_layers_alike():
               build_model(params, replicas=2, for_training=True)]
     names = [[layer.name for layer in model.layers] for model in builds]
     assert names[0] == names[1] == names[2] == names[3]
-    assert names[0][1:4] == ["block1_conv1", "block1_conv1_norm", "block1_conv1_relu"]
+    assert names[0][1:5] == ["remove_background", "block1_conv1", "block1_conv1_norm", "block1_conv1_relu"]
 
 
 def test_fused_batch_norm_leaves_masks_renorm_and_any_axis_but_the_last_to_keras():
@@ -114,3 +118,53 @@ def test_fused_batch_norm_leaves_masks_renorm_and_any_axis_but_the_last_to_keras
         layer.renorm_mean.assign([1.0, -1.0, 0.5])
     np.testing.assert_allclose(np.asarray(fused(images, training=True)), np.asarray(plain(images, training=True)),
                                rtol=1e-5, atol=1e-5)
+
+
+def seven() -> np.ndarray:
+    """A 7 as MNIST writes it: white strokes 3 pixels wide on black, as (1, 28, 28, 1) in [0, 1]."""
+    image = Image.new("L", (28, 28))
+    ImageDraw.Draw(image).line([(7, 7), (20, 7), (11, 22)], fill=255, width=3)
+    return np.asarray(image, np.float32)[None, :, :, None] / 255
+
+
+def test_removing_the_background_leaves_a_digit_on_black_paper_as_it_is():
+    np.testing.assert_allclose(np.asarray(RemoveBackground(9)(seven())), seven(), atol=1e-6)
+
+
+@pytest.mark.parametrize("corruption", ["brightness", "fog", "stripe"])
+def test_removing_the_background_takes_away_grey_paper_fog_and_bands_of_light(corruption):
+    """MNIST-C's three corruptions of the paper rather than the digit (evaluation/corruptions.py)."""
+    corrupted = corrupt(seven(), corruption, seed=0)
+    cleaned = np.asarray(RemoveBackground(9)(corrupted))
+    assert np.abs(cleaned - seven()).mean() < np.abs(corrupted - seven()).mean() / 4
+    assert cleaned[seven() == 1].mean() > 0.9  # the strokes keep their full brightness
+    assert np.abs(cleaned - seven())[seven() == 0].max() < 0.5  # no shade of the background is left as ink
+
+
+def test_removing_the_background_leaves_a_blank_page_blank_and_a_faint_texture_faint():
+    blank = np.zeros((1, 28, 28, 1), np.float32)
+    np.testing.assert_array_equal(np.asarray(RemoveBackground(9)(blank)), blank)
+    faint = np.random.default_rng(0).random((1, 28, 28, 1)).astype(np.float32) * 0.02
+    assert np.asarray(RemoveBackground(9)(faint)).max() <= 0.02 / 0.05 + 1e-6  # not stretched to look like ink
+
+
+def test_the_background_window_is_a_param_and_the_saved_model_keeps_it(tmp_path):
+    assert count(build_model(model_params(background_window=0)), RemoveBackground) == 0
+    model = build_model(model_params(background_window=11))
+    [layer] = [layer for layer in model.layers if isinstance(layer, RemoveBackground)]
+    assert layer.window == 11
+    model.save(tmp_path / "model.keras")
+    loaded = load_model(tmp_path / "model.keras")
+    foggy = corrupt(seven(), "fog", seed=0)
+    np.testing.assert_allclose(loaded.predict(foggy, verbose=0), model.predict(foggy, verbose=0), atol=1e-6)
+    assert loaded.get_layer("remove_background").window == 11
+
+
+def test_removing_the_background_opens_the_image_over_the_whole_square_window():
+    """Its max as a column then a row is the max over the square (here against one square max pooling)."""
+    images = np.random.default_rng(0).random((4, 28, 28, 1)).astype(np.float32)
+    square_max = lambda x: keras.ops.max_pool(x, 9, strides=1, padding="same")  # noqa: E731
+    opened = square_max(-square_max(-images))
+    ink = images - np.asarray(opened)
+    expected = ink / np.maximum(ink.max(axis=(1, 2, 3), keepdims=True), 0.05)
+    np.testing.assert_allclose(np.asarray(RemoveBackground(9)(images)), expected, atol=1e-6)

@@ -22,18 +22,26 @@ from stages import evaluate
 from tests.conftest import PROJECT_ROOT, make_params
 from tests.test_train import TINY
 
+# The tiny model exported in a new process, as the train stage exports (`dvc repro` runs it in its own
+# process): sys.argv[1] the file, sys.argv[2] where tf2onnx's name counter starts.
 EXPORT = """
 import sys
+import tf2onnx.utils
 from digitlab.shared.params import Params
 from digitlab.training import fitting
 from digitlab.training.model import build_model
 from digitlab.training.saving import export_onnx
 from tests.test_train import TINY
-if len(sys.argv) > 2:  # another model first: TensorFlow's and tf2onnx's counters of the process move on
-    export_onnx(build_model(Params.model_validate(TINY).model), sys.argv[2])
+tf2onnx.utils.INTERNAL_NAME = int(sys.argv[2])
 fitting.make_reproducible(0)
 export_onnx(build_model(Params.model_validate(TINY).model), sys.argv[1])
 """
+
+
+def exported_in_a_new_process(path, counter: int = 1, hash_seed: str = "0") -> bytes:
+    subprocess.run([sys.executable, "-c", EXPORT, str(path), str(counter)], check=True, cwd=PROJECT_ROOT,
+                   env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT), "PYTHONHASHSEED": hash_seed}, capture_output=True)
+    return path.read_bytes()
 
 
 # The untrained tiny model's confidences on random images lie between 0.11 and 0.16: thresholds among them.
@@ -67,13 +75,44 @@ def write_models(folder, keras_seed: int, onnx_seed: int):
 
 
 def test_two_exports_of_the_same_weights_in_two_processes_give_the_same_bytes(tmp_path):
-    # One export here, in the test process (its TensorFlow has traced whatever the tests before traced),
-    # one in a new process after another model's export: tf2onnx's counters differ in each.
-    export_onnx(tiny_model(0), tmp_path / "a.onnx")
-    subprocess.run([sys.executable, "-c", EXPORT, str(tmp_path / "b.onnx"), str(tmp_path / "first.onnx")], check=True,
-                   cwd=PROJECT_ROOT, env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}, capture_output=True)
-    assert (tmp_path / "a.onnx").read_bytes() == (tmp_path / "b.onnx").read_bytes()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.onnx", "b.onnx", "first.onnx"]  # no temporary left
+    # Each in a new process, as `dvc repro` runs the train stage; Python's string hashing differs. (In the
+    # test process itself, after hundreds of tests, CI saw tf2onnx rewrite RemoveBackground's graph
+    # otherwise; the bytes are promised from the stage's own process, and dvc.lock records them.)
+    first = exported_in_a_new_process(tmp_path / "a.onnx", hash_seed="1")
+    assert exported_in_a_new_process(tmp_path / "b.onnx", hash_seed="2") == first
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.onnx", "b.onnx"]  # no temporary left
+
+
+def test_the_export_does_not_depend_on_the_counters_of_the_process(tmp_path):
+    """tf2onnx numbers what it generates from a counter of the process, sorts nodes by name and rewrites the
+    graph in that order: the tiny model with RemoveBackground came out as another graph from 9,990 (a
+    process that had exported before). export_onnx sets the counter back."""
+    exports = [exported_in_a_new_process(tmp_path / f"from_{start}.onnx", start) for start in (1, 95, 9990)]
+    assert exports[1] == exports[0] and exports[2] == exports[0]
+
+
+def test_the_nodes_come_out_in_one_order_whatever_order_they_came_in(tmp_path):
+    """saving.in_canonical_order, the second guard: it orders by what each node is and reads, not by where
+    tf2onnx put it (here the exported graph's nodes shuffled, three ways)."""
+    import onnx
+
+    from digitlab.training.saving import in_canonical_order
+
+    export_onnx(tiny_model(0), tmp_path / "model.onnx")
+    exported = onnx.load(tmp_path / "model.onnx").graph
+    for seed in range(3):
+        shuffled = onnx.GraphProto()
+        shuffled.CopyFrom(exported)
+        nodes = list(shuffled.node)
+        np.random.default_rng(seed).shuffle(nodes)
+        copies = [onnx.NodeProto() for _ in nodes]
+        for copy, node in zip(copies, nodes):
+            copy.CopyFrom(node)
+        del shuffled.node[:]
+        shuffled.node.extend(copies)
+        assert [node.name for node in shuffled.node] != [node.name for node in exported.node]
+        in_canonical_order(shuffled)
+        assert list(shuffled.node) == list(exported.node)
 
 
 def test_the_exported_model_gives_the_keras_models_probabilities(tmp_path):

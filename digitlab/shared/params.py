@@ -46,6 +46,7 @@ class Data(Section):
 
 
 class Model(Section):
+    background_window: int = Field(ge=0, le=IMAGE_SIZE)
     conv_filters: list[Annotated[int, Field(ge=1, le=1024)]] = Field(min_length=1)
     convs_per_block: int = Field(ge=1, le=4)
     kernel_size: int = Field(ge=1, le=7)

@@ -1,6 +1,7 @@
 """The CNN, built entirely from the `model` section of params.yaml.
 
   input 28x28x1
+  -> (the background taken away: RemoveBackground, a white top-hat over background_window pixels)
   -> for each entry of conv_filters: convs_per_block x [Conv2D -> (BatchNorm) -> activation], 2x2 pooling
   -> flatten -> (dense_units -> (BatchNorm) -> activation) -> dropout -> 10-way softmax
 """
@@ -9,7 +10,7 @@ import functools
 
 import keras
 import tensorflow as tf
-from keras import layers
+from keras import layers, ops
 
 from digitlab.shared.mnist import CLASSES, IMAGE_SIZE
 from digitlab.shared.params import Model
@@ -62,6 +63,40 @@ class FusedBatchNormalization(layers.BatchNormalization):
         return tf.reshape(normalised, tf.shape(inputs))
 
 
+# The least ink RemoveBackground stretches to full brightness: an image with less (blank, or a faint
+# texture) stays faint instead of having its noise blown up to look like strokes.
+LEAST_INK = 0.05
+
+
+@keras.saving.register_keras_serializable(package="digitlab")
+class RemoveBackground(layers.Layer):
+    """Keeps the ink and takes away the paper: the image minus its grey opening over a `window` x `window`
+    square (a white top-hat), stretched so that its brightest ink is 1. What is wider than the window in
+    every direction (grey paper, fog, a shadow, a band of light along an edge) is background and goes;
+    strokes narrower than it stay. MNIST's digits (black paper, strokes of 2-4 pixels, brightest pixel
+    254 or 255) come through all but unchanged. No weights: the same arithmetic in training, in evaluate
+    and in model.onnx (max pooling, which ignores the padding at the image's edge)."""
+
+    def __init__(self, window: int, **kwargs):
+        super().__init__(**kwargs)
+        self.window = window
+
+    def call(self, images):
+        opened = self._square_max(-self._square_max(-images))  # the grey opening: erosion, then dilation
+        ink = images - opened
+        brightest = ops.max(ink, axis=(1, 2, 3), keepdims=True)
+        return ink / ops.maximum(brightest, LEAST_INK)
+
+    def _square_max(self, images):
+        """The largest value in the window around each pixel, as a column then a row: the same result as one
+        square max pooling, at a third of its time on a CPU."""
+        down = ops.max_pool(images, (self.window, 1), strides=1, padding="same")
+        return ops.max_pool(down, (1, self.window), strides=1, padding="same")
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "window": self.window}
+
+
 def _build(params: Model, normalisation) -> keras.Model:
     # Without batch norm the convolutions need their own bias; with it, the norm's offset replaces it.
     use_bias = not params.batch_norm
@@ -76,6 +111,8 @@ def _build(params: Model, normalisation) -> keras.Model:
 
     inputs = keras.Input(shape=(IMAGE_SIZE, IMAGE_SIZE, 1), name="image")
     x = inputs
+    if params.background_window:
+        x = RemoveBackground(params.background_window, name="remove_background")(x)
     for block, filters in enumerate(params.conv_filters, start=1):
         for conv in range(1, params.convs_per_block + 1):
             place = f"block{block}_conv{conv}"

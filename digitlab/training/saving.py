@@ -14,6 +14,7 @@ against the Keras model (check_export). load_model reads a .keras file back (ben
 """
 
 import contextlib
+import hashlib
 import json
 import re
 import tempfile
@@ -30,6 +31,7 @@ from digitlab.files.atomic import atomic_path
 from digitlab.inference.onnx_model import load_onnx_model
 from digitlab.inference.views import predict_probabilities
 from digitlab.shared.errors import PipelineError
+from digitlab.training.model import RemoveBackground  # noqa: F401 - registers the layer, for load_model
 
 # The earliest time a zip member can carry (1980-01-01 00:00), as reproducible-build tools use.
 FIXED_TIME = (1980, 1, 1, 0, 0, 0)
@@ -92,13 +94,20 @@ def export_onnx(model: keras.Model, path: Path, metadata: dict[str, str] | None 
     the process (how many functions it traced before: 445 when exported from a loaded model, 55005
     at the end of training): it is dropped.
     The model is called once on a dummy batch first: the export traces a built model."""
+    import tf2onnx.utils  # here, not at the top: only an export needs it
+
     model(np.zeros((1, *model.input_shape[1:]), dtype="float32"), training=False)
     with rewritten(path) as (exported, normalised):
         with warnings.catch_warnings():  # Keras's tf2onnx_lib probes `np.object`, a FutureWarning under NumPy 2
             warnings.filterwarnings("ignore", message="In the future `np.object`", category=FutureWarning)
+            # tf2onnx numbers the nodes it adds from a counter of the whole process, and its graph rewrites
+            # run in the order of those names, so the graph it makes (which Reshapes stay where) depended on
+            # what the process had exported before. From the same start, the same model, the same graph.
+            tf2onnx.utils.INTERNAL_NAME = 1
             model.export(str(exported), format="onnx", verbose=False)
         proto = onnx.load(exported)
         proto.graph.doc_string = ""
+        in_canonical_order(proto.graph)
         numbered_generated_names(proto.graph)
         onnx.helper.set_model_props(proto, metadata or {})
         normalised.write_bytes(proto.SerializeToString(deterministic=True))
@@ -146,6 +155,59 @@ def numbered_generated_names(graph, numbers: dict | None = None) -> None:
         copy.CopyFrom(initializer)
     del graph.initializer[:]
     graph.initializer.extend(copies)
+
+
+def in_canonical_order(graph) -> None:
+    """Reorder `graph`'s nodes, in place, into a topological order chosen by what each node is and what it
+    reads, never by the counters in names. tf2onnx sorts the nodes by name before its own topological sort,
+    and the names it generates carry a counter of the process (`Transpose__98`, `Transpose__102`), so nodes
+    that do not depend on each other (the branches of a layer that reads its input twice, as
+    RemoveBackground does) came out in an order that changed with what the process had exported before."""
+    def uncounted(name: str) -> str:
+        return re.sub(r"__\d+", "__", name)
+
+    initializers = {tensor.name: tensor for tensor in graph.initializer}
+    producer = {output: node for node in graph.node for output in node.output}
+    place: dict[str, str] = {}  # each value made by a node emitted so far: its node's rank and output index
+
+    def read(name: str) -> str:
+        if name in place:
+            return place[name]
+        if name in initializers:
+            tensor = initializers[name]
+            content = hashlib.sha256(tensor.raw_data + bytes(str((list(tensor.dims), tensor.data_type)), "utf-8"))
+            return f"constant {uncounted(name)} {content.hexdigest()}"
+        return f"input {uncounted(name)}"
+
+    def key(node) -> tuple:
+        attributes = [attribute.SerializeToString(deterministic=True) for attribute in node.attribute]
+        return uncounted(node.name), node.op_type, attributes, [read(name) for name in node.input]
+
+    waiting = {id(node): sum(name in producer for name in node.input) for node in graph.node}
+    readers: dict[str, list] = {}
+    for node in graph.node:
+        for name in node.input:
+            if name in producer:
+                readers.setdefault(name, []).append(node)
+    ready = [node for node in graph.node if not waiting[id(node)]]
+    ordered = []
+    while ready:
+        node = min(ready, key=key)
+        ready.remove(node)
+        for index, output in enumerate(node.output):
+            place[output] = f"node {len(ordered):06d} output {index}"
+            for reader in readers.get(output, []):
+                waiting[id(reader)] -= 1
+                if not waiting[id(reader)]:
+                    ready.append(reader)
+        ordered.append(node)
+    if len(ordered) != len(graph.node):
+        raise PipelineError("the exported ONNX graph has a cycle; it cannot be ordered")
+    copies = [onnx.NodeProto() for _ in ordered]
+    for copy, node in zip(copies, ordered):
+        copy.CopyFrom(node)
+    del graph.node[:]
+    graph.node.extend(copies)
 
 
 def load_model(path: str | Path) -> keras.Model:
