@@ -9,6 +9,7 @@
 import functools
 
 import keras
+import numpy as np
 import tensorflow as tf
 from keras import layers, ops
 
@@ -75,23 +76,50 @@ class RemoveBackground(layers.Layer):
     every direction (grey paper, fog, a shadow, a band of light along an edge) is background and goes;
     strokes narrower than it stay. MNIST's digits (black paper, strokes of 2-4 pixels, brightest pixel
     254 or 255) come through all but unchanged. No weights: the same arithmetic in training, in evaluate
-    and in model.onnx (max pooling, which ignores the padding at the image's edge)."""
+    and in model.onnx."""
 
     def __init__(self, window: int, **kwargs):
         super().__init__(**kwargs)
         self.window = window
 
     def call(self, images):
-        opened = self._square_max(-self._square_max(-images))  # the grey opening: erosion, then dilation
+        eroded = self._window_extreme(images, ops.minimum, never_picked=np.inf)
+        opened = self._window_extreme(eroded, ops.maximum, never_picked=-np.inf)  # the grey opening
         ink = images - opened
         brightest = ops.max(ink, axis=(1, 2, 3), keepdims=True)
         return ink / ops.maximum(brightest, LEAST_INK)
 
-    def _square_max(self, images):
-        """The largest value in the window around each pixel, as a column then a row: the same result as one
-        square max pooling, at a third of its time on a CPU."""
-        down = ops.max_pool(images, (self.window, 1), strides=1, padding="same")
-        return ops.max_pool(down, (1, self.window), strides=1, padding="same")
+    def _window_extreme(self, images, pick, never_picked: float):
+        """The least (`pick` = minimum) or greatest (maximum) value in the window around each pixel, the
+        window centred as "same" pooling centres it, odd or even, and the image's edge ignored: the image is
+        padded with a value that is `never_picked`, then swept down its columns and along its rows.
+        Built from one pad, slices and elementwise minimum/maximum, not pooling: tf2onnx wraps a pooling in
+        layout transposes and then rewrote them differently from one export of the same weights to the
+        next, and so model.onnx's bytes changed. The same values as pooling, bit for bit
+        (tests/test_model.py): a min or a max is exact in any order."""
+        before = (self.window - 1) // 2
+        edge = [before, self.window - 1 - before]
+        padded = ops.pad(images, [[0, 0], edge, edge, [0, 0]], constant_values=never_picked)
+        return self._sweep(self._sweep(padded, pick, axis=1), pick, axis=2)
+
+    def _sweep(self, padded, pick, axis: int):
+        """Along `axis`, the extreme of each run of `window` values: as many values as the image had, from
+        the padded image. By doubling: after each step each position holds the extreme of the `span`
+        values from it on, so a window of 9 takes 4 steps, not 8."""
+        size = padded.shape[axis] - (self.window - 1)
+
+        def run(values, start: int, length: int):
+            index = [slice(None)] * 4
+            index[axis] = slice(start, start + length)
+            return values[tuple(index)]
+
+        x, span = padded, 1
+        while span * 2 <= self.window:
+            length = x.shape[axis] - span
+            x = pick(run(x, 0, length), run(x, span, length))
+            span *= 2
+        # A window is two runs of `span` values that overlap: its first and its last.
+        return pick(run(x, 0, size), run(x, self.window - span, size))
 
     def get_config(self) -> dict:
         return {**super().get_config(), "window": self.window}
