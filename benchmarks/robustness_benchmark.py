@@ -51,6 +51,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="the corruptions' random draws")
     parser.add_argument("--output", type=Path, default=PROJECT_ROOT / "benchmarks/robustness_results.json")
     args = parser.parse_args()
+    if any(window and (window < 3 or window % 2 == 0) for window in args.windows):
+        parser.error(f"--windows: each 0 (no layer) or an odd width of at least 3, got {args.windows}")
 
     val = load_arrays(args.prepared / "val.npz")
     images, labels = val["images"], val["labels"]

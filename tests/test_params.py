@@ -115,6 +115,19 @@ def test_load_params_rejects_blocks_that_shrink_the_image_to_nothing(tmp_path):
         load_params(_write(tmp_path, params))
 
 
+@pytest.mark.parametrize("window", [1, 2, 8])
+def test_load_params_refuses_a_background_window_that_is_not_odd_and_at_least_3(tmp_path, window):
+    params = with_value("model.background_window", window)
+    with pytest.raises(PipelineError, match=rf"model.background_window: expected 0 \(off\) or an odd width of "
+                                            rf"at least 3.*got {window}$"):
+        load_params(_write(tmp_path, params))
+
+
+def test_load_params_takes_any_odd_background_window_or_none(tmp_path):
+    for window in (0, 3, 9, 27):
+        assert load_params(_write(tmp_path, with_value("model.background_window", window))).model.background_window == window
+
+
 def test_load_params_reports_invalid_yaml(tmp_path):
     with pytest.raises(PipelineError, match="is not valid YAML"):
         load_params(_write(tmp_path, "train: [unclosed"))

@@ -70,6 +70,15 @@ class Model(Section):
                              "fewer convs_per_block, a smaller kernel_size or padding: same")
         return self
 
+    @model_validator(mode="after")
+    def centres_the_background_window(self) -> "Model":
+        # The layer's opening is only an opening (never above the image) on a square centred on each pixel;
+        # a window of 1 opens the image to itself and takes every stroke away.
+        if self.background_window and (self.background_window < 3 or self.background_window % 2 == 0):
+            raise ValueError(f"background_window: expected 0 (off) or an odd width of at least 3, a square "
+                             f"centred on each pixel (the default is 9), got {self.background_window}")
+        return self
+
 
 class Augment(Section):
     rotation_degrees: float = Field(ge=0, le=180)

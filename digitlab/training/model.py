@@ -80,6 +80,10 @@ class RemoveBackground(layers.Layer):
 
     def __init__(self, window: int, **kwargs):
         super().__init__(**kwargs)
+        if window < 1 or window % 2 == 0:
+            # Even, the erosion's and the dilation's windows would not mirror each other, and the "opening"
+            # could rise above the image: negative ink.
+            raise ValueError(f"RemoveBackground's window must be an odd width, got {window}")
         self.window = window
 
     def call(self, images):
@@ -91,15 +95,14 @@ class RemoveBackground(layers.Layer):
 
     def _window_extreme(self, images, pick, never_picked: float):
         """The least (`pick` = minimum) or greatest (maximum) value in the window around each pixel, the
-        window centred as "same" pooling centres it, odd or even, and the image's edge ignored: the image is
+        window centred on it and the image's edge ignored (as "same" max pooling does): the image is
         padded with a value that is `never_picked`, then swept down its columns and along its rows.
         Built from one pad, slices and elementwise minimum/maximum, not pooling: tf2onnx wraps a pooling in
         layout transposes and then rewrote them differently from one export of the same weights to the
         next, and so model.onnx's bytes changed. The same values as pooling, bit for bit
         (tests/test_model.py): a min or a max is exact in any order."""
-        before = (self.window - 1) // 2
-        edge = [before, self.window - 1 - before]
-        padded = ops.pad(images, [[0, 0], edge, edge, [0, 0]], constant_values=never_picked)
+        half = self.window // 2
+        padded = ops.pad(images, [[0, 0], [half, half], [half, half], [0, 0]], constant_values=never_picked)
         return self._sweep(self._sweep(padded, pick, axis=1), pick, axis=2)
 
     def _sweep(self, padded, pick, axis: int):
