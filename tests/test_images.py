@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from digitlab.images.reading import ImageError, centre_of_mass, prepare, read_image, to_mnist
+from digitlab.images.reading import ImageError, centre_of_mass, prepare, prepared_as_model_input, read_image, to_mnist
 
 
 def bar(width: int, height: int, size=(200, 300), at=(40, 60), ink=255, paper=0) -> np.ndarray:
@@ -162,3 +162,14 @@ def test_exif_orientation_is_applied_before_anything_else():
     assert ink.shape == shown.shape  # 300 rows of 200, as shown, not 200 of 300 as stored
     rows = np.flatnonzero(ink.mean(axis=1) > 127)
     assert rows.min() >= 5 and rows.max() <= 45  # the bar is at the top, where the viewer sees it
+
+
+def test_images_prepared_as_model_input_leave_out_the_blank_ones_and_say_which():
+    stroke = np.zeros((120, 120), np.uint8)
+    stroke[20:100, 55:65] = 255  # a 1
+    images = (Image.fromarray(array) for array in (stroke, np.zeros((120, 120), np.uint8), 255 - stroke))
+    model_input, found = prepared_as_model_input(images)
+    assert found.tolist() == [True, False, True]
+    assert model_input.shape == (2, 28, 28, 1) and model_input.dtype == np.float32
+    np.testing.assert_array_equal(model_input[0], model_input[1])  # light on black, dark on paper: one digit
+    assert model_input.max() == 1.0

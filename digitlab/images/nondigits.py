@@ -32,9 +32,8 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from digitlab.images import strokes
-from digitlab.images.reading import prepare, to_model_input
+from digitlab.images.reading import prepared_as_model_input
 from digitlab.images.strokes import HANDS_OF, LETTERS
-from digitlab.shared.mnist import IMAGE_SIZE
 
 KINDS = ("letters", "drawn letters", "doodles", "words", "symbols", "numbers", "scribbles", "shapes", "textures",
          "noise")
@@ -69,16 +68,11 @@ def prepared_nondigits(count: int, seed: int, split: str) -> tuple[dict[str, np.
     answers those "no digit found" before the model sees them, so they are left out): {"images":
     (N, 28, 28, 1) float32, "kinds": (N,) their kinds' names, "hands": (N,) the hand that drew each, "" for
     the kinds no hand draws}."""
-    kept, kinds, hands = [], [], []
-    for image, kind, _, hand in nondigit_images(count, seed, split):
-        digit = prepare(image)
-        if digit is not None:
-            kept.append(digit)
-            kinds.append(kind)
-            hands.append(hand or "")
-    images = np.stack(kept) if kept else np.zeros((0, IMAGE_SIZE, IMAGE_SIZE), np.uint8)
-    return ({"images": to_model_input(images), "kinds": np.array(kinds, dtype=np.str_),
-             "hands": np.array(hands, dtype=np.str_)}, count - len(kept))
+    made = nondigit_images(count, seed, split)
+    images, found = prepared_as_model_input(image for image, *_ in made)
+    kept = [entry for entry, holds_ink in zip(made, found) if holds_ink]
+    return ({"images": images, "kinds": np.array([kind for _, kind, _, _ in kept], dtype=np.str_),
+             "hands": np.array([hand or "" for _, _, _, hand in kept], dtype=np.str_)}, count - len(kept))
 
 
 # --- The kinds: each draws an ink map, float32 in 0..1, ink bright -------------------------------------

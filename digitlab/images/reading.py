@@ -193,6 +193,18 @@ def prepare(source) -> np.ndarray | None:
     return to_mnist(read_image(source))
 
 
+def prepared_as_model_input(images) -> tuple[np.ndarray, np.ndarray]:
+    """Each of `images` (any iterable: a generator keeps only one large image at a time) `prepare`d as the
+    reader prepares a user's image, as model input ((N, 28, 28, 1) float32, N the images that held a
+    digit), and which of them did (a bool per image): the reader answers "no digit found" for the others
+    before the model sees them, so they are left out."""
+    digits = [prepare(image) for image in images]
+    found = np.array([digit is not None for digit in digits], dtype=bool)
+    kept = [digit for digit in digits if digit is not None]
+    stacked = np.stack(kept) if kept else np.zeros((0, IMAGE_SIZE, IMAGE_SIZE), np.uint8)
+    return to_model_input(stacked), found
+
+
 def prepare_or_why(source) -> tuple[np.ndarray | None, str | None]:
     """`prepare`, answering (digit, None) or (None, the reason): for worker processes, where one bad
     image must not stop the others."""

@@ -13,8 +13,7 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 from digitlab.images.nondigits import LOOKS, with_look
-from digitlab.images.reading import prepare, to_model_input
-from digitlab.shared.mnist import IMAGE_SIZE
+from digitlab.images.reading import prepared_as_model_input
 
 STROKES = ("thinner", "as written", "bolder")
 
@@ -43,14 +42,10 @@ def user_digits(images: np.ndarray, labels: np.ndarray, seed: int) -> tuple[dict
     """The digits redrawn as users' images and read back as model input, each stroke and look in turn, and how
     many the reader found blank (left out): {"images": (N, 28, 28, 1) float32, "labels", "looks"}."""
     rng = np.random.default_rng(seed)
-    kept, kept_labels, looks = [], [], []
-    for index, (digit, label) in enumerate(zip(images, labels)):
-        look = LOOKS[index % len(LOOKS)]
-        prepared = prepare(redrawn(digit, STROKES[(index // len(LOOKS)) % len(STROKES)], look, rng))
-        if prepared is not None:
-            kept.append(prepared)
-            kept_labels.append(label)
-            looks.append(look)
-    stacked = np.stack(kept) if kept else np.zeros((0, IMAGE_SIZE, IMAGE_SIZE), np.uint8)
-    return ({"images": to_model_input(stacked), "labels": np.array(kept_labels, dtype=np.int64),
-             "looks": np.array(looks, dtype=np.str_)}, len(images) - len(kept))
+    looks = [LOOKS[index % len(LOOKS)] for index in range(len(images))]
+    strokes = [STROKES[(index // len(LOOKS)) % len(STROKES)] for index in range(len(images))]
+    drawn = (redrawn(digit, stroke, look, rng) for digit, stroke, look in zip(images, strokes, looks))
+    model_input, found = prepared_as_model_input(drawn)
+    return ({"images": model_input, "labels": np.asarray(labels, dtype=np.int64)[found],
+             "looks": np.array([look for look, holds_ink in zip(looks, found) if holds_ink], dtype=np.str_)},
+            len(images) - int(found.sum()))
