@@ -97,9 +97,9 @@ def test_the_background_layer_exports_as_elementwise_arithmetic_without_layout_t
 
 
 def test_the_export_does_not_depend_on_the_counters_of_the_process(tmp_path):
-    """tf2onnx numbers what it generates from a counter of the process, sorts nodes by name and rewrites the
-    graph in that order: the tiny model, when RemoveBackground was pooling, came out as another graph from
-    9,990 (a process that had exported before). export_onnx sets the counter back."""
+    """tf2onnx numbers what it generates from a counter of the process (where it starts here: 1, 95, 9,990,
+    as after other exports) and sorts nodes by those names: export_onnx renumbers them and orders the nodes
+    by what they are, so the file does not depend on it."""
     exports = [exported_in_a_new_process(tmp_path / f"from_{start}.onnx", start) for start in (1, 95, 9990)]
     assert exports[1] == exports[0] and exports[2] == exports[0]
 

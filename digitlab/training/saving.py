@@ -94,16 +94,10 @@ def export_onnx(model: keras.Model, path: Path, metadata: dict[str, str] | None 
     the process (how many functions it traced before: 445 when exported from a loaded model, 55005
     at the end of training): it is dropped.
     The model is called once on a dummy batch first: the export traces a built model."""
-    import tf2onnx.utils  # here, not at the top: only an export needs it
-
     model(np.zeros((1, *model.input_shape[1:]), dtype="float32"), training=False)
     with rewritten(path) as (exported, normalised):
         with warnings.catch_warnings():  # Keras's tf2onnx_lib probes `np.object`, a FutureWarning under NumPy 2
             warnings.filterwarnings("ignore", message="In the future `np.object`", category=FutureWarning)
-            # tf2onnx numbers the nodes it adds from a counter of the whole process, and its graph rewrites
-            # run in the order of those names, so the graph it makes (which Reshapes stay where) depended on
-            # what the process had exported before. From the same start, the same model, the same graph.
-            tf2onnx.utils.INTERNAL_NAME = 1
             model.export(str(exported), format="onnx", verbose=False)
         proto = onnx.load(exported)
         proto.graph.doc_string = ""
