@@ -25,6 +25,7 @@ import keras
 from digitlab.evaluation.corruptions import CORRUPTIONS, corrupt
 from digitlab.files.arrays import load_arrays
 from digitlab.files.atomic import write_json
+from digitlab.shared.params import is_background_window
 from digitlab.training.model import RemoveBackground
 from digitlab.training.saving import load_model
 
@@ -51,7 +52,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="the corruptions' random draws")
     parser.add_argument("--output", type=Path, default=PROJECT_ROOT / "benchmarks/robustness_results.json")
     args = parser.parse_args()
-    if any(window and (window < 3 or window % 2 == 0) for window in args.windows):
+    if not all(is_background_window(window) for window in args.windows):
         parser.error(f"--windows: each 0 (no layer) or an odd width of at least 3, got {args.windows}")
 
     val = load_arrays(args.prepared / "val.npz")

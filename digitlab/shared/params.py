@@ -72,12 +72,18 @@ class Model(Section):
 
     @model_validator(mode="after")
     def centres_the_background_window(self) -> "Model":
-        # The layer's opening is only an opening (never above the image) on a square centred on each pixel;
-        # a window of 1 opens the image to itself and takes every stroke away.
-        if self.background_window and (self.background_window < 3 or self.background_window % 2 == 0):
+        if not is_background_window(self.background_window):
             raise ValueError(f"background_window: expected 0 (off) or an odd width of at least 3, a square "
                              f"centred on each pixel (the default is 9), got {self.background_window}")
         return self
+
+
+
+def is_background_window(window: int) -> bool:
+    """Whether `window` can be model.background_window: 0 (off) or an odd width of at least 3. The layer's
+    opening is only an opening (never above the image) on a square centred on each pixel; a window of 1
+    opens the image to itself and takes every stroke away."""
+    return window == 0 or (window >= 3 and window % 2 == 1)
 
 
 class Augment(Section):
