@@ -232,8 +232,8 @@ def test_a_change_that_breaks_twelve_images_and_fixes_one_is_worse(repo):
     rows = {cells(line)[0]: cells(line) for line in real.splitlines() if line.startswith("| ")}
     assert rows["metric"][1:4] == ["HEAD", "workspace", "change"]
     # p = 2 * (C(13,0) + C(13,1)) / 2**13 = 0.0034
-    assert rows["test.accuracy"][-4:] == ["1", "12", "0.0034", "**worse**"]
-    assert rows["test.errors"][-4:] == ["1", "12", "0.0034", "**worse**"]
+    assert rows["test.accuracy"][-4:] == ["1", "12", "0.0034", "**worse** (these two models)"]
+    assert rows["test.errors"][-4:] == ["1", "12", "0.0034", "**worse** (these two models)"]
     assert rows["reject.digits"][-4:] == ["0", "1", "1", "**noise**"]
     assert rows["reject.nondigits"][-4:] == ["0", "1", "1", "**noise**"]
     for picture in ("fixed.png", "broken.png", "refusals.png"):
@@ -251,20 +251,49 @@ def test_a_change_that_breaks_twelve_images_and_fixes_one_is_worse(repo):
     assert set(verdict["metrics"]) == {"test.accuracy", "test.errors", "reject.nondigits", "reject.digits"}
 
 
-def test_fail_on_exits_3_when_the_metric_is_worse_and_0_when_it_is_noise(repo):
+def test_fail_on_gates_one_run_per_side_only_against_a_noise_floor_given(repo):
     prints = prepare_images(repo)
     write_answers(repo, prints, misread=[0])
     commit(repo, "base answers")
     write_answers(repo, prints, misread=range(1, 13), refused=[50])
 
-    worse = report(repo, "HEAD", "--fail-on", "test.accuracy")
+    # One run per side: these two models differ (p = 0.0034), but seed noise was not measured: no gate.
+    ungated = report(repo, "HEAD", "--fail-on", "test.accuracy")
+    assert ungated.returncode == 0, ungated.stderr
+    assert "not gating on it" in ungated.stderr and "one run per side and no noise floor given" in ungated.stderr
+    accuracy = verdicts(repo)["metrics"]["test.accuracy"]
+    assert (accuracy["verdict"], accuracy["question"], accuracy["gates"]) == ("worse", "models", False)
+    assert (accuracy["dispersion_measured"], accuracy["dispersion_df"]) == (False, 0)
+    assert "seed noise was not measured" in section(report_md(repo), "Is it real?")
+
+    # A floor measured earlier, as a review with several runs per side writes it: now it gates.
+    write_json(repo / "floor.json", {"metrics": {name: {"dispersion": 1.0, "dispersion_df": 8, "dispersion_runs": 10}
+                                                 for name in ("test.accuracy", "test.errors", "reject.nondigits",
+                                                              "reject.digits")}})
+    worse = report(repo, "HEAD", "--fail-on", "test.accuracy", "--dispersion", "floor.json")
     assert worse.returncode == 3, worse.stderr
-    assert "test.accuracy (p = 0.0034)" in worse.stderr.strip().splitlines()[-1]
-    assert verdicts(repo)["metrics"]["test.accuracy"]["verdict"] == "worse"  # written before it exits
-    noise = report(repo, "HEAD", "--fail-on", "reject.digits")
+    # z = 11 / sqrt(13), referred to Student's t with 8 df: p = 0.016.
+    assert "test.accuracy (p = 0.016)" in worse.stderr.strip().splitlines()[-1]
+    accuracy = verdicts(repo)["metrics"]["test.accuracy"]  # written before it exits
+    assert (accuracy["verdict"], accuracy["question"], accuracy["gates"]) == ("worse", "retraining", True)
+    assert accuracy["p_holm"] == accuracy["p_value"] and verdicts(repo)["dispersion_from"] == "floor.json"
+    # test.errors is the same test as test.accuracy: gating on both is one test, not two.
+    both = report(repo, "HEAD", "--fail-on", "test.accuracy", "--fail-on", "test.errors", "--dispersion", "floor.json")
+    assert both.returncode == 3 and "test.accuracy (p = 0.016)" in both.stderr
+    # Two distinct metrics are corrected together (Holm): the smaller p doubled.
+    two = report(repo, "HEAD", "--fail-on", "test.accuracy", "--fail-on", "reject.digits", "--dispersion", "floor.json")
+    assert two.returncode == 3 and "Holm-adjusted" in two.stderr
+    assert verdicts(repo)["metrics"]["test.accuracy"]["p_holm"] == pytest.approx(2 * accuracy["p_value"], rel=1e-3)
+    noise = report(repo, "HEAD", "--fail-on", "reject.digits", "--dispersion", "floor.json")
     assert noise.returncode == 0, noise.stderr
     # A stricter level turns the same change into noise.
-    assert report(repo, "HEAD", "--fail-on", "test.accuracy", "--alpha", "0.001").returncode == 0
+    assert report(repo, "HEAD", "--fail-on", "test.accuracy", "--alpha", "0.001",
+                  "--dispersion", "floor.json").returncode == 0
+    # A file without a measured floor is refused, with what to give instead.
+    write_json(repo / "single.json", {"metrics": {"test.accuracy": {"dispersion": 1.0, "dispersion_df": 0,
+                                                                    "dispersion_runs": 0}}})
+    refused = report(repo, "HEAD", "--dispersion", "single.json")
+    assert refused.returncode == 1 and "measured no noise floor" in refused.stderr.strip().splitlines()[-1]
 
 
 def test_without_answers_on_one_side_there_is_no_verdict_and_no_gate(repo):
@@ -299,18 +328,46 @@ def test_several_runs_per_side_are_paired_seed_by_seed_pooled_and_held_to_the_no
                                 {"base": "base-43", "head": "head-43", "seeds": [43, 43]}]
     accuracy = verdict["metrics"]["test.accuracy"]
     assert (accuracy["fixed"], accuracy["broken"], accuracy["pairs"]) == (12, 2, 2)
-    # Pooled, 12 fixed against 2 would be better (p = 0.013); but the base's seeds differ 3.33 times more
-    # than independent images (z**2 = (10 - 20)**2 / 30), so 12 and 14 count as 4 and 4: p = 0.125, noise.
-    assert accuracy["dispersion"] == pytest.approx(10 / 3, abs=1e-3)
-    assert (accuracy["verdict"], accuracy["p_value"]) == ("noise", 0.125)
+    # Summed, 12 fixed against 2 would be "better" (p = 0.013); but each side's two seeds differ by 10 images
+    # (z**2 = 3.33 and 5.56 times what independent images give): 5 images a run is noise (Student's t, 2 df).
+    assert accuracy["dispersion"] == pytest.approx(50 / 12, abs=1e-3)
+    assert accuracy["dispersion_df"] == pytest.approx(2) and accuracy["dispersion_runs"] == 4
+    assert (accuracy["verdict"], accuracy["question"], accuracy["gates"]) == ("noise", "retraining", True)
+    assert accuracy["p_value"] > 0.5
     report_text = (repo / "compare" / "report.md").read_text()
     assert "Runs paired by seed: 42 (`base-42` and `head-42`), 43 (`base-43` and `head-43`)." in report_text
     assert "base-42 … (2 runs)" in report_text
-    assert "Noise floor, from the base's 2 runs compared with each other: the counts were divided by 3.333" in report_text
+    assert "Verdicts about retraining" in report_text and "Noise floor from both sides' 2 runs each" in report_text
 
     # One pair alone: no noise floor (and 6 against 1 is noise anyway, p = 0.125).
     assert report(repo, "base-42", "--head", "head-42").returncode == 0
     single = verdicts(repo)["metrics"]["test.accuracy"]
-    assert (single["dispersion"], single["fixed"], single["broken"], single["verdict"]) == (1, 6, 1, "noise")
+    assert (single["dispersion_measured"], single["fixed"], single["broken"], single["verdict"]) == (False, 6, 1, "noise")
     uneven = report(repo, "base-42", "--head", "head-42", "head-43")
     assert uneven.returncode == 1 and "1 runs on the base side and 2 on the head side" in uneven.stderr
+
+
+def test_a_run_given_twice_or_answers_of_other_images_anywhere_are_refused(repo):
+    prints = prepare_images(repo)
+    for seed in (42, 43, 44):
+        run(["git", "checkout", "-qb", f"base-{seed}", "master"], repo)
+        (repo / "params.yaml").write_text(yaml.safe_dump({**PARAMS, "seed": seed}))
+        # Seed 44's runs answered other test images, both of them: each pair alone would match.
+        write_answers(repo, prints if seed != 44 else {**prints, "digits": "other"}, misread=[seed % 10])
+        commit(repo, f"base, seed {seed}")
+        run(["git", "checkout", "-qb", f"head-{seed}"], repo)
+        write_answers(repo, prints if seed != 44 else {**prints, "digits": "other"}, misread=[1 + seed % 10])
+        commit(repo, f"head, seed {seed}")
+
+    # The same run three times would triple the counts as if they were three seeds.
+    twice = report(repo, "base-42", "--rev", "base-42", "base-43", "base-42", "--head", "head-42", "head-43", "head-44")
+    assert twice.returncode == 1 and "--rev gives one run twice ('base-42' and 'base-42')" in twice.stderr
+    head_twice = report(repo, "base-42", "--rev", "base-42", "base-43", "--head", "head-43", "head-43")
+    assert head_twice.returncode == 1 and "--head gives one run twice" in head_twice.stderr
+    seed_again = report(repo, "base-42", "--rev", "base-42", "head-42", "--head", "head-43", "base-43")
+    assert seed_again.returncode == 1 and "--rev gives 2 runs of seed 42 ('base-42', 'head-42')" in seed_again.stderr
+    assert not (repo / "compare").exists()  # refused before any file is written
+
+    other = report(repo, "base-42", "--rev", "base-42", "base-44", "--head", "head-42", "head-44")
+    assert other.returncode == 0, other.stderr
+    assert verdicts(repo)["unpaired"].startswith("`base-42` and `base-44` cannot be paired: the test digits differ")

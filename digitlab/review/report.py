@@ -4,8 +4,8 @@ Markdown with PNG plots, and write the verdict as JSON for CI to gate on.
 Writes OUTPUT_DIR/report.md for the reviewer and OUTPUT_DIR/verdict.json for CI, comparing the head side
 (default: the workspace) with the base side (default: main):
   Is it real?          each test image paired across the versions (evaluate's answers.json): the images the
-                       change fixed and broke, as pictures, and McNemar's exact test on them with a verdict,
-                       better, worse or noise, for test accuracy and errors and the shares of test non-digits and
+                       change fixed and broke, as pictures, and the paired test on them with a verdict, better,
+                       worse or noise, for test accuracy and errors and the shares of test non-digits and
                        digits refused as "not a digit" (digitlab/review/paired.py)
   Test set             the headline scores on each side (mean and range over several runs) and their change
   Parameters changed   `dvc params diff` as DVC prints it
@@ -16,11 +16,14 @@ Several runs per side (`--rev a b c --head x y z`, a seed each) are paired seed 
 network: it reads git and the workspace only. The CI workflow posts report.md as a pull-request comment.
 
 Usage: python -m digitlab.review.report [--rev main ...] [--head workspace ...] [--alpha 0.05]
-                                        [--fail-on test.accuracy ...] [--output reports/compare]
-Exits 3 when a metric named by --fail-on is "worse" (after writing both files).
+                                        [--fail-on test.accuracy ...] [--dispersion VERDICT_JSON]
+                                        [--output reports/compare]
+Exits 3 when a metric named by --fail-on is "worse" after Holm's correction, and its verdict is about retraining
+(several runs per side, or --dispersion); after writing both files.
 """
 
 import argparse
+import json
 import shutil
 import subprocess
 import sys
@@ -33,7 +36,7 @@ from digitlab.files.arrays import load_arrays
 from digitlab.files.atomic import write_json, write_text
 from digitlab.review import paired
 from digitlab.review.plots import draw_changes, draw_plots
-from digitlab.review.revisions import WORKSPACE, Run, pair_by_seed, resolve
+from digitlab.review.revisions import WORKSPACE, Run, check_distinct, pair_by_seed, resolve
 from digitlab.shared.errors import PipelineError, run_stage
 
 ANSWERS = "reports/evaluate/answers.json"
@@ -143,23 +146,52 @@ def metrics_section(base: Run, head: Run) -> str:
     return f"<details><summary>{summary}</summary>\n\n{table}\n\n</details>"
 
 
-def paired_tests(pairs: list[tuple[Run, Run]], alpha: float) -> tuple[list[paired.Test], list[dict], str]:
-    """McNemar's test on each paired metric, each pair's answers, and why no test was possible ("" if one was)."""
-    answers = []
-    for base, head in pairs:
-        for run in (base, head):
-            if run.read(ANSWERS) is None:
-                return [], [], (f"`{run.name}` has no {ANSWERS}, written by evaluate since this report pairs "
-                                "images; run `dvc repro` there and commit it")
-        pair = (base.read_json(ANSWERS), head.read_json(ANSWERS))
-        if why := paired.mismatch(*pair):
-            return [], [], f"`{base.name}` and `{head.name}` cannot be paired: {why}"
-        answers.append(pair)
-    base_answers = [b for b, _ in answers]
-    tests = [paired.mcnemar(metric, [paired.count(b, h, metric) for b, h in answers], alpha,
-                            paired.dispersion(base_answers, metric))
+def read_floor(path: Path) -> dict[str, paired.NoiseFloor]:
+    """The noise floor per metric from a verdict.json that several runs per side wrote (--dispersion)."""
+    try:
+        metrics = json.loads(path.read_text())["metrics"]
+        floors = {name: paired.NoiseFloor(float(m["dispersion"]), float(m["dispersion_df"]), int(m["dispersion_runs"]))
+                  for name, m in metrics.items()}
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise PipelineError(f"--dispersion {path}: not a verdict.json with a noise floor per metric ({error}); give "
+                            "the verdict.json of a review with several runs per side") from None
+    if not any(floor.measured for floor in floors.values()):
+        raise PipelineError(f"--dispersion {path}: its review had one run per side, so it measured no noise floor; "
+                            "give the verdict.json of a review with several runs per side")
+    return floors
+
+
+def paired_tests(pairs: list[tuple[Run, Run]], alpha: float, floors: dict[str, paired.NoiseFloor] | None = None,
+                 ) -> tuple[list[paired.Test], list[dict], str]:
+    """The paired test of each metric over all pairs of runs, the first pair's answers, and why no test was
+    possible ("" if one was)."""
+    runs = [run for pair in pairs for run in pair]
+    for run in runs:
+        if run.read(ANSWERS) is None:
+            return [], [], (f"`{run.name}` has no {ANSWERS}, written by evaluate since this report pairs "
+                            "images; run `dvc repro` there and commit it")
+    first = runs[0]
+    for run in runs[1:]:  # every run of both sides, not only each pair, must have answered the same images
+        if why := paired.mismatch(first.read_json(ANSWERS), run.read_json(ANSWERS)):
+            return [], [], f"`{first.name}` and `{run.name}` cannot be paired: {why}"
+    base = [b.read_json(ANSWERS) for b, _ in pairs]
+    head = [h.read_json(ANSWERS) for _, h in pairs]
+    tests = [paired.compare(metric, paired.failure_matrix(base, metric), paired.failure_matrix(head, metric), alpha,
+                            (floors or {}).get(metric.name))
              for metric in paired.METRICS]
-    return tests, answers[0], ""
+    return tests, [base[0], head[0]], ""
+
+
+def gate(tests: list[paired.Test], fail_on: list[str], alpha: float) -> tuple[dict[str, float], list[str]]:
+    """Holm-adjusted p-values of the distinct tests that --fail-on names and that may gate, and a line for each
+    named metric that may not (one run per side, no noise floor)."""
+    verdicts = {test.metric: test for test in tests}
+    named = list(dict.fromkeys(paired.BY_NAME[name].same_test_as or name for name in fail_on))
+    gating = [name for name in named if verdicts[name].gates]
+    skipped = [f"{name}: one run per side and no noise floor given (--dispersion), so its verdict is about these "
+               "two trained models, not about retraining; not gating on it" for name in named if name not in gating]
+    adjusted = paired.holm([verdicts[name].p_value for name in gating])
+    return dict(zip(gating, adjusted)), skipped
 
 
 def _answer(row: dict) -> str:
@@ -224,26 +256,39 @@ def change_pictures(base: Run, head: Run, pair: tuple[dict, dict], output: Path)
     return sections
 
 
-def noise_floor(tests: list[paired.Test], base_runs: int) -> str:
-    if base_runs == 1:
-        return ("One run on the base side, so no noise floor: the test takes each trained model as it is, and a "
-                "seed's luck in a short run can make two models differ for real. Several seeds per side measure it "
-                "(docs/review.md).")
-    factors = ", ".join(f"{test.dispersion:g} for {test.metric}" for test in tests if test.metric != "test.errors")
-    return (f"Noise floor, from the base's {base_runs} runs compared with each other: the counts were divided by "
-            f"{factors} (1: the seeds differ no more than independent images would).")
+def noise_floor(tests: list[paired.Test], runs: int, given: Path | None) -> str:
+    """What the verdicts promise, and the noise floor they were held to."""
+    if not tests[0].dispersion_measured:
+        return ("One run per side, so seed noise was not measured: a verdict other than noise says that these two "
+                "trained models differ on these images (McNemar's exact test), not that retraining with the change "
+                "would be better or worse. `--fail-on` does not gate on it; give several seeds per side, or "
+                "`--dispersion` with the verdict.json of such a review (docs/review.md).")
+    if runs > 1:
+        source = f"both sides' {runs} runs each" + (
+            f" (`{given}` is not used: with several runs a side, their own runs measure it)" if given else "")
+    else:
+        source = f"`{given}`, measured earlier"
+    factors = "; ".join(f"{test.dispersion:g} for {test.metric} ({test.dispersion_df:g} df; as independent images, "
+                        f"{test.effective_fixed:.4g} fixed and {test.effective_broken:.4g} broken)"
+                        for test in tests if not test.same_test_as)
+    return (f"Verdicts about retraining: would the change, trained again with other seeds, be better or worse on "
+            f"average? Noise floor from {source}: runs differ from each other this many times as much as "
+            f"independent images would (1: as much, 0: not at all): {factors}. The change is referred to Student's t "
+            "with those degrees of freedom. test.errors is the same test as test.accuracy.")
 
 
 def verdict_table(tests: list[paired.Test], base: list[Run], head: list[Run]) -> str:
-    level = f"{1 - tests[0].alpha:.0%}"
-    rows = [f"| metric | {side_name(base)} | {side_name(head)} | change | {level} interval | fixed | broken | p | verdict |",
+    alpha = tests[0].alpha
+    rows = [f"| metric | {side_name(base)} | {side_name(head)} | change | {paired.confidence_label(alpha)} interval "
+            "| fixed | broken | p | verdict |",
             "|---|---|---|---|---|---|---|---|---|"]
     for test in tests:
         rows.append(
             f"| {test.metric} | {_cell([metric_value(r, EVALUATE_METRICS, test.metric) for r in base])} "
             f"| {_cell([metric_value(r, EVALUATE_METRICS, test.metric) for r in head])} | {test.change:+.4g} "
             f"| {test.change_low:+.4g} to {test.change_high:+.4g} | {test.fixed} | {test.broken} "
-            f"| {test.p_value:.2g} | **{test.verdict}** |")
+            f"| {paired.format_p(test.p_value, alpha)} | **{test.verdict}**"
+            f"{' (these two models)' if test.verdict != 'noise' and not test.gates else ''} |")
     return "\n".join(rows)
 
 
@@ -258,29 +303,44 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--fail-on", action="append", default=[], choices=paired.METRIC_NAMES, metavar="METRIC",
                         help=f"exit {EXIT_WORSE} if this metric's verdict is worse; repeatable "
                              f"({', '.join(paired.METRIC_NAMES)})")
+    parser.add_argument("--dispersion", type=Path, metavar="VERDICT_JSON",
+                        help="a noise floor measured earlier: the verdict.json of a review with several runs per side "
+                             "(of the same kind of run), so that one run per side can gate")
     parser.add_argument("--source", default="",
                         help="where each side's numbers came from, a line under the title (CI says which)")
     parser.add_argument("--output", type=Path, default=Path("reports/compare"))
     args = parser.parse_args(argv)
     if not 0 < args.alpha < 1:
         raise PipelineError(f"--alpha must be between 0 and 1, got {args.alpha}")
+    floors = read_floor(args.dispersion) if args.dispersion else None
     base, head = [resolve(name) for name in args.rev], [resolve(name) for name in args.head]
+    check_distinct(base, "--rev")
+    check_distinct(head, "--head")
     pairs, pairing = pair_by_seed(base, head)
 
     # DVC's answers first: if `dvc` fails, the report stops before writing any file.
     changed_params, changed_metrics = params_section(base[0], head[0]), metrics_section(base[0], head[0])
-    tests, first_pair, unpaired = paired_tests(pairs, args.alpha)
+    tests, first_pair, unpaired = paired_tests(pairs, args.alpha, floors)
+    verdicts = {test.metric: test for test in tests}
+    for name in args.fail_on:
+        if name not in verdicts:
+            raise PipelineError(f"--fail-on {name}: no verdict, because {unpaired}")
+    adjusted, not_gating = gate(tests, args.fail_on, args.alpha) if tests else ({}, [])
     args.output.mkdir(parents=True, exist_ok=True)
 
     title = f"# Model report: {side_name(head)} against `{side_name(base)}`"
     real = [f"Each test image is paired across the two versions. Fixed: wrong before, right after; broken: the "
-            f"other way. McNemar's exact test at α = {args.alpha:g} asks whether fixed and broken differ by more "
+            f"other way. The paired test at α = {args.alpha:g} asks whether fixed and broken differ by more "
             "than chance would make them (docs/review.md says how to read it)."]
     if pairing:
         real.append(pairing)
     if tests:
         real.append(verdict_table(tests, base, head))
-        real.append(noise_floor(tests, len(base)))
+        real.append(noise_floor(tests, len(base), args.dispersion))
+        if len(adjusted) > 1:
+            real.append(f"`--fail-on` gates on {len(adjusted)} tests together, so their p-values are corrected by "
+                        "Holm's method: " + ", ".join(f"{name} p = {paired.format_p(p, args.alpha)}"
+                                                      for name, p in adjusted.items()) + ".")
         real += change_pictures(pairs[0][0], pairs[0][1], first_pair, args.output)
     else:
         real.append(f"No paired test: {unpaired}.")
@@ -299,25 +359,29 @@ def main(argv: list[str] | None = None) -> None:
                 shutil.copyfile(image, args.output / name)
                 sections.append(f"### {Path(image).stem.replace('_', ' ').capitalize()} ({image})\n\n![{image}]({name})")
     write_text(args.output / "report.md", "\n\n".join(sections) + "\n")
+    metrics = {t.metric: {**{k: v for k, v in t.as_json().items() if k not in ("metric", "alpha")},
+                          **({"p_holm": float(f"{adjusted[t.metric]:.4g}")} if t.metric in adjusted else {})}
+               for t in tests}
     write_json(args.output / "verdict.json", {
         "alpha": args.alpha, "base": [run.name for run in base], "head": [run.name for run in head],
         "pairs": [{"base": b.name, "head": h.name, "seeds": [b.seed, h.seed]} for b, h in pairs],
-        **({"metrics": {t.metric: {k: v for k, v in t.as_json().items() if k not in ("metric", "alpha")}
-                        for t in tests}} if tests else {"metrics": {}, "unpaired": unpaired}),
+        **({"dispersion_from": str(args.dispersion)} if args.dispersion else {}),
+        **({"metrics": metrics} if tests else {"metrics": {}, "unpaired": unpaired}),
     })
     print(f"report: {args.output / 'report.md'} compares {side_name(head)} with {side_name(base)}")
     for test in tests:
-        print(f"report: {test.metric} {test.verdict} (p = {test.p_value:.2g}; {test.fixed} fixed, "
-              f"{test.broken} broken)")
+        about = "" if test.gates else "these two models, "
+        print(f"report: {test.metric} {test.verdict} ({about}p = {paired.format_p(test.p_value, args.alpha)}; "
+              f"{test.fixed} fixed, {test.broken} broken)")
 
-    verdicts = {test.metric: test for test in tests}
-    for name in args.fail_on:
-        if name not in verdicts:
-            raise PipelineError(f"--fail-on {name}: no verdict, because {unpaired}")
-    worse = [verdicts[name] for name in args.fail_on if verdicts[name].verdict == "worse"]
+    for line in not_gating:
+        print(f"report: --fail-on {line}", file=sys.stderr)
+    worse = [name for name, p in adjusted.items() if p < args.alpha and verdicts[name].verdict == "worse"]
     if worse:
         print(f"report: worse than {side_name(base)}: " + ", ".join(
-            f"{t.metric} (p = {t.p_value:.2g})" for t in worse) + "; failing as --fail-on asks", file=sys.stderr)
+            f"{name} (p = {paired.format_p(adjusted[name], args.alpha)}"
+            + (", Holm-adjusted" if len(adjusted) > 1 else "") + ")" for name in worse)
+            + "; failing as --fail-on asks", file=sys.stderr)
         sys.exit(EXIT_WORSE)
 
 

@@ -64,6 +64,22 @@ def resolve(name: str) -> Run:
                         "experiment named in `dvc exp show`")
 
 
+def check_distinct(runs: list[Run], option: str) -> None:
+    """Refuse one run given twice on one side, by name or commit, or two runs of one seed there: the test
+    takes a side's runs as independent trainings."""
+    seen: dict[str, str] = {}
+    for run in runs:
+        key = run.commit or run.name
+        if key in seen:
+            raise PipelineError(f"{option} gives one run twice ({seen[key]!r} and {run.name!r}); give each seed's run once")
+        seen[key] = run.name
+    seeds = [run.seed for run in runs]
+    for seed in {seed for seed in seeds if seed is not None and seeds.count(seed) > 1}:
+        names = ", ".join(repr(run.name) for run in runs if run.seed == seed)
+        raise PipelineError(f"{option} gives {seeds.count(seed)} runs of seed {seed} ({names}): the same params and "
+                            "seed train the same model; give runs of different seeds")
+
+
 def pair_by_seed(base: list[Run], head: list[Run]) -> tuple[list[tuple[Run, Run]], str]:
     """Pair the base's runs with the head's, seed by seed; and a line saying how they were paired."""
     if len(base) == len(head) == 1:
