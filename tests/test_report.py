@@ -294,6 +294,10 @@ def test_fail_on_gates_one_run_per_side_only_against_a_noise_floor_given(repo):
                                                                     "dispersion_runs": 0}}})
     refused = report(repo, "HEAD", "--dispersion", "single.json")
     assert refused.returncode == 1 and "measured no noise floor" in refused.stderr.strip().splitlines()[-1]
+    (repo / "broken.json").write_text("{not json")
+    malformed = report(repo, "HEAD", "--dispersion", "broken.json")
+    assert malformed.returncode == 1
+    assert "--dispersion broken.json: not a verdict.json with a noise floor" in malformed.stderr.strip().splitlines()[-1]
 
 
 def test_without_answers_on_one_side_there_is_no_verdict_and_no_gate(repo):

@@ -8,11 +8,11 @@ these two trained models differ. A seed's luck can make them differ, so that ver
 noise floor measured earlier is given.
 
 Several runs per side: a test of the reviewer's question, "retrained, is the head better on average?". The
-statistic is the net number of images fixed per run, D = sum over images of (base's failure rate - head's). Its
-variance is the per-image one (each image's changes, as McNemar's) plus what seeds add: the DISPERSION, how
-many times more the runs of one side differ than independent images would, measured from both sides' own
-runs with (runs - 1) degrees of freedom each. D / sqrt(variance) is referred to Student's t with those
-degrees of freedom (an F(1, df) on its square), since the dispersion is estimated, not known.
+statistic is D, the images fixed per run net of those broken (base's mean failures - head's). Its variance is
+what seeds give, each side's failure counts varying over its own runs (as in Welch's test), plus what the
+change's own effects on single images add beyond that. D / sqrt(variance) is referred to Student's t with
+Welch-Satterthwaite degrees of freedom, since the seeds' part rests on a few runs. The DISPERSION reported is
+how many times more runs differ than independent images would.
 docs/review.md gives the choice, the interval and the simulation that checks them.
 """
 
@@ -112,10 +112,8 @@ def noise_floor(base: np.ndarray, head: np.ndarray) -> tuple[NoiseFloor, float, 
     dispersion overall (that variance over what independent images would give). Not held at 1 or above: an
     estimate from few runs is often low, and Student's t with those degrees of freedom allows for that."""
     runs = len(base)
-    parts = []
-    for side in (base, head):
-        ratio, df = run_dispersion(side)
-        parts.append((ratio * binomial_variance(side) / runs, df))
+    # Each side's failure counts vary over its runs by this much: their variance, of the side's mean over runs.
+    parts = [(float(side.sum(axis=1).var(ddof=1)) / runs, runs - 1) for side in (base, head)]
     within = sum(binomial_variance(side) for side in (base, head)) / runs
     seeds = sum(variance for variance, _ in parts)
     # Runs that all failed the same images (seeds = 0) leave the sides' own degrees of freedom.
