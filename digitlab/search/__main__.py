@@ -1,0 +1,59 @@
+"""mnist-search: search.yaml's study, run as DVC experiments; its summary in reports/search/ (docs/search.md).
+
+Usage: mnist-search [--config search.yaml] [--study NAME] [--trials N]
+                    [--storage postgresql://... --push GIT_REMOTE [--heartbeat SECONDS]]
+Run it again to resume; Ctrl-C stops the running experiment and marks its trial.
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+from digitlab.shared.errors import PipelineError, run_stage
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="mnist-search", description=__doc__.splitlines()[0])
+    parser.add_argument("--config", type=Path, default=Path("search.yaml"), help="the search space (search.yaml)")
+    parser.add_argument("--study", help="the study's name, and its experiments' prefix (default: search.yaml's)")
+    parser.add_argument("--storage", help="a database URL shared by many machines, e.g. "
+                                          "postgresql://user:password@host/db (default: .search/STUDY.journal)")
+    parser.add_argument("--trials", type=int, help="complete trials wanted (default: search.yaml's)")
+    parser.add_argument("--push", metavar="GIT_REMOTE",
+                        help="push each complete trial's experiment there (and its outputs to the DVC remote): "
+                             "how the machines of one study share their trials (docs/search.md)")
+    parser.add_argument("--heartbeat", type=int, default=20, metavar="SECONDS",
+                        help="with --storage: a trial silent for three heartbeats is taken for dead (default 20)")
+    args = parser.parse_args(argv)
+    try:
+        from tqdm import tqdm
+
+        from digitlab.search.space import load_search
+        from digitlab.search.study import search_study
+        from digitlab.search.summary import write_summary
+    except ImportError as error:
+        raise PipelineError(f"mnist-search needs the pipeline's packages ({error.name} is missing): "
+                            "`uv sync --frozen` installs them") from None
+    search = load_search(args.config)
+    if args.trials is not None:
+        if args.trials < 1:
+            raise PipelineError(f"--trials must be at least 1, got {args.trials}")
+        search = search.model_copy(update={"trials": args.trials})
+    if args.heartbeat < 1:
+        raise PipelineError(f"--heartbeat must be at least 1 second, got {args.heartbeat}")
+    name = args.study or search.study
+    progress = tqdm(total=search.trials, unit="trial", file=sys.stderr) if sys.stderr.isatty() else None
+    try:
+        study = search_study(search, name, args.storage, progress, args.push, args.heartbeat)
+    finally:
+        if progress is not None:
+            progress.close()
+    print(f"search: {write_summary(study, search, name)} (`dvc exp show` lists every trial)")
+
+
+def cli() -> None:
+    run_stage(main)
+
+
+if __name__ == "__main__":
+    cli()
