@@ -1,6 +1,6 @@
 """mnist-search: search.yaml's study, run as DVC experiments; its summary in reports/search/ (docs/search.md).
 
-Usage: mnist-search [--config search.yaml] [--study NAME] [--trials N]
+Usage: mnist-search [--config search.yaml] [--study NAME] [--trials N] [--confirm]
                     [--storage postgresql://... --push GIT_REMOTE [--heartbeat SECONDS]]
 Run it again to resume; Ctrl-C stops the running experiment and marks its trial.
 """
@@ -22,6 +22,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--push", metavar="GIT_REMOTE",
                         help="push each complete trial's experiment there (and its outputs to the DVC remote): "
                              "how the machines of one study share their trials (docs/search.md)")
+    parser.add_argument("--confirm", action="store_true",
+                        help="then re-run the best trials and the default with search.yaml's confirm.seeds and "
+                             "compare them on validation: better, worse or noise")
     parser.add_argument("--heartbeat", type=int, default=20, metavar="SECONDS",
                         help="with --storage: a trial silent for three heartbeats is taken for dead (default 20)")
     args = parser.parse_args(argv)
@@ -48,7 +51,14 @@ def main(argv: list[str] | None = None) -> None:
     finally:
         if progress is not None:
             progress.close()
-    print(f"search: {write_summary(study, search, name)} (`dvc exp show` lists every trial)")
+    verdict = ""
+    if args.confirm:
+        from digitlab.search.confirm import confirm
+        from digitlab.search.study import STATE_DIR
+
+        verdict = confirm(study, search, name, STATE_DIR / name / "logs")
+        print("search: " + verdict.split("\n", 1)[0])
+    print(f"search: {write_summary(study, search, name, verdict)} (`dvc exp show` lists every trial)")
 
 
 def cli() -> None:
