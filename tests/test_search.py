@@ -128,6 +128,14 @@ def test_a_study_runs_each_trial_as_an_experiment_and_sums_it_up(repo):
     assert yaml.safe_load((repo / "params.yaml").read_text()) == yaml.safe_load(
         (PROJECT_ROOT / "params.yaml").read_text())
 
+    # One command shows them in 120 columns: names, the params that differ, the headline metrics, whole.
+    shown = run([sys.executable, "-m", "digitlab.search.table"], repo, env={**ENV, "COLUMNS": "120"}).stdout
+    lines = shown.splitlines()
+    # The trials' values and fixed overrides differ from the baseline's; the seed and the rest do not.
+    assert set(lines[0].split()) == {"experiment", "epochs", "learning_rate", "dropout", "dense_units",
+                                     "max_train_samples", "eval.accuracy", "test.accuracy", "test.errors"}
+    assert all(len(line) <= 120 for line in lines)
+    assert {line.split()[0] for line in lines[1:]} >= {"main", "quick-0", "quick-1", "quick-2"}
     summary = (repo / "reports/search/quick.md").read_text()
     assert "3 trials complete of 3" in summary and "`quick-2`" in summary and "## Importances" in summary
     assert (repo / "reports/search/quick.png").read_bytes().startswith(b"\x89PNG")
