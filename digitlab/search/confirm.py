@@ -16,7 +16,7 @@ from scipy.stats import ttest_ind
 
 from digitlab.review.paired import format_p, holm
 from digitlab.search.space import Search
-from digitlab.search.trials import experiment_commit, metric, read_metrics, run_trial
+from digitlab.search.trials import describe, experiment_commit, metric, read_metrics, run_trial
 from digitlab.shared.errors import PipelineError
 
 ALPHA = 0.05
@@ -55,7 +55,7 @@ def rerun(name: str, values: dict, search: Search, logs) -> Candidate:
         if commit := experiment_commit(experiment):  # a confirmation run interrupted before: what ran stays
             outcome_metrics = read_metrics(commit, [objective.file])
         else:
-            print(f"search: confirming {experiment} with {values or 'the default'}", flush=True)
+            print(f"search: confirming {experiment} with {describe(values) or 'the default'}", flush=True)
             outcome = run_trial(experiment, {**search.fixed, **values, "seed": seed}, [objective.file], logs)
             if outcome.metrics is None:
                 raise PipelineError(f"the confirmation run {experiment} failed: {outcome.error} (log: {outcome.log})")

@@ -17,7 +17,7 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, TrialState
 
 from digitlab.search.space import Choice, Search
-from digitlab.search.trials import metric, push_experiment, run_trial
+from digitlab.search.trials import describe, metric, push_experiment, run_trial
 from digitlab.shared.errors import PipelineError
 
 STATE_DIR = Path(".search")
@@ -86,11 +86,6 @@ def finished(study: optuna.Study) -> tuple[int, int, int]:
     complete = sum(trial.state == TrialState.COMPLETE for trial in trials)
     failed = sum(trial.state == TrialState.FAIL and "error" in trial.user_attrs for trial in trials)
     return complete, failed, sum(trial.state == TrialState.RUNNING for trial in trials)
-
-
-def describe(values: dict) -> str:
-    return " ".join(f"{key}={value:.4g}" if isinstance(value, float) else f"{key}={value}"
-                    for key, value in values.items())
 
 
 def best_line(study: optuna.Study, search: Search) -> str:

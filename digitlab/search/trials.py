@@ -62,6 +62,12 @@ def last_error(log: Path) -> str:
     return lines[-1] if lines else "no output"
 
 
+def describe(values: dict) -> str:
+    """A trial's values as its lines show them: train.learning_rate=0.002333 model.dense_units=128."""
+    return " ".join(f"{key}={value:.4g}" if isinstance(value, float) else f"{key}={value}"
+                    for key, value in values.items())
+
+
 def command(name: str, overrides: dict[str, object]) -> list[str]:
     """The `dvc exp run` of a trial: in a temporary copy of the workspace, so that the workspace is untouched."""
     sets = [argument for key, value in overrides.items() for argument in ("-S", f"{key}={json.dumps(value)}")]
