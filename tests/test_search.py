@@ -279,6 +279,8 @@ def test_two_workers_share_one_study_in_postgresql_and_a_dead_workers_trial_goes
     ran = [[line.split()[2] for line in out.splitlines() if " runs with " in line] for out, _ in outputs]
     assert all(ran) and not set(ran[0]) & set(ran[1]), ran  # both worked, on different trials
     assert len(ran[0] + ran[1]) == 4  # and stopped at four: a trial running elsewhere counts
+    proposed = [line.split(" runs with ")[1] for out, _ in outputs for line in out.splitlines() if " runs with " in line]
+    assert len(set(proposed)) == 4, proposed  # each machine's sampler draws its own values
 
     # The first machine dies in the middle of a trial (the search and the experiment it runs, killed).
     started = tmp_path / "started"

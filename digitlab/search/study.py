@@ -54,11 +54,13 @@ def storage(url: str | None, study: str, heartbeat: int = HEARTBEAT_S):
                         "the study in .search/")
 
 
-def sampler(search: Search) -> optuna.samplers.BaseSampler:
+def sampler(search: Search, shared: bool) -> optuna.samplers.BaseSampler:
     """Optuna's TPE: it models good and bad trials apart and works from a handful of trials, where a Gaussian
-    process needs PyTorch and grids or random search waste this machine's few trials (docs/search.md)."""
-    return optuna.samplers.TPESampler(seed=search.seed, n_startup_trials=min(5, max(2, search.trials // 3)),
-                                      multivariate=True, constant_liar=True)  # liar: workers propose apart
+    process needs PyTorch and grids or random search waste this machine's few trials (docs/search.md). Seeded
+    for a study of one machine; in a shared one each machine draws its own, or all would propose alike."""
+    return optuna.samplers.TPESampler(seed=None if shared else search.seed, multivariate=True,
+                                      n_startup_trials=min(5, max(2, search.trials // 3)),
+                                      constant_liar=True)  # trials running elsewhere count as poor: propose apart
 
 
 def suggest(trial: optuna.Trial, key: str, dimension) -> object:
@@ -72,7 +74,8 @@ def suggest(trial: optuna.Trial, key: str, dimension) -> object:
 
 def open_study(search: Search, name: str, url: str | None, heartbeat: int = HEARTBEAT_S) -> optuna.Study:
     directions = [objective.direction for objective in search.objectives]
-    study = optuna.create_study(study_name=name, storage=storage(url, name, heartbeat), sampler=sampler(search),
+    study = optuna.create_study(study_name=name, storage=storage(url, name, heartbeat),
+                                sampler=sampler(search, url is not None),
                                 directions=directions, load_if_exists=True)
     if [d.name.lower() for d in study.directions] != directions:
         raise PipelineError(f"the study {name} was made with other objectives; give another --study")
