@@ -346,3 +346,31 @@ def test_the_verdict_says_plainly_when_no_variant_beats_the_default():
     assert text.startswith("No variant beats the default beyond seed noise on validation")
     rows = [line for line in text.splitlines() if line.startswith("| trial")]
     assert rows[0].endswith("**noise** |") and rows[1].endswith("**worse** |")
+
+
+def test_the_table_keeps_names_params_and_metrics_whole_within_the_width():
+    from digitlab.search.table import table
+
+    params = ["train.epochs", "train.batch_size", "train.learning_rate", "model.dense_units", "model.dropout",
+              "data.max_train_samples", "seed", "train.augment.shear", "model.shear"]
+    base = {"typ": "baseline", "Experiment": None, "rev": "main", "train.epochs": 12, "train.batch_size": 64,
+            "train.learning_rate": 0.003, "model.dense_units": 256, "model.dropout": 0.3,
+            "data.max_train_samples": None, "seed": 42, "train.augment.shear": 0, "model.shear": 1,
+            "eval.accuracy": 0.995166, "test.accuracy": 0.9957, "test.errors": 43.0}
+    rows = [base] + [{**base, "typ": "branch_commit", "Experiment": f"a-long-experiment-name-{n}", "train.epochs": 2,
+                      "train.batch_size": 32 * n, "train.learning_rate": 0.0012345678 * n, "model.dense_units": 64,
+                      "model.dropout": 0.1 * n, "data.max_train_samples": 5000, "train.augment.shear": 0.1,
+                      "model.shear": 1 if n < 3 else 2, "test.errors": 263.0} for n in (1, 2, 3)]
+    shown = table(rows, params, ["eval.accuracy", "test.accuracy", "test.errors"], 120).splitlines()
+    assert all(len(line) <= 120 for line in shown), shown
+    assert shown[0].split() == ["experiment", "changed", "eval.accuracy", "test.accuracy", "test.errors"]
+    first = [line for line in shown if line.startswith("a-long-experiment-name-2")][0]
+    assert first.split()[-3:] == ["0.9952", "0.9957", "263"]  # metrics whole, on the name's line
+    text = " ".join(shown)
+    # Only what differs (not the seed), each by its short name unless two share it (the two shears).
+    assert "learning_rate=0.002469" in text and "augment.shear=0.1" in text and "model.shear=2" in text
+    assert "max_train_samples=5000" in text and "seed=" not in text
+    # Wide enough, a column per param.
+    wide = table(rows, params, ["test.accuracy"], 200).splitlines()
+    assert wide[0].split() == ["experiment", "epochs", "batch_size", "learning_rate", "dense_units", "dropout",
+                               "max_train_samples", "augment.shear", "model.shear", "test.accuracy"]

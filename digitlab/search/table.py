@@ -9,6 +9,7 @@ few headline metrics, whole, with the short name of each param where that is una
 
 import argparse
 import shutil
+import textwrap
 
 import yaml
 
@@ -55,10 +56,17 @@ def table(rows: list[dict], params: list[str], metrics: list[str], width: int) -
              *(cell(row.get(metric)) for metric in metrics)] for row in shown]
     widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
     if sum(widths) + 2 * (len(widths) - 1) > width and changed:
-        # Too wide for a column per param: one column of "name=value" for the params that differ.
-        header = ["experiment", "changed", *metrics]
-        body = [[line[0], " ".join(f"{names[key]}={value}" for key, value in zip(changed, line[1:1 + len(changed)])),
-                 *line[1 + len(changed):]] for line in body]
+        # Too wide for a column per param: one column of "name=value" for the params that differ, wrapped
+        # onto more lines where the terminal is narrow; names and metrics stay whole on the first line.
+        fixed = [widths[0], *widths[1 + len(changed):]]
+        room = max(width - sum(fixed) - 2 * len(fixed), 20)
+        header, wrapped = ["experiment", "changed", *metrics], []
+        for line in body:
+            pairs = " ".join(f"{names[key]}={value}" for key, value in zip(changed, line[1:1 + len(changed)]))
+            parts = textwrap.wrap(pairs, room, break_long_words=False, break_on_hyphens=False) or [""]
+            wrapped.append([line[0], parts[0], *line[1 + len(changed):]])
+            wrapped += [["", part, *[""] * len(metrics)] for part in parts[1:]]
+        body = wrapped
         widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
     lines = ["  ".join(text.ljust(size) for text, size in zip(line, widths)).rstrip() for line in [header, *body]]
     return "\n".join(lines)
