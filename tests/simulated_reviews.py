@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from digitlab.review.paired import ACCURACY, NoiseFloor, compare, run_dispersion
+from digitlab.review.paired import ACCURACY, NoiseFloor, compare, noise_floor
 
 IMAGES = 2000  # the hard part of a test set: the images that never fail change nothing in the test
 CLASSES = 10
@@ -75,8 +75,9 @@ def true_change(change: Change, dispersion: int, samples: int = 2_000_000, seed:
 
 
 def measured_dispersion(rng, dispersion: int, reviews: int = 200, runs: int = 5) -> float:
-    """The mean of run_dispersion over simulated sides of `runs` runs: what the review would measure."""
-    return float(np.mean([run_dispersion(review(rng, runs, dispersion)[0])[0] for _ in range(reviews)]))
+    """The mean dispersion of simulated sides of `runs` runs, as the review measures one side against itself."""
+    sides = (review(rng, runs, dispersion)[0] for _ in range(reviews))
+    return float(np.mean([noise_floor(side, side)[0].dispersion for side in sides]))
 
 
 def calibrate(target: float, rng) -> float:
@@ -90,10 +91,7 @@ def calibrate(target: float, rng) -> float:
 
 def known_floor(rng, dispersion: int, runs: int = 5) -> NoiseFloor:
     """A noise floor measured earlier, as a committed verdict.json holds it: from `runs` runs of each side."""
-    base, head = review(rng, runs, dispersion)
-    ratios = [run_dispersion(side) for side in (base, head)]
-    pooled = sum(r * d for r, d in ratios) / sum(d for _, d in ratios)
-    return NoiseFloor(max(1.0, pooled), sum(d for _, d in ratios), 2 * runs)
+    return noise_floor(*review(rng, runs, dispersion))[0]
 
 
 def rates(rng, reviews: int, runs: int, dispersion: int, change: Change = Change(), alpha: float = 0.05,

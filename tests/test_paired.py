@@ -9,7 +9,7 @@ from scipy.optimize import minimize_scalar
 
 from digitlab.review import paired
 from digitlab.review.paired import (METRICS, NoiseFloor, binomial_variance, compare, confidence_label, failure_matrix, failures,
-                                    format_p, holm, mismatch, noise_floor, run_dispersion, tango_interval)
+                                    format_p, holm, mismatch, noise_floor, tango_interval)
 
 ACCURACY, ERRORS, NONDIGITS, DIGITS = METRICS
 
@@ -125,17 +125,16 @@ def test_the_dispersion_is_measured_from_both_sides_runs():
     shared = np.zeros((5, 5000), bool)
     for run, extra in enumerate((0, 40, 0, 80, 20)):
         shared[run, 1000:1000 + 60 + extra] = True
-    ratio, df = run_dispersion(independent)
-    assert df == 4 and 0.2 < ratio < 3
-    assert run_dispersion(shared)[0] > 10
-    assert run_dispersion(independent[:1]) == (0.0, 0)  # one run measures nothing
+    alone = noise_floor(independent, independent)[0]  # one side against itself: its own dispersion
+    assert alone.df == 8 and 0.2 < alone.dispersion < 3
+    assert noise_floor(shared, shared)[0].dispersion > 10
     # Each side with its own dispersion, so that a head whose seeds differ more is seen; Welch-Satterthwaite df.
     floor, seeds, within = noise_floor(independent, shared)
-    parts = [run_dispersion(side)[0] * binomial_variance(side) / 5 for side in (independent, shared)]
+    parts = [noise_floor(side, side)[0].dispersion * binomial_variance(side) / 5 for side in (independent, shared)]
     assert seeds == pytest.approx(sum(parts)) and floor.dispersion == pytest.approx(seeds / within)
     assert floor.df == pytest.approx(sum(parts) ** 2 / sum(part ** 2 / 4 for part in parts)) and floor.runs == 10
     assert 4 < floor.df < 7  # most of it from the shared side's 4 df
-    assert floor.dispersion > 5 * run_dispersion(independent)[0]
+    assert floor.dispersion > 5 * alone.dispersion
     assert 7 < noise_floor(independent, independent[::-1])[0].df <= 8  # alike: nearly both sides' 8 df
 
 

@@ -95,17 +95,6 @@ def binomial_variance(runs: np.ndarray) -> float:
     return float((failed * (count - failed)).sum()) / (count * (count - 1))
 
 
-def run_dispersion(runs: np.ndarray) -> tuple[float, int]:
-    """One side's runs (runs x images): the variance of their failure counts over the variance that independent
-    images would give them, and its degrees of freedom (runs - 1). 0 where no image differs between the runs."""
-    count = len(runs)
-    if count < 2:
-        return 0.0, 0
-    binomial = binomial_variance(runs)
-    spread = float(runs.sum(axis=1).var(ddof=1))
-    return (spread / binomial if binomial else 0.0), count - 1
-
-
 def noise_floor(base: np.ndarray, head: np.ndarray) -> tuple[NoiseFloor, float, float]:
     """The noise floor of D's variance from each side's own runs, each side with its own dispersion (a change can
     make training less stable): the seeds' variance of D, its Welch-Satterthwaite degrees of freedom, and the

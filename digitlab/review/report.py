@@ -182,7 +182,7 @@ def paired_tests(pairs: list[tuple[Run, Run]], alpha: float, floors: dict[str, p
     return tests, [base[0], head[0]], ""
 
 
-def gate(tests: list[paired.Test], fail_on: list[str], alpha: float) -> tuple[dict[str, float], list[str]]:
+def gate(tests: list[paired.Test], fail_on: list[str]) -> tuple[dict[str, float], list[str]]:
     """Holm-adjusted p-values of the distinct tests that --fail-on names and that may gate, and a line for each
     named metric that may not (one run per side, no noise floor)."""
     verdicts = {test.metric: test for test in tests}
@@ -325,7 +325,7 @@ def main(argv: list[str] | None = None) -> None:
     for name in args.fail_on:
         if name not in verdicts:
             raise PipelineError(f"--fail-on {name}: no verdict, because {unpaired}")
-    adjusted, not_gating = gate(tests, args.fail_on, args.alpha) if tests else ({}, [])
+    adjusted, not_gating = gate(tests, args.fail_on) if tests else ({}, [])
     args.output.mkdir(parents=True, exist_ok=True)
 
     title = f"# Model report: {side_name(head)} against `{side_name(base)}`"

@@ -43,6 +43,14 @@ class Run:
         return params.get("seed")
 
 
+def experiment_commits(name: str) -> list[str]:
+    """The commits of the experiments named `name`, from any baseline (`dvc exp run -n NAME`)."""
+    # An experiment's ref is refs/exps/<baseline's commit, split>/<its name>.
+    refs = subprocess.run(["git", "for-each-ref", "--format=%(refname) %(objectname)", "refs/exps/"],
+                          capture_output=True, text=True).stdout.split("\n")
+    return [line.split()[1] for line in refs if line and line.split()[0].rsplit("/", 1)[-1] == name]
+
+
 def resolve(name: str) -> Run:
     """The run a name stands for: "workspace", a git revision, or an experiment's name."""
     if name == WORKSPACE:
@@ -51,10 +59,7 @@ def resolve(name: str) -> Run:
                             capture_output=True, text=True)
     if result.returncode == 0:
         return Run(name, result.stdout.strip())
-    # An experiment's ref is refs/exps/<baseline's commit, split>/<its name>.
-    refs = subprocess.run(["git", "for-each-ref", "--format=%(refname) %(objectname)", "refs/exps/"],
-                          capture_output=True, text=True).stdout.split("\n")
-    commits = [line.split()[1] for line in refs if line and line.split()[0].rsplit("/", 1)[-1] == name]
+    commits = experiment_commits(name)
     if len(commits) == 1:
         return Run(name, commits[0])
     if len(commits) > 1:

@@ -91,9 +91,7 @@ def verdict(default: Candidate, chosen: list[tuple[int, Candidate]], search: Sea
         called = "noise" if p >= ALPHA or change == 0 else ("better" if gain > 0 else "worse")
         if called == "better":
             better.append(f"trial {number}")
-        values = ", ".join(f"{key}={value:.4g}" if isinstance(value, float) else f"{key}={value}"
-                           for key, value in candidate.params.items())
-        rows.append(f"| trial {number} | {values} | {', '.join(f'{v:.5g}' for v in candidate.values)} "
+        rows.append(f"| trial {number} | {describe(candidate.params, ', ')} | {', '.join(f'{v:.5g}' for v in candidate.values)} "
                     f"| {mean(candidate.values):.5g} | {change:+.4g} | {format_p(p, ALPHA)} | **{called}** |")
     how = (f"on validation ({objective.metric}; Welch's t over {len(search.confirm.seeds)} seeds a side, "
            f"Holm-corrected, alpha {ALPHA})")

@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from digitlab.review.revisions import Run, experiment_commits
 from digitlab.search.space import OBJECTIVE_FILES
 from digitlab.shared.errors import PipelineError
 
@@ -31,9 +32,7 @@ class Outcome:
 
 def experiment_commit(name: str) -> str | None:
     """The commit of the experiment named `name` (from any baseline), or None."""
-    refs = subprocess.run(["git", "for-each-ref", "--format=%(refname) %(objectname)", "refs/exps/"],
-                          capture_output=True, text=True, check=True).stdout.splitlines()
-    commits = [line.split()[1] for line in refs if line.split()[0].rsplit("/", 1)[-1] == name]
+    commits = experiment_commits(name)
     return commits[-1] if commits else None
 
 
@@ -42,12 +41,11 @@ def read_metrics(commit: str, files: list[str]) -> dict[str, dict]:
     if not set(files) <= set(OBJECTIVE_FILES):
         raise PipelineError(f"the search reads {', '.join(OBJECTIVE_FILES)} only, not {', '.join(files)}: "
                             "the test split never chooses")
-    found = {}
-    for file in files:
-        shown = subprocess.run(["git", "show", f"{commit}:{file}"], capture_output=True, text=True)
-        if shown.returncode != 0:
+    experiment = Run(commit[:7], commit)
+    found = {file: experiment.read_json(file) for file in files}
+    for file, data in found.items():
+        if data is None:
             raise PipelineError(f"the experiment {commit[:7]} has no {file}: is it written by a stage of dvc.yaml?")
-        found[file] = json.loads(shown.stdout)
     return found
 
 
@@ -62,10 +60,10 @@ def last_error(log: Path) -> str:
     return lines[-1] if lines else "no output"
 
 
-def describe(values: dict) -> str:
+def describe(values: dict, separator: str = " ") -> str:
     """A trial's values as its lines show them: train.learning_rate=0.002333 model.dense_units=128."""
-    return " ".join(f"{key}={value:.4g}" if isinstance(value, float) else f"{key}={value}"
-                    for key, value in values.items())
+    return separator.join(f"{key}={value:.4g}" if isinstance(value, float) else f"{key}={value}"
+                          for key, value in values.items())
 
 
 def command(name: str, overrides: dict[str, object]) -> list[str]:
