@@ -29,7 +29,10 @@ for stage, changes in status.items():
                 elif state not in ABSENT:
                     stale.append(f"{stage}: {kind} {path} {state}")
 if stale:
-    print("error: dvc.lock does not match the committed code and params; run `dvc repro` and commit dvc.lock:",
-          "; ".join(stale), file=sys.stderr)
+    print(
+        "error: dvc.lock does not match the committed code and params; run `dvc repro` and commit dvc.lock:",
+        "; ".join(stale),
+        file=sys.stderr,
+    )
     sys.exit(1)
 print("dvc.lock matches the committed code, params and reports")

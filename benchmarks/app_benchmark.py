@@ -45,7 +45,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -94,13 +94,17 @@ def train_stand_in() -> Path:
     Without batch normalisation: with it, 2 short epochs leave its running statistics unsettled."""
     import digitlab.shared  # noqa: F401  (sets TensorFlow's environment first)
     from digitlab.shared.mnist import SHA256
-    from digitlab.data.raw import load_split
     from digitlab.shared.params import Params, load_params, with_overrides
+
+    from digitlab.data.raw import load_split
     from digitlab.images.reading import to_model_input
     from digitlab.training.fitting import fit
 
-    folders = [os.environ.get("MNIST_MIRROR", ""), PROJECT_ROOT.parent / "shared" / "data" / "mnist",
-               PROJECT_ROOT / "data" / "raw"]
+    folders = [
+        os.environ.get("MNIST_MIRROR", ""),
+        PROJECT_ROOT.parent / "shared" / "data" / "mnist",
+        PROJECT_ROOT / "data" / "raw",
+    ]
     mirror = next((Path(f) for f in folders if f and all(Path(f, name).is_file() for name in SHA256)), None)
     if mirror is None:
         sys.exit("error: no model and no MNIST files to train a stand-in: set MNIST_MIRROR or run `dvc repro`")
@@ -218,14 +222,18 @@ def burst(url: str, png: bytes, count: int) -> dict:
         thread.join()
     latencies = np.array([seconds for _, _, seconds in answers])
     statuses = dict(Counter(str(status) for status, _, _ in answers))
-    return {"requests": count, "answered_200_and_read_7": sum(s == 200 and d == 7 for s, d, _ in answers),
-            "statuses": statuses, "p50_ms": ms(latencies, 50), "p99_ms": ms(latencies, 99)}
+    return {
+        "requests": count,
+        "answered_200_and_read_7": sum(s == 200 and d == 7 for s, d, _ in answers),
+        "statuses": statuses,
+        "p50_ms": ms(latencies, 50),
+        "p99_ms": ms(latencies, 99),
+    }
 
 
 def slow_clients(url: str, png: bytes, port: int, count: int) -> dict:
     """`count` clients that stall in their bodies, and one ordinary upload sent while they wait."""
-    head = (b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/png\r\n"
-            b"Content-Length: 100000\r\n\r\n")
+    head = b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/png\r\nContent-Length: 100000\r\n\r\n"
     stalled = []
     try:
         for _ in range(count):
@@ -247,7 +255,7 @@ def slow_clients(url: str, png: bytes, port: int, count: int) -> dict:
             try:
                 first_line = sock.recv(64).split(b"\r\n", 1)[0].decode("latin-1")
                 fate = first_line.split(" ")[1] if first_line.startswith("HTTP/") else "closed"
-            except (TimeoutError, socket.timeout):
+            except TimeoutError:
                 fate = f"no answer in {SLOW_WAIT_S} s"
             except ConnectionError:
                 fate = "reset"
@@ -269,21 +277,28 @@ def measure(command: list[str], env: dict, cwd: Path) -> dict:
     url = f"http://127.0.0.1:{port}/predict"
     with tempfile.TemporaryDirectory() as tmp, open(Path(tmp) / "server.log", "wb") as log:
         started = time.monotonic()
-        process = subprocess.Popen([*command, "--port", str(port)], cwd=cwd, env=env, stdout=log,
-                                   stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            [*command, "--port", str(port)], cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT
+        )
         try:
             first_prediction_s, digit = wait_for_first_prediction(url, png, process, started)
             print(f"  first prediction after {first_prediction_s:.2f} s: {digit}", flush=True)
             sequential(url, png, WARM_UP)
             memory_before = memory_kb(process.pid)
             at_once = burst(url, png, BURST)
-            print(f"  {BURST} at once: {at_once['answered_200_and_read_7']} answered 200 and right, "
-                  f"statuses {at_once['statuses']}, p99 {at_once['p99_ms']} ms", flush=True)
+            print(
+                f"  {BURST} at once: {at_once['answered_200_and_read_7']} answered 200 and right, "
+                f"statuses {at_once['statuses']}, p99 {at_once['p99_ms']} ms",
+                flush=True,
+            )
             one_by_one = sequential(url, png, SEQUENTIAL)
             print(f"  {SEQUENTIAL} sequential: p50 {ms(one_by_one, 50)} ms", flush=True)
             beside_slow = slow_clients(url, png, port, SLOW_CLIENTS)
-            print(f"  beside {SLOW_CLIENTS} slow clients: {beside_slow['ordinary_request']}; the slow ones: "
-                  f"{beside_slow['slow_clients_answered']}", flush=True)
+            print(
+                f"  beside {SLOW_CLIENTS} slow clients: {beside_slow['ordinary_request']}; the slow ones: "
+                f"{beside_slow['slow_clients_answered']}",
+                flush=True,
+            )
             loaded, wall = concurrent(url, png, CONCURRENT, CLIENTS)
             print(f"  {CLIENTS} clients: {CONCURRENT / wall:.1f} requests/s", flush=True)
             # The rest of the TOTAL, in two halves: RSS read in between tells a plateau from a steady leak.
@@ -306,19 +321,32 @@ def measure(command: list[str], env: dict, cwd: Path) -> dict:
         "digit_read": digit,
         "first_prediction_s": round(first_prediction_s, 2),
         "burst": at_once,
-        "sequential": {"requests": SEQUENTIAL, "p50_ms": ms(one_by_one, 50), "p90_ms": ms(one_by_one, 90),
-                       "p99_ms": ms(one_by_one, 99), "max_ms": round(float(one_by_one.max()) * 1000, 2),
-                       "mean_ms": round(float(one_by_one.mean()) * 1000, 2)},
+        "sequential": {
+            "requests": SEQUENTIAL,
+            "p50_ms": ms(one_by_one, 50),
+            "p90_ms": ms(one_by_one, 90),
+            "p99_ms": ms(one_by_one, 99),
+            "max_ms": round(float(one_by_one.max()) * 1000, 2),
+            "mean_ms": round(float(one_by_one.mean()) * 1000, 2),
+        },
         "slow_clients": beside_slow,
-        "concurrent": {"clients": CLIENTS, "requests": CONCURRENT, "wall_s": round(wall, 2),
-                       "requests_per_s": round(CONCURRENT / wall, 1), "p50_ms": ms(loaded, 50),
-                       "p99_ms": ms(loaded, 99)},
-        "memory": {"requests_in_all": TOTAL, "rss_before_mb": round(memory_before["VmRSS"] / 1024, 1),
-                   "rss_after_mb": round(memory_after["VmRSS"] / 1024, 1),
-                   "rss_growth_mb": round((memory_after["VmRSS"] - memory_before["VmRSS"]) / 1024, 1),
-                   "peak_rss_before_mb": round(memory_before["VmHWM"] / 1024, 1),
-                   "peak_rss_after_mb": round(memory_after["VmHWM"] / 1024, 1),
-                   "rss_mb_after_requests": {count: round(kb / 1024, 1) for count, kb in rss_by_requests.items()}},
+        "concurrent": {
+            "clients": CLIENTS,
+            "requests": CONCURRENT,
+            "wall_s": round(wall, 2),
+            "requests_per_s": round(CONCURRENT / wall, 1),
+            "p50_ms": ms(loaded, 50),
+            "p99_ms": ms(loaded, 99),
+        },
+        "memory": {
+            "requests_in_all": TOTAL,
+            "rss_before_mb": round(memory_before["VmRSS"] / 1024, 1),
+            "rss_after_mb": round(memory_after["VmRSS"] / 1024, 1),
+            "rss_growth_mb": round((memory_after["VmRSS"] - memory_before["VmRSS"]) / 1024, 1),
+            "peak_rss_before_mb": round(memory_before["VmHWM"] / 1024, 1),
+            "peak_rss_after_mb": round(memory_after["VmHWM"] / 1024, 1),
+            "rss_mb_after_requests": {count: round(kb / 1024, 1) for count, kb in rss_by_requests.items()},
+        },
     }
 
 
@@ -327,8 +355,12 @@ def main() -> None:
     parser.add_argument("--model", type=Path, default=PROJECT_ROOT / "data" / "model" / "model.onnx")
     parser.add_argument("--output", type=Path, default=PROJECT_ROOT / "benchmarks" / "app_results.json")
     parser.add_argument("--baseline", type=Path, help="another checkout of this repository whose app to measure first")
-    parser.add_argument("--baseline-model", type=Path, default=PROJECT_ROOT / "data" / "model" / "model.keras",
-                        help="the model file the baseline's app reads (default: data/model/model.keras)")
+    parser.add_argument(
+        "--baseline-model",
+        type=Path,
+        default=PROJECT_ROOT / "data" / "model" / "model.keras",
+        help="the model file the baseline's app reads (default: data/model/model.keras)",
+    )
     args = parser.parse_args()
     model, model_note = find_model(args.model)
     load_before = os.getloadavg()[0]
@@ -337,19 +369,36 @@ def main() -> None:
     runs = {}
     if args.baseline:
         print(f"baseline: {describe(args.baseline)}, {args.baseline_model}", flush=True)
-        runs["baseline"] = {"checkout": describe(args.baseline), "model": str(args.baseline_model),
-                            **measure([*app, "--model", str(args.baseline_model.resolve())],
-                                      baseline_env(args.baseline), args.baseline)}
+        runs["baseline"] = {
+            "checkout": describe(args.baseline),
+            "model": str(args.baseline_model),
+            **measure(
+                [*app, "--model", str(args.baseline_model.resolve())], baseline_env(args.baseline), args.baseline
+            ),
+        }
     print(f"this checkout: {model_note}", flush=True)
-    runs["this"] = {"checkout": str(PROJECT_ROOT), "model": model_note,
-                    **measure([*app, "--model", str(model)], dict(os.environ), PROJECT_ROOT)}
+    runs["this"] = {
+        "checkout": str(PROJECT_ROOT),
+        "model": model_note,
+        **measure([*app, "--model", str(model)], dict(os.environ), PROJECT_ROOT),
+    }
 
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
     results = {
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": {"cpu": cpu, "cores": len(os.sched_getaffinity(0)), "python": platform.python_version(),
-                    "load_average_1min_before": round(load_before, 2)},
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": {
+            "cpu": cpu,
+            "cores": len(os.sched_getaffinity(0)),
+            "python": platform.python_version(),
+            "load_average_1min_before": round(load_before, 2),
+        },
         **runs,
         "targets": TARGETS,
     }
@@ -363,24 +412,36 @@ def rows(r: dict) -> list[tuple[str, str]]:
     ordinary = w["ordinary_request"]
     return [
         ("first prediction after process start", f"{r['first_prediction_s']:.2f} s"),
-        (f"{b['requests']} uploads at once: answered 200 and read right",
-         f"{b['answered_200_and_read_7']} of {b['requests']} ({', '.join(f'{n} x {k}' for k, n in b['statuses'].items())})"),
+        (
+            f"{b['requests']} uploads at once: answered 200 and read right",
+            f"{b['answered_200_and_read_7']} of {b['requests']} "
+            f"({', '.join(f'{n} x {k}' for k, n in b['statuses'].items())})",
+        ),
         ("those uploads' latency p50 / p99", f"{b['p50_ms']:.0f} / {b['p99_ms']:.0f} ms"),
         (f"latency, one image, {s['requests']} sequential: p50 / p99", f"{s['p50_ms']:.1f} / {s['p99_ms']:.1f} ms"),
-        (f"an ordinary upload beside {w['slow_clients']} slow clients", f"{ordinary['status']} in {ordinary['seconds']:.2f} s"),
+        (
+            f"an ordinary upload beside {w['slow_clients']} slow clients",
+            f"{ordinary['status']} in {ordinary['seconds']:.2f} s",
+        ),
         ("what the slow clients got", ", ".join(f"{n} x {k}" for k, n in w["slow_clients_answered"].items())),
-        (f"throughput, {c['clients']} concurrent clients, {c['requests']:,} requests",
-         f"{c['requests_per_s']:.1f} req/s (p99 {c['p99_ms']:.0f} ms)"),
+        (
+            f"throughput, {c['clients']} concurrent clients, {c['requests']:,} requests",
+            f"{c['requests_per_s']:.1f} req/s (p99 {c['p99_ms']:.0f} ms)",
+        ),
         ("server RSS after the first prediction", f"{m['rss_before_mb']:.0f} MB"),
-        (f"server RSS after {m['requests_in_all']:,} requests (peak)",
-         f"{m['rss_after_mb']:.0f} MB ({m['peak_rss_after_mb']:.0f} MB); growth {m['rss_growth_mb']:+.1f} MB"),
+        (
+            f"server RSS after {m['requests_in_all']:,} requests (peak)",
+            f"{m['rss_after_mb']:.0f} MB ({m['peak_rss_after_mb']:.0f} MB); growth {m['rss_growth_mb']:+.1f} MB",
+        ),
     ]
 
 
 def print_table(r: dict) -> None:
-    print(f"\nMeasured {r['date']} on {r['machine']['cpu']}, {r['machine']['cores']} cores, Python "
-          f"{r['machine']['python']} (1-min load average before: {r['machine']['load_average_1min_before']}); "
-          f"clients on the same machine.\n")
+    print(
+        f"\nMeasured {r['date']} on {r['machine']['cpu']}, {r['machine']['cores']} cores, Python "
+        f"{r['machine']['python']} (1-min load average before: {r['machine']['load_average_1min_before']}); "
+        f"clients on the same machine.\n"
+    )
     this = rows(r["this"])
     if "baseline" not in r:
         print(f"model: {r['this']['model']}\n\n| measure | value |\n|---|---|")
@@ -388,9 +449,14 @@ def print_table(r: dict) -> None:
             print(f"| {name} | {value} |")
         return
     base, t = r["baseline"], r["this"]
-    ratios = {0: base["first_prediction_s"] / t["first_prediction_s"],
-              8: base["memory"]["peak_rss_after_mb"] / t["memory"]["peak_rss_after_mb"]}
-    print(f"| measure | baseline: {base['checkout']}, {Path(base['model']).name} | this: {Path(t['model']).name} | ratio |")
+    ratios = {
+        0: base["first_prediction_s"] / t["first_prediction_s"],
+        8: base["memory"]["peak_rss_after_mb"] / t["memory"]["peak_rss_after_mb"],
+    }
+    print(
+        f"| measure | baseline: {base['checkout']}, {Path(base['model']).name} "
+        f"| this: {Path(t['model']).name} | ratio |"
+    )
     print("|---|---|---|---|")
     for i, ((name, before), (_, after)) in enumerate(zip(rows(base), this)):
         ratio = f"{ratios[i]:.1f}x" if i in ratios else ""

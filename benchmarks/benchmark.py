@@ -35,9 +35,9 @@ import sys
 import time
 from pathlib import Path
 
-import yaml
-
 import digitlab.shared  # noqa: F401  (sets TensorFlow's environment before the imports of keras below)
+
+import yaml
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -56,20 +56,29 @@ def keras_io_convnet(train, val, test_callback):
     from keras import layers
 
     keras.utils.set_random_seed(0)
-    model = keras.Sequential([
-        keras.Input(shape=(28, 28, 1)),
-        layers.Conv2D(32, kernel_size=(3, 3), activation="relu"),
-        layers.MaxPooling2D(pool_size=(2, 2)),
-        layers.Conv2D(64, kernel_size=(3, 3), activation="relu"),
-        layers.MaxPooling2D(pool_size=(2, 2)),
-        layers.Flatten(),
-        layers.Dropout(0.5),
-        layers.Dense(10, activation="softmax"),
-    ])
+    model = keras.Sequential(
+        [
+            keras.Input(shape=(28, 28, 1)),
+            layers.Conv2D(32, kernel_size=(3, 3), activation="relu"),
+            layers.MaxPooling2D(pool_size=(2, 2)),
+            layers.Conv2D(64, kernel_size=(3, 3), activation="relu"),
+            layers.MaxPooling2D(pool_size=(2, 2)),
+            layers.Flatten(),
+            layers.Dropout(0.5),
+            layers.Dense(10, activation="softmax"),
+        ]
+    )
     model.compile(loss="categorical_crossentropy", optimizer="adam", metrics=["accuracy"])
     one_hot = keras.utils.to_categorical
-    model.fit(train["images"], one_hot(train["labels"], 10), batch_size=128, epochs=15,
-              validation_data=(val["images"], one_hot(val["labels"], 10)), callbacks=[test_callback], verbose=2)
+    model.fit(
+        train["images"],
+        one_hot(train["labels"], 10),
+        batch_size=128,
+        epochs=15,
+        validation_data=(val["images"], one_hot(val["labels"], 10)),
+        callbacks=[test_callback],
+        verbose=2,
+    )
     return model, 15
 
 
@@ -82,11 +91,12 @@ def pipeline_model(params, train, val, test_callback):
 
 def measure(config: str, seed: int, settings: dict) -> dict:
     """Train one configuration in this process and return its figures."""
+    from digitlab.shared.params import Params, load_params, with_overrides
+
     import keras
 
-    from digitlab.inference.views import predict_probabilities
-    from digitlab.shared.params import Params, load_params, with_overrides
     from digitlab.files.arrays import load_arrays
+    from digitlab.inference.views import predict_probabilities
 
     prepared = PROJECT_ROOT / "data" / "prepared"
     train, val, test = (load_arrays(prepared / f"{name}.npz") for name in ("train", "val", "test"))
@@ -149,10 +159,15 @@ def summary(results: list[dict]) -> list[dict]:
     for config in dict.fromkeys(r["config"] for r in results):
         runs = [r for r in results if r["config"] == config]
         seconds = sum(r["train_seconds"] for r in runs) / len(runs)
-        rows.append({"config": config, "seeds": [r["seed"] for r in runs],
-                     "mean_test_accuracy": round(sum(r["test_accuracy"] for r in runs) / len(runs), 5),
-                     "mean_train_seconds": round(seconds, 1),
-                     "train_time_vs_keras_io": round(seconds / baseline, 2) if baseline else None})
+        rows.append(
+            {
+                "config": config,
+                "seeds": [r["seed"] for r in runs],
+                "mean_test_accuracy": round(sum(r["test_accuracy"] for r in runs) / len(runs), 5),
+                "mean_train_seconds": round(seconds, 1),
+                "train_time_vs_keras_io": round(seconds / baseline, 2) if baseline else None,
+            }
+        )
     return rows
 
 
@@ -172,31 +187,53 @@ def markdown(results: list[dict], means: list[dict], machine: str, settings: dic
             f"| {r['train_seconds']:.0f} s | {reached} | {r['train_images_per_second']:,} "
             f"| {r['inference_images_per_second']:,} | {r['peak_rss_mb']:,} MB | {r['parameters']:,} |"
         )
-    rows += ["", "| configuration | seeds | mean test accuracy | mean train wall time | vs keras.io |", "|---|---|---|---|---|"]
+    rows += [
+        "",
+        "| configuration | seeds | mean test accuracy | mean train wall time | vs keras.io |",
+        "|---|---|---|---|---|",
+    ]
     for m in means:
         ratio = "" if m["train_time_vs_keras_io"] is None else f"{m['train_time_vs_keras_io']:.2f}x"
         seeds = ", ".join(map(str, dict.fromkeys(m["seeds"])))
         if len(set(m["seeds"])) < len(m["seeds"]):
             seeds += f" ({len(m['seeds'])} runs)"
-        rows.append(f"| {m['config']} | {seeds} | {m['mean_test_accuracy']:.2%} "
-                    f"| {m['mean_train_seconds']:.0f} s | {ratio} |")
+        rows.append(
+            f"| {m['config']} | {seeds} | {m['mean_test_accuracy']:.2%} | {m['mean_train_seconds']:.0f} s | {ratio} |"
+        )
     return "\n".join(rows) + "\n"
 
 
 def machine_description() -> str:
-    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")), platform.processor() or "unknown CPU")
+    model = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor() or "unknown CPU",
+    )
     return f"{model}, {os.cpu_count()} cores, {platform.system()}, Python {platform.python_version()}"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--configs", nargs="+", default=["keras_io", "default", "fast"],
-                        choices=["keras_io", "default", "fast"])
-    parser.add_argument("--seeds", nargs="+", type=int, default=[42, 43, 44],
-                        help="seeds of our configurations (keras.io's is its own, 0)")
-    parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
-                        help="params.yaml values for our configurations, e.g. train.epochs=14")
+    parser.add_argument(
+        "--configs", nargs="+", default=["keras_io", "default", "fast"], choices=["keras_io", "default", "fast"]
+    )
+    parser.add_argument(
+        "--seeds",
+        nargs="+",
+        type=int,
+        default=[42, 43, 44],
+        help="seeds of our configurations (keras.io's is its own, 0)",
+    )
+    parser.add_argument(
+        "--set",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="params.yaml values for our configurations, e.g. train.epochs=14",
+    )
     parser.add_argument("--output", type=Path, default=PROJECT_ROOT / "benchmarks" / "results")
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -208,7 +245,9 @@ def main() -> None:
 
     from digitlab.shared.params import Params, load_params, with_overrides
 
-    Params.model_validate(with_overrides(load_params(PROJECT_ROOT / "params.yaml").model_dump(), settings))  # fail now, not after hours
+    Params.model_validate(
+        with_overrides(load_params(PROJECT_ROOT / "params.yaml").model_dump(), settings)
+    )  # fail now, not after hours
     ours = [config for config in args.configs if config != "keras_io"]
     keras_io_run = [("keras_io", 0)] if "keras_io" in args.configs else []
     runs = [run for seed in args.seeds for run in keras_io_run + [(config, seed) for config in ours]]
@@ -225,7 +264,8 @@ def main() -> None:
     table = markdown(results, means, machine, settings)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.with_suffix(".json").write_text(
-        json.dumps({"machine": machine, "settings": settings, "results": results, "means": means}, indent=2) + "\n")
+        json.dumps({"machine": machine, "settings": settings, "results": results, "means": means}, indent=2) + "\n"
+    )
     args.output.with_suffix(".md").write_text(table)
     print(table)
 

@@ -41,20 +41,20 @@ import time
 from datetime import date
 from pathlib import Path
 
+import digitlab.shared  # noqa: F401  (sets TensorFlow's environment before keras is imported)
+from digitlab.shared.params import Params, load_params, with_overrides
+
+import keras
 import numpy as np
 import yaml
 from benchmark import machine_description  # benchmarks/benchmark.py, beside this script
 from predict_benchmark import user_image
 
-import digitlab.shared  # noqa: F401  (sets TensorFlow's environment before keras is imported)
-import keras
 from digitlab.files.arrays import load_arrays
 from digitlab.files.atomic import write_json
 from digitlab.images.nondigits import KINDS, prepared_nondigits
-from digitlab.images.reading import prepare
-from digitlab.images.reading import to_model_input
+from digitlab.images.reading import prepare, to_model_input
 from digitlab.inference.views import VIEWS, shifted
-from digitlab.shared.params import Params, load_params, with_overrides
 from digitlab.training.model import build_model
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -80,12 +80,16 @@ class Scorer:
         self.means = np.stack([features[train_labels == c].mean(axis=0) for c in range(10)])
         centred = features - self.means[train_labels]
         covariance = centred.T @ centred / len(features)
-        self.precision = np.linalg.pinv(covariance + 1e-6 * np.trace(covariance) / len(covariance) * np.eye(len(covariance)))
+        self.precision = np.linalg.pinv(
+            covariance + 1e-6 * np.trace(covariance) / len(covariance) * np.eye(len(covariance))
+        )
 
     def scores(self, images: np.ndarray) -> dict[str, np.ndarray]:
         by_view = [self._one_view(shifted(images, down, right)) for down, right in VIEWS[5]]
-        return {**{f"{name}, 1 view": value for name, value in by_view[0].items()},
-                **{f"{name}, 5 views": np.mean([view[name] for view in by_view], axis=0) for name in by_view[0]}}
+        return {
+            **{f"{name}, 1 view": value for name, value in by_view[0].items()},
+            **{f"{name}, 5 views": np.mean([view[name] for view in by_view], axis=0) for name in by_view[0]},
+        }
 
     def _one_view(self, images: np.ndarray) -> dict[str, np.ndarray]:
         features = self.features.predict(images, batch_size=500, verbose=0)
@@ -94,8 +98,12 @@ class Scorer:
         log_sum_exp = top[:, 0] + np.log(np.exp(logits - top).sum(axis=1))
         centred = features[:, None, :] - self.means[None]
         distances = np.einsum("nci,ij,ncj->nc", centred, self.precision, centred)
-        return {"msp": np.exp(top[:, 0] - log_sum_exp), "energy": log_sum_exp, "max_logit": top[:, 0],
-                "mahalanobis": -distances.min(axis=1)}
+        return {
+            "msp": np.exp(top[:, 0] - log_sum_exp),
+            "energy": log_sum_exp,
+            "max_logit": top[:, 0],
+            "mahalanobis": -distances.min(axis=1),
+        }
 
 
 def auroc(digits: np.ndarray, others: np.ndarray) -> float:
@@ -122,7 +130,9 @@ def compare(scorer: Scorer, val: np.ndarray, nondigits: np.ndarray, kinds: np.nd
     return results
 
 
-def train_probe(train: dict, val: dict, epochs: int, seed: int, outliers: np.ndarray | None) -> tuple[keras.Model, float, float]:
+def train_probe(
+    train: dict, val: dict, epochs: int, seed: int, outliers: np.ndarray | None
+) -> tuple[keras.Model, float, float]:
     """The default CNN, Adam at 1e-3, batches of 128: on digits, and if `outliers`, on them with a uniform target."""
     keras.utils.set_random_seed(seed)
     images, targets = train["images"], np.eye(10, dtype=np.float32)[train["labels"]]
@@ -144,19 +154,33 @@ def main() -> None:
     parser.add_argument("--prepared", type=Path, default=PROJECT_ROOT / "data/prepared")
     parser.add_argument("--nondigits", type=int, default=1400, help="non-digits of the validation split")
     parser.add_argument("--users", type=int, default=1000, help="user-style digits")
-    parser.add_argument("--fit", type=int, default=20000, help="training images the Mahalanobis statistics are fitted on")
+    parser.add_argument(
+        "--fit", type=int, default=20000, help="training images the Mahalanobis statistics are fitted on"
+    )
     parser.add_argument("--outlier-exposure", action="store_true", help="also train two models and compare them")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--oe-share", type=float, default=0.1)
-    parser.add_argument("--output", type=Path, help="default: benchmarks/nondigit_results.json, "
-                        "or with --training-cost benchmarks/nondigit_training_cost.json")
+    parser.add_argument(
+        "--output",
+        type=Path,
+        help="default: benchmarks/nondigit_results.json, "
+        "or with --training-cost benchmarks/nondigit_training_cost.json",
+    )
     parser.add_argument("--training-cost", type=int, metavar="EPOCHS", help="only time training without and with")
-    parser.add_argument("--against", action="append", metavar="KEY=VALUE",
-                        help="with --training-cost: time params.yaml against itself so changed (repeatable)")
+    parser.add_argument(
+        "--against",
+        action="append",
+        metavar="KEY=VALUE",
+        help="with --training-cost: time params.yaml against itself so changed (repeatable)",
+    )
     args = parser.parse_args()
     if args.training_cost:
-        training_cost(args.prepared, args.training_cost, args.against,
-                      args.output or PROJECT_ROOT / "benchmarks/nondigit_training_cost.json")
+        training_cost(
+            args.prepared,
+            args.training_cost,
+            args.against,
+            args.output or PROJECT_ROOT / "benchmarks/nondigit_training_cost.json",
+        )
         return
 
     train, val = load_arrays(args.prepared / "train.npz"), load_arrays(args.prepared / "val.npz")
@@ -165,24 +189,37 @@ def main() -> None:
     made, blank = prepared_nondigits(args.nondigits, 0, "val")
     nondigits, kinds = made["images"], made["kinds"]
     users = user_digits(val["images"], args.users)
-    print(f"made {args.nondigits} non-digits ({blank} found blank by the reader) and {args.users} user-style "
-          f"digits in {time.perf_counter() - started:.0f} s", flush=True)
+    print(
+        f"made {args.nondigits} non-digits ({blank} found blank by the reader) and {args.users} user-style "
+        f"digits in {time.perf_counter() - started:.0f} s",
+        flush=True,
+    )
 
     def scored(model: keras.Model) -> dict:
         scorer = Scorer(model, train["images"][fit_rows], train["labels"][fit_rows])
         return compare(scorer, val["images"], nondigits, kinds, users)
 
-    results = {"date": date.today().isoformat(), "machine": machine_description(),
-               "nondigits": {"count": args.nondigits, "found_blank": blank}, "user_digits": args.users,
-               "models": {str(args.model.relative_to(PROJECT_ROOT) if args.model.is_relative_to(PROJECT_ROOT) else args.model):
-                          {"scores": scored(keras.saving.load_model(args.model))}}}
+    results = {
+        "date": date.today().isoformat(),
+        "machine": machine_description(),
+        "nondigits": {"count": args.nondigits, "found_blank": blank},
+        "user_digits": args.users,
+        "models": {
+            str(args.model.relative_to(PROJECT_ROOT) if args.model.is_relative_to(PROJECT_ROOT) else args.model): {
+                "scores": scored(keras.saving.load_model(args.model))
+            }
+        },
+    }
     if args.outlier_exposure:
         outlier_count = int(args.oe_share * len(train["labels"]))
         outliers = prepared_nondigits(outlier_count, 0, "train")[0]["images"]
         for name, extra in (("digits only", None), (f"outlier exposure ({len(outliers):,} non-digits)", outliers)):
             model, seconds, accuracy = train_probe(train, val, args.epochs, 42, extra)
             results["models"][f"probe, {args.epochs} epochs, {name}"] = {
-                "train_seconds": round(seconds, 1), "val_accuracy": round(accuracy, 4), "scores": scored(model)}
+                "train_seconds": round(seconds, 1),
+                "val_accuracy": round(accuracy, 4),
+                "scores": scored(model),
+            }
     write_json(args.output or PROJECT_ROOT / "benchmarks/nondigit_results.json", results)
     print(markdown(results))
 
@@ -211,8 +248,11 @@ def training_cost(prepared: Path, epochs: int, against: list[str] | None, output
     outliers = load_arrays(prepared / "nondigits_train.npz")["images"]
     if against:
         changes = dict(change.split("=", 1) for change in against)
-        before = Params.model_validate(with_overrides(raw, {"train.epochs": epochs, **{
-            key: yaml.safe_load(value) for key, value in changes.items()}}))
+        before = Params.model_validate(
+            with_overrides(
+                raw, {"train.epochs": epochs, **{key: yaml.safe_load(value) for key, value in changes.items()}}
+            )
+        )
         sides = {f"before ({', '.join(against)})": (before, outliers), "params.yaml": (params, outliers)}
     else:
         sides = {"digits only": (params, None), f"with {len(outliers):,} non-digits": (params, outliers)}
@@ -226,37 +266,65 @@ def training_cost(prepared: Path, epochs: int, against: list[str] | None, output
             runs[name].append({"seconds": round(time.perf_counter() - started, 1), "epochs": timer.seconds})
     (plain, exposed) = runs.values()
     fastest = [min(second for run in side for second in run["epochs"][1:]) for side in (plain, exposed)]
-    results = {"date": date.today().isoformat(), "machine": machine_description(), "epochs": epochs, "runs": runs,
-               "images_per_epoch": {"digits only": len(train["labels"]),
-                                    "with non-digits": len(train["labels"]) + len(outliers)},
-               "against": against or [],
-               "ratio_of_runs": round(sum(r["seconds"] for r in exposed) / sum(r["seconds"] for r in plain), 3),
-               "ratio_of_fastest_epochs": round(fastest[1] / fastest[0], 3)}
+    results = {
+        "date": date.today().isoformat(),
+        "machine": machine_description(),
+        "epochs": epochs,
+        "runs": runs,
+        "images_per_epoch": {
+            "digits only": len(train["labels"]),
+            "with non-digits": len(train["labels"]) + len(outliers),
+        },
+        "against": against or [],
+        "ratio_of_runs": round(sum(r["seconds"] for r in exposed) / sum(r["seconds"] for r in plain), 3),
+        "ratio_of_fastest_epochs": round(fastest[1] / fastest[0], 3),
+    }
     write_json(output, results)
-    print(f"{results['machine']}; {epochs} epochs of fit, in turn: " + "; ".join(
-        f"{name}: runs {[run['seconds'] for run in side]} s, epochs {[run['epochs'] for run in side]} s"
-        for name, side in runs.items()))
-    print(f"ratio second/first: whole runs {results['ratio_of_runs']}, fastest epochs {results['ratio_of_fastest_epochs']}"
-          f"; images per epoch {len(train['labels']) + len(outliers):,} / {len(train['labels']):,}")
+    print(
+        f"{results['machine']}; {epochs} epochs of fit, in turn: "
+        + "; ".join(
+            f"{name}: runs {[run['seconds'] for run in side]} s, epochs {[run['epochs'] for run in side]} s"
+            for name, side in runs.items()
+        )
+    )
+    print(
+        f"ratio second/first: whole runs {results['ratio_of_runs']}, "
+        f"fastest epochs {results['ratio_of_fastest_epochs']}"
+        f"; images per epoch {len(train['labels']) + len(outliers):,} / {len(train['labels']):,}"
+    )
 
 
 def markdown(results: dict) -> str:
-    lines = [f"{results['machine']}; {results['date']}; {results['nondigits']['count']:,} non-digits "
-             f"({results['nondigits']['found_blank']} found blank, not counted), {results['user_digits']:,} user-style digits"]
+    lines = [
+        f"{results['machine']}; {results['date']}; {results['nondigits']['count']:,} non-digits "
+        f"({results['nondigits']['found_blank']} found blank, not counted), "
+        f"{results['user_digits']:,} user-style digits"
+    ]
     for model, row in results["models"].items():
-        extra = (f" (training {row['train_seconds']} s, validation accuracy {row['val_accuracy']:.2%})"
-                 if "train_seconds" in row else "")
-        lines += ["", f"**{model}**{extra}", "",
-                  "| score | AUROC | non-digits rejected at 0.2% / 0.5% of digits | user-style digits rejected |",
-                  "|---|---|---|---|"]
+        extra = (
+            f" (training {row['train_seconds']} s, validation accuracy {row['val_accuracy']:.2%})"
+            if "train_seconds" in row
+            else ""
+        )
+        lines += [
+            "",
+            f"**{model}**{extra}",
+            "",
+            "| score | AUROC | non-digits rejected at 0.2% / 0.5% of digits | user-style digits rejected |",
+            "|---|---|---|---|",
+        ]
         for name, score in row["scores"].items():
             low, high = score["at 0.2%"], score["at 0.5%"]
-            lines.append(f"| {name} | {score['auroc']:.4f} | {low['nondigits_rejected']:.1%} / "
-                         f"{high['nondigits_rejected']:.1%} | {low['user_digits_rejected']:.1%} / "
-                         f"{high['user_digits_rejected']:.1%} |")
+            lines.append(
+                f"| {name} | {score['auroc']:.4f} | {low['nondigits_rejected']:.1%} / "
+                f"{high['nondigits_rejected']:.1%} | {low['user_digits_rejected']:.1%} / "
+                f"{high['user_digits_rejected']:.1%} |"
+            )
         best = max(row["scores"], key=lambda name: row["scores"][name]["at 0.5%"]["nondigits_rejected"])
-        lines.append(f"\nBy kind, {best}, at 0.5%: " + ", ".join(
-            f"{kind} {share:.0%}" for kind, share in row["scores"][best]["at 0.5%"]["by_kind"].items()))
+        lines.append(
+            f"\nBy kind, {best}, at 0.5%: "
+            + ", ".join(f"{kind} {share:.0%}" for kind, share in row["scores"][best]["at 0.5%"]["by_kind"].items())
+        )
     return "\n".join(lines)
 
 

@@ -33,12 +33,13 @@ import time
 from datetime import date
 from pathlib import Path
 
+import digitlab.shared  # noqa: F401  (sets TensorFlow's environment before keras is imported)
+
 import numpy as np
 from baseline import baseline_env, describe  # benchmarks/baseline.py, beside this script
 from benchmark import machine_description  # benchmarks/benchmark.py, beside this script
 from PIL import Image, ImageFilter, ImageOps
 
-import digitlab.shared  # noqa: F401  (sets TensorFlow's environment before keras is imported)
 from digitlab.data.raw import load_split
 from digitlab.files.atomic import write_json
 from digitlab.images.reading import to_model_input
@@ -66,7 +67,7 @@ def user_image(digit: np.ndarray, rng: np.random.Generator, on_paper: bool) -> t
     height, breadth = (int(side * rng.uniform(1.3, 2.0)) for _ in range(2))
     top, left = int(rng.integers(0, height - side + 1)), int(rng.integers(0, breadth - side + 1))
     placed = np.zeros((height, breadth), dtype=np.float32)
-    placed[top:top + side, left:left + side] = np.asarray(ink, dtype=np.float32) / 255
+    placed[top : top + side, left : left + side] = np.asarray(ink, dtype=np.float32) / 255
     if on_paper:  # dark ink (about 40) on light paper (about 220, noisy)
         paper = rng.normal(220, 10, size=placed.shape)
         pixels = paper * (1 - placed) + 40 * placed
@@ -106,7 +107,7 @@ def reader_digits(reader: DigitReader, files: list[Path]) -> tuple[np.ndarray, f
     start = time.perf_counter()
     digits = []
     for first in range(0, len(files), CHUNK):
-        readings = reader.read(files[first:first + CHUNK])
+        readings = reader.read(files[first : first + CHUNK])
         digits += [code(reading.digit, reading.error) for reading in readings]
     return np.array(digits), time.perf_counter() - start
 
@@ -127,8 +128,18 @@ def command_digits(model_path: Path, path: Path, pythonpath: Path | None = None)
     `pythonpath`: another checkout whose command to run instead of this one's."""
     env = dict(os.environ) if pythonpath is None else baseline_env(pythonpath)
     with tempfile.NamedTemporaryFile("r") as peak:
-        command = ["/usr/bin/time", "--format", "%M", "--output", peak.name,
-                   str(Path(sys.executable).parent / "mnist-predict"), "--json", "--model", str(model_path), str(path)]
+        command = [
+            "/usr/bin/time",
+            "--format",
+            "%M",
+            "--output",
+            peak.name,
+            str(Path(sys.executable).parent / "mnist-predict"),
+            "--json",
+            "--model",
+            str(model_path),
+            str(path),
+        ]
         start = time.perf_counter()
         result = subprocess.run(command, capture_output=True, text=True, cwd=pythonpath or PROJECT_ROOT, env=env)
         seconds = time.perf_counter() - start
@@ -146,12 +157,16 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=10_000, help="how many test images (the first ones)")
     parser.add_argument("--output", type=Path, default=PROJECT_ROOT / "benchmarks/predict_results.json")
     parser.add_argument("--baseline", type=Path, help="another checkout of this repository whose command to run too")
-    parser.add_argument("--baseline-model", type=Path, default=PROJECT_ROOT / "data/model/model.keras",
-                        help="the model file the baseline's command reads (default: data/model/model.keras)")
+    parser.add_argument(
+        "--baseline-model",
+        type=Path,
+        default=PROJECT_ROOT / "data/model/model.keras",
+        help="the model file the baseline's command reads (default: data/model/model.keras)",
+    )
     args = parser.parse_args()
 
     images, labels = load_split(args.mnist, "test")
-    images, labels = images[:args.count], labels[:args.count]
+    images, labels = images[: args.count], labels[: args.count]
     reader = DigitReader(args.model)
 
     # The same views as the command (DigitReader's default), so the paths differ only in how images are made.
@@ -180,7 +195,9 @@ def main() -> None:
         if args.baseline:
             # After this checkout's runs, on the same files: one machine, one run.
             baseline_model = args.baseline_model.resolve()
-            _, base_start_up_seconds, base_start_up_peak_mb = command_digits(baseline_model, png_files[0], args.baseline)
+            _, base_start_up_seconds, base_start_up_peak_mb = command_digits(
+                baseline_model, png_files[0], args.baseline
+            )
             base_command, base_seconds, base_peak_mb = command_digits(baseline_model, png_folder, args.baseline)
 
     def accuracy(digits: np.ndarray, chosen: np.ndarray | None = None) -> float:
@@ -191,8 +208,10 @@ def main() -> None:
         "light ink on black, PNG": np.array([not kind["paper"] for kind in made]),
         "dark ink on paper, PNG": np.array([kind["paper"] and not kind["jpeg"] for kind in made]),
         "dark ink on paper, JPEG": np.array([kind["jpeg"] for kind in made]),
-        **{f"strokes {stroke}": np.array([kind["stroke"] == stroke for kind in made])
-           for stroke in ("as is", "thicker", "thinner")},
+        **{
+            f"strokes {stroke}": np.array([kind["stroke"] == stroke for kind in made])
+            for stroke in ("as is", "thicker", "thinner")
+        },
     }
     count = len(labels)
     results = {
@@ -209,24 +228,37 @@ def main() -> None:
         },
         "no_digit_found": int((read == -1).sum()),
         # The reader's "not a digit" (digitlab/inference/rejection.py), counted as wrong in the accuracies above.
-        "not_a_digit": {"threshold": reader.threshold,
-                        "original 28x28 test images": round(float((original == NOT_A_DIGIT_CODE).mean()), 4),
-                        "user images, mnist-predict's path": round(float((read == NOT_A_DIGIT_CODE).mean()), 4),
-                        "accuracy on the user images not refused": accuracy(read, read != NOT_A_DIGIT_CODE)},
-        "accuracy_by_kind": {name: {"count": int(chosen.sum()), "mnist-predict": accuracy(read, chosen),
-                                    "naive": accuracy(naive, chosen)} for name, chosen in kinds.items()},
+        "not_a_digit": {
+            "threshold": reader.threshold,
+            "original 28x28 test images": round(float((original == NOT_A_DIGIT_CODE).mean()), 4),
+            "user images, mnist-predict's path": round(float((read == NOT_A_DIGIT_CODE).mean()), 4),
+            "accuracy on the user images not refused": accuracy(read, read != NOT_A_DIGIT_CODE),
+        },
+        "accuracy_by_kind": {
+            name: {
+                "count": int(chosen.sum()),
+                "mnist-predict": accuracy(read, chosen),
+                "naive": accuracy(naive, chosen),
+            }
+            for name, chosen in kinds.items()
+        },
         "speed_images_per_s": {
             "mnist-predict --json FOLDER (subprocess wall time)": round(count / command_seconds),
             "DigitReader.read in process (decode, prepare, predict)": round(count / reader_seconds),
             "model alone on 28x28 arrays": round(count / model_seconds),
         },
-        "seconds": {"command": round(command_seconds, 1), "command_on_one_image": round(start_up_seconds, 2),
-                    "reader": round(reader_seconds, 1), "model": round(model_seconds, 2)},
+        "seconds": {
+            "command": round(command_seconds, 1),
+            "command_on_one_image": round(start_up_seconds, 2),
+            "reader": round(reader_seconds, 1),
+            "model": round(model_seconds, 2),
+        },
         "command_peak_rss_mb": {"one image": start_up_peak_mb, "the folder": command_peak_mb},
     }
     if args.baseline:
         results["baseline"] = {
-            "checkout": describe(args.baseline), "model": str(args.baseline_model),
+            "checkout": describe(args.baseline),
+            "model": str(args.baseline_model),
             "accuracy, user images as PNG, mnist-predict --json subprocess": accuracy(base_command),
             "images_per_s, mnist-predict --json FOLDER": round(count / base_seconds),
             "seconds": {"command": round(base_seconds, 1), "command_on_one_image": round(base_start_up_seconds, 2)},
@@ -237,35 +269,57 @@ def main() -> None:
     loss = 100 * (accuracy(original) - accuracy(read))
     print(f"\nmnist-predict's path loses {loss:.2f} percentage points (target: at most {TARGET_PP})")
     refused = results["not_a_digit"]["user images, mnist-predict's path"]
-    print(f"the reader answers \"not a digit\" for {refused:.2%} of the user images (target: at most 2%)")
+    print(f'the reader answers "not a digit" for {refused:.2%} of the user images (target: at most 2%)')
     print(f"wrote {args.output}")
 
 
 def markdown(results: dict) -> str:
-    lines = [f"{results['count']:,} MNIST test images; {results['machine']}; {results['date']}", "",
-             "| measure | value |", "|---|---|"]
+    lines = [
+        f"{results['count']:,} MNIST test images; {results['machine']}; {results['date']}",
+        "",
+        "| measure | value |",
+        "|---|---|",
+    ]
     lines += [f"| accuracy, {name} | {value:.2%} |" for name, value in results["accuracy"].items()]
-    lines += [f"| \"not a digit\", {name} | {value:.2%} |" for name, value in results["not_a_digit"].items()
-              if name != "threshold"]
+    lines += [
+        f'| "not a digit", {name} | {value:.2%} |'
+        for name, value in results["not_a_digit"].items()
+        if name != "threshold"
+    ]
     lines += [f"| images/s, {name} | {value:,} |" for name, value in results["speed_images_per_s"].items()]
     lines += [f"| seconds of mnist-predict on one image (start-up) | {results['seconds']['command_on_one_image']} |"]
-    lines += [f"| peak memory of mnist-predict on {name} | {mb:,} MB |"
-              for name, mb in results["command_peak_rss_mb"].items()]
+    lines += [
+        f"| peak memory of mnist-predict on {name} | {mb:,} MB |" for name, mb in results["command_peak_rss_mb"].items()
+    ]
     lines += ["", "| kind of image | count | mnist-predict | naive |", "|---|---|---|---|"]
-    lines += [f"| {name} | {row['count']:,} | {row['mnist-predict']:.2%} | {row['naive']:.2%} |"
-              for name, row in results["accuracy_by_kind"].items()]
+    lines += [
+        f"| {name} | {row['count']:,} | {row['mnist-predict']:.2%} | {row['naive']:.2%} |"
+        for name, row in results["accuracy_by_kind"].items()
+    ]
     if "baseline" in results:
         base, name = results["baseline"], "mnist-predict --json FOLDER (subprocess wall time)"
-        ours = {"one image: seconds": results["seconds"]["command_on_one_image"],
-                "one image: peak memory, MB": results["command_peak_rss_mb"]["one image"],
-                f"{results['count']:,} PNGs: images/s": results["speed_images_per_s"][name],
-                f"{results['count']:,} PNGs: peak memory, MB": results["command_peak_rss_mb"]["the folder"],
-                f"{results['count']:,} PNGs: accuracy": results["accuracy"]["user images as PNG, mnist-predict --json subprocess"]}
-        theirs = [base["seconds"]["command_on_one_image"], base["command_peak_rss_mb"]["one image"],
-                  base["images_per_s, mnist-predict --json FOLDER"], base["command_peak_rss_mb"]["the folder"],
-                  base["accuracy, user images as PNG, mnist-predict --json subprocess"]]
-        lines += ["", f"| mnist-predict | baseline: {base['checkout']}, {Path(base['model']).name} | "
-                      f"this: {Path(results['model']).name} | ratio |", "|---|---|---|---|"]
+        ours = {
+            "one image: seconds": results["seconds"]["command_on_one_image"],
+            "one image: peak memory, MB": results["command_peak_rss_mb"]["one image"],
+            f"{results['count']:,} PNGs: images/s": results["speed_images_per_s"][name],
+            f"{results['count']:,} PNGs: peak memory, MB": results["command_peak_rss_mb"]["the folder"],
+            f"{results['count']:,} PNGs: accuracy": results["accuracy"][
+                "user images as PNG, mnist-predict --json subprocess"
+            ],
+        }
+        theirs = [
+            base["seconds"]["command_on_one_image"],
+            base["command_peak_rss_mb"]["one image"],
+            base["images_per_s, mnist-predict --json FOLDER"],
+            base["command_peak_rss_mb"]["the folder"],
+            base["accuracy, user images as PNG, mnist-predict --json subprocess"],
+        ]
+        lines += [
+            "",
+            f"| mnist-predict | baseline: {base['checkout']}, {Path(base['model']).name} | "
+            f"this: {Path(results['model']).name} | ratio |",
+            "|---|---|---|---|",
+        ]
         for (measure, after), before in zip(ours.items(), theirs):
             if "accuracy" in measure:
                 lines.append(f"| {measure} | {before:.2%} | {after:.2%} | |")

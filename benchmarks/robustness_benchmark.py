@@ -17,15 +17,16 @@ import time
 from datetime import date
 from pathlib import Path
 
+import digitlab.shared  # noqa: F401  (sets TensorFlow's environment before keras is imported)
+from digitlab.shared.params import is_background_window
+
+import keras
 import numpy as np
 from benchmark import machine_description  # benchmarks/benchmark.py, beside this script
 
-import digitlab.shared  # noqa: F401  (sets TensorFlow's environment before keras is imported)
-import keras
 from digitlab.evaluation.corruptions import CORRUPTIONS, corrupt
 from digitlab.files.arrays import load_arrays
 from digitlab.files.atomic import write_json
-from digitlab.shared.params import is_background_window
 from digitlab.training.model import RemoveBackground
 from digitlab.training.saving import load_model
 
@@ -57,8 +58,11 @@ def main() -> None:
 
     val = load_arrays(args.prepared / "val.npz")
     images, labels = val["images"], val["labels"]
-    readers = {f"{path} + window {window}" if window else str(path): with_window(load_model(path), window)
-               for path in args.model for window in args.windows}
+    readers = {
+        f"{path} + window {window}" if window else str(path): with_window(load_model(path), window)
+        for path in args.model
+        for window in args.windows
+    }
     scores = {name: {"clean": accuracy(model, images, labels)} for name, model in readers.items()}
     for corruption in CORRUPTIONS:
         started = time.perf_counter()
@@ -76,8 +80,16 @@ def main() -> None:
     print("|---|" + "---|" * len(columns))
     for name, row in scores.items():
         print(f"| {name} | " + " | ".join(f"{100 * row[column]:.2f}%" for column in columns) + " |")
-    write_json(args.output, {"date": date.today().isoformat(), "machine": machine_description(),
-                             "images": len(labels), "seed": args.seed, "scores": scores})
+    write_json(
+        args.output,
+        {
+            "date": date.today().isoformat(),
+            "machine": machine_description(),
+            "images": len(labels),
+            "seed": args.seed,
+            "scores": scores,
+        },
+    )
     print(f"\nwrote {args.output}")
 
 

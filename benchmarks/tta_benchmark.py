@@ -17,12 +17,13 @@ import time
 from datetime import date
 from pathlib import Path
 
+from digitlab.shared.params import load_params
+
 from benchmark import machine_description  # benchmarks/benchmark.py, beside this script
 
 from digitlab.evaluation.scores import cross_entropy, reliability
 from digitlab.files.arrays import load_arrays
 from digitlab.inference.views import VIEWS, predict_probabilities
-from digitlab.shared.params import load_params
 from digitlab.training.saving import load_model
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -46,21 +47,38 @@ def main() -> None:
             probabilities = predict_probabilities(model, images, params.batch_size, views)
             seconds = time.perf_counter() - started
         predicted = probabilities.argmax(axis=1)
-        rows.append({"views": views, "accuracy": float((predicted == labels).mean()),
-                     "errors": int((predicted != labels).sum()),
-                     "loss": cross_entropy(probabilities, labels),
-                     "ece": reliability(probabilities, labels, params.calibration_bins)[1],
-                     "images_per_second": len(labels) / seconds})
-        print(f"{views} views: {rows[-1]['accuracy']:.2%} ({rows[-1]['errors']} errors), "
-              f"{rows[-1]['images_per_second']:,.0f} images/s", flush=True)
+        rows.append(
+            {
+                "views": views,
+                "accuracy": float((predicted == labels).mean()),
+                "errors": int((predicted != labels).sum()),
+                "loss": cross_entropy(probabilities, labels),
+                "ece": reliability(probabilities, labels, params.calibration_bins)[1],
+                "images_per_second": len(labels) / seconds,
+            }
+        )
+        print(
+            f"{views} views: {rows[-1]['accuracy']:.2%} ({rows[-1]['errors']} errors), "
+            f"{rows[-1]['images_per_second']:,.0f} images/s",
+            flush=True,
+        )
 
-    header = f"{args.split} split, {len(labels):,} images, model {args.model.name}; {machine_description()}, {date.today()}"
+    header = (
+        f"{args.split} split, {len(labels):,} images, model {args.model.name}; {machine_description()}, {date.today()}"
+    )
     table = [header, "", "| views | accuracy | errors | loss | ECE | images/s |", "|---|---|---|---|---|---|"]
-    table += [f"| {row['views']} | {row['accuracy']:.2%} | {row['errors']} | {row['loss']:.4f} | {row['ece']:.4f} "
-              f"| {row['images_per_second']:,.0f} |" for row in rows]
+    table += [
+        f"| {row['views']} | {row['accuracy']:.2%} | {row['errors']} | {row['loss']:.4f} | {row['ece']:.4f} "
+        f"| {row['images_per_second']:,.0f} |"
+        for row in rows
+    ]
     print("\n".join(table))
-    args.output.write_text(json.dumps({"split": args.split, "machine": machine_description(),
-                                       "date": str(date.today()), "rows": rows}, indent=2) + "\n")
+    args.output.write_text(
+        json.dumps(
+            {"split": args.split, "machine": machine_description(), "date": str(date.today()), "rows": rows}, indent=2
+        )
+        + "\n"
+    )
 
 
 if __name__ == "__main__":

@@ -55,18 +55,26 @@ def main() -> None:
     args = parser.parse_args()
     images, labels = load_split(args.mnist, "test")
     rng = np.random.default_rng(0)
-    examples = [("dark ink on uneven paper, JPEG", photo_like(images[0], rng), images[0]),
-                ("small, thin, off-centre", small_and_thin(images[1]), images[1]),
-                ("drawn on a transparent canvas", transparent_drawing(images[2]), images[2])]
+    examples = [
+        ("dark ink on uneven paper, JPEG", photo_like(images[0], rng), images[0]),
+        ("small, thin, off-centre", small_and_thin(images[1]), images[1]),
+        ("drawn on a transparent canvas", transparent_drawing(images[2]), images[2]),
+    ]
 
     figure, axes = plt.subplots(len(examples), 4, figsize=(11, 2.9 * len(examples)))
     for row, (title, source, original) in zip(axes, examples):
         shown = Image.open(io.BytesIO(source)) if isinstance(source, bytes) else source
         ink = read_image(source)
-        panels = [(shown, f"input: {title}"), (ink, "ink map (read_image)"),
-                  (to_mnist(ink), "28x28 the model sees (to_mnist)"), (original, "the MNIST original")]
+        panels = [
+            (shown, f"input: {title}"),
+            (ink, "ink map (read_image)"),
+            (to_mnist(ink), "28x28 the model sees (to_mnist)"),
+            (original, "the MNIST original"),
+        ]
         for axis, (picture, caption) in zip(row, panels):
-            axis.imshow(picture, cmap="gray" if not isinstance(picture, Image.Image) or picture.mode != "RGBA" else None)
+            axis.imshow(
+                picture, cmap="gray" if not isinstance(picture, Image.Image) or picture.mode != "RGBA" else None
+            )
             axis.set_title(caption, fontsize=9)
             axis.axis("off")
     figure.tight_layout()

@@ -39,6 +39,9 @@ import argparse
 import time
 from pathlib import Path
 
+from digitlab.shared.errors import PipelineError, run_stage
+from digitlab.shared.params import load_params
+
 import numpy as np
 from dvclive import Live
 from sklearn.metrics import roc_auc_score
@@ -59,8 +62,6 @@ from digitlab.inference.onnx_model import load_onnx_model
 from digitlab.inference.precision import share, significant
 from digitlab.inference.rejection import confidences, rejected
 from digitlab.inference.views import predict_probabilities
-from digitlab.shared.errors import PipelineError, run_stage
-from digitlab.shared.params import load_params
 
 # The ROC's confidences are rounded to this many decimals: its points then stay put from one CPU to
 # another, where confidences differ in their 7th digit (a finer curve would move with them).
@@ -75,8 +76,10 @@ def corruption_accuracies(model, images: np.ndarray, labels: np.ndarray, params)
         corrupted = corrupt(images, name, params.corruption_seed)
         predicted = predict_probabilities(model, corrupted, params.batch_size, 1).argmax(axis=1)
         rows.append({"corruption": name, "accuracy": share((predicted == labels).mean())})
-        print(f"evaluate: MNIST-C {name}: {rows[-1]['accuracy']:.2%} of {len(labels):,} test images read right",
-              flush=True)
+        print(
+            f"evaluate: MNIST-C {name}: {rows[-1]['accuracy']:.2%} of {len(labels):,} test images read right",
+            flush=True,
+        )
     return rows
 
 
@@ -101,8 +104,10 @@ def main(argv: list[str] | None = None) -> None:
 
     # "Not a digit": the test digits and the test non-digits, each refused below the model's threshold.
     if params.tta_views not in model.thresholds:
-        raise PipelineError(f"{args.model_path} carries no \"not a digit\" threshold for {params.tta_views} views; "
-                            "run `dvc repro --force train`")
+        raise PipelineError(
+            f'{args.model_path} carries no "not a digit" threshold for {params.tta_views} views; '
+            "run `dvc repro --force train`"
+        )
     threshold = model.thresholds[params.tta_views]
     nondigits = load_arrays(args.prepared_dir / "nondigits_test.npz")
     digit_confidence = confidences(probabilities)
@@ -123,8 +128,9 @@ def main(argv: list[str] | None = None) -> None:
     scores = per_class_scores(labels, predicted)
     accuracy = float((predicted == labels).mean())
     calibration, ece = reliability(probabilities, labels, params.calibration_bins)
-    robustness = corruption_accuracies(model, test["images"][: params.corruption_images],
-                                       labels[: params.corruption_images], params)
+    robustness = corruption_accuracies(
+        model, test["images"][: params.corruption_images], labels[: params.corruption_images], params
+    )
     with Live(str(args.report_dir), dvcyaml=None, save_dvc_exp=False) as live:
         # In the order `dvc exp show` gives the columns: the headline test figures first.
         live.log_metric("test/accuracy", share(accuracy), plot=False)
@@ -150,24 +156,42 @@ def main(argv: list[str] | None = None) -> None:
     write_json(args.report_dir / "calibration.json", calibration)
     write_json(args.report_dir / "corruptions.json", robustness)
     kinds = nondigits["kinds"]
-    write_json(args.report_dir / "rejection.json", {
-        "threshold": threshold, "views": params.tta_views,
-        "digits": {"count": len(labels), "refused": int(digits_refused.sum())},
-        "nondigits": {"count": len(kinds), "refused": int(nondigits_refused.sum())},
-        "user_digits": {"count": len(users["labels"]), "refused": int(users_refused.sum()),
-                        "read_right": int(users_right.sum())},
-        "drawn_nondigits": {"count": int(drawn.sum()), "refused": int(nondigits_refused[drawn].sum())},
-        "nondigits_refused_by_kind": {str(kind): round(float(nondigits_refused[kinds == kind].mean()), 4)
-                                      for kind in np.unique(kinds)},
-        "drawn_nondigits_refused_by_hand": {str(hand): round(float(nondigits_refused[nondigits["hands"] == hand].mean()), 4)
-                                            for hand in np.unique(nondigits["hands"][drawn])},
-    })
+    write_json(
+        args.report_dir / "rejection.json",
+        {
+            "threshold": threshold,
+            "views": params.tta_views,
+            "digits": {"count": len(labels), "refused": int(digits_refused.sum())},
+            "nondigits": {"count": len(kinds), "refused": int(nondigits_refused.sum())},
+            "user_digits": {
+                "count": len(users["labels"]),
+                "refused": int(users_refused.sum()),
+                "read_right": int(users_right.sum()),
+            },
+            "drawn_nondigits": {"count": int(drawn.sum()), "refused": int(nondigits_refused[drawn].sum())},
+            "nondigits_refused_by_kind": {
+                str(kind): round(float(nondigits_refused[kinds == kind].mean()), 4) for kind in np.unique(kinds)
+            },
+            "drawn_nondigits_refused_by_hand": {
+                str(hand): round(float(nondigits_refused[nondigits["hands"] == hand].mean()), 4)
+                for hand in np.unique(nondigits["hands"][drawn])
+            },
+        },
+    )
     # Image by image, what a review pairs with another version's answers (the wrong ones only: small for git).
-    write_text(args.report_dir / answers.FILE_NAME, answers.to_json({
-        "threshold": threshold, "views": params.tta_views,
-        "digits": answers.digit_answers(test["images"], labels, probabilities, digits_refused),
-        "nondigits": answers.nondigit_answers(nondigits["images"], kinds, nondigit_probabilities, nondigits_refused),
-    }))
+    write_text(
+        args.report_dir / answers.FILE_NAME,
+        answers.to_json(
+            {
+                "threshold": threshold,
+                "views": params.tta_views,
+                "digits": answers.digit_answers(test["images"], labels, probabilities, digits_refused),
+                "nondigits": answers.nondigit_answers(
+                    nondigits["images"], kinds, nondigit_probabilities, nondigits_refused
+                ),
+            }
+        ),
+    )
     # Timings differ from run to run, so they live apart from the reproducible metrics above.
     write_json(args.report_dir / "speed.json", {"inference": {"images_per_second": round(len(labels) / seconds)}})
     figures.confusion_heatmap(matrix, args.report_dir / "confusion_matrix.png")
@@ -180,13 +204,19 @@ def main(argv: list[str] | None = None) -> None:
         wrong=[True] * len(mistakes),
     )
 
-    print(f"evaluate: test accuracy {accuracy:.2%} ({int(matrix.sum() - np.trace(matrix))} errors of "
-          f"{len(labels):,}), predicted at {len(labels) / seconds:,.0f} images/s by onnxruntime")
-    print(f"evaluate: \"not a digit\" below {threshold:.1%} confidence: {nondigits_refused.mean():.1%} of "
-          f"{len(kinds):,} non-digits ({nondigits_refused[drawn].mean():.1%} of the {drawn.sum():,} drawn by hands "
-          f"training never saw) and {digits_refused.mean():.2%} of the test digits refused")
-    print(f"evaluate: of {len(users['labels']):,} test digits in users' hands and looks, {users_refused.mean():.2%} "
-          f"refused and {users_right.mean():.1%} read right")
+    print(
+        f"evaluate: test accuracy {accuracy:.2%} ({int(matrix.sum() - np.trace(matrix))} errors of "
+        f"{len(labels):,}), predicted at {len(labels) / seconds:,.0f} images/s by onnxruntime"
+    )
+    print(
+        f'evaluate: "not a digit" below {threshold:.1%} confidence: {nondigits_refused.mean():.1%} of '
+        f"{len(kinds):,} non-digits ({nondigits_refused[drawn].mean():.1%} of the {drawn.sum():,} drawn by hands "
+        f"training never saw) and {digits_refused.mean():.2%} of the test digits refused"
+    )
+    print(
+        f"evaluate: of {len(users['labels']):,} test digits in users' hands and looks, {users_refused.mean():.2%} "
+        f"refused and {users_right.mean():.1%} read right"
+    )
     print(f"evaluate: metrics and plots in {args.report_dir}/")
 
 

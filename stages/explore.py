@@ -12,14 +12,15 @@ Usage: python -m stages.explore RAW_DIR OUTPUT_DIR
 import argparse
 from pathlib import Path
 
+from digitlab.shared.errors import run_stage
+from digitlab.shared.mnist import CLASSES
+from digitlab.shared.params import load_params
+
 import numpy as np
 
 from digitlab import figures
 from digitlab.data.raw import load_split
 from digitlab.files.atomic import write_json
-from digitlab.shared.errors import run_stage
-from digitlab.shared.mnist import CLASSES
-from digitlab.shared.params import load_params
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -34,15 +35,19 @@ def main(argv: list[str] | None = None) -> None:
 
     first_of_each = [int(np.flatnonzero(train_labels == digit)[0]) for digit in CLASSES]
     figures.image_grid(
-        train_images[first_of_each], [f"label {d}" for d in CLASSES],
-        args.output_dir / "examples.png", "One training image of each digit",
+        train_images[first_of_each],
+        [f"label {d}" for d in CLASSES],
+        args.output_dir / "examples.png",
+        "One training image of each digit",
     )
 
     rng = np.random.default_rng(params.seed)
     chosen = rng.choice(len(train_images), size=min(params.sample_count, len(train_images)), replace=False)
     figures.image_grid(
-        train_images[chosen], [f"#{i}: {train_labels[i]}" for i in chosen],
-        args.output_dir / "samples.png", "Random training images with their labels",
+        train_images[chosen],
+        [f"#{i}: {train_labels[i]}" for i in chosen],
+        args.output_dir / "samples.png",
+        "Random training images with their labels",
     )
 
     counts = {split: np.bincount(labels, minlength=len(CLASSES)).tolist() for split, (_, labels) in splits.items()}

@@ -16,11 +16,11 @@ import shutil
 import sys
 from pathlib import Path
 
-import pooch
-
 from digitlab.shared.errors import PipelineError, run_stage
 from digitlab.shared.mnist import PUBLIC_MIRRORS, SHA256
 from digitlab.shared.params import load_params
+
+import pooch
 
 
 def sources() -> list[str]:
@@ -29,8 +29,10 @@ def sources() -> list[str]:
     if mirror.startswith(("http://", "https://")):
         return [mirror.rstrip("/") + "/", *PUBLIC_MIRRORS]
     if mirror and not Path(mirror).is_dir():
-        raise PipelineError(f"MNIST_MIRROR={mirror!r} is neither a directory nor an http(s) URL; "
-                            "point it at a folder holding the four .gz files, or unset it to download")
+        raise PipelineError(
+            f"MNIST_MIRROR={mirror!r} is neither a directory nor an http(s) URL; "
+            "point it at a folder holding the four .gz files, or unset it to download"
+        )
     return [str(Path(mirror).resolve()), *PUBLIC_MIRRORS] if mirror else list(PUBLIC_MIRRORS)
 
 
@@ -50,8 +52,10 @@ def fetch_file(name: str, output_dir: Path, timeout_s: float) -> None:
         is_url = source.startswith(("http://", "https://"))
         try:
             pooch.retrieve(
-                source + name if is_url else os.path.join(source, name), f"sha256:{SHA256[name]}",
-                fname=name, path=output_dir,
+                source + name if is_url else os.path.join(source, name),
+                f"sha256:{SHA256[name]}",
+                fname=name,
+                path=output_dir,
                 downloader=pooch.HTTPDownloader(progressbar=True, timeout=timeout_s) if is_url else copy_file,
             )
         except (OSError, ValueError) as error:  # HTTP and network errors are OSErrors; a wrong sha256 a ValueError
@@ -61,8 +65,11 @@ def fetch_file(name: str, output_dir: Path, timeout_s: float) -> None:
         target.chmod(0o644)  # pooch's temporary file was private to its owner
         print(f"fetched {name} from {source} (sha256 verified)")
         return
-    raise PipelineError(f"could not fetch {name}; tried " + "; ".join(failures)
-                        + ". Check your network, or set MNIST_MIRROR to a folder holding the official files")
+    raise PipelineError(
+        f"could not fetch {name}; tried "
+        + "; ".join(failures)
+        + ". Check your network, or set MNIST_MIRROR to a folder holding the official files"
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -20,6 +20,9 @@ Usage: python -m stages.preprocess RAW_DIR OUTPUT_DIR
 import argparse
 from pathlib import Path
 
+from digitlab.shared.errors import PipelineError, run_stage
+from digitlab.shared.params import load_params
+
 import numpy as np
 
 from digitlab.data.raw import load_split
@@ -27,8 +30,6 @@ from digitlab.files.arrays import save_arrays
 from digitlab.images.nondigits import prepared_nondigits, split_seeds
 from digitlab.images.reading import to_model_input
 from digitlab.images.user_digits import user_digits
-from digitlab.shared.errors import PipelineError, run_stage
-from digitlab.shared.params import load_params
 
 
 def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -79,21 +80,32 @@ def main(argv: list[str] | None = None) -> None:
         print(f"  wrote {args.output_dir / name}.npz: {len(y):,} images", flush=True)
 
     reject = all_params.reject
-    for split, count in {"train": round(reject.outlier_share * len(train)), "val": reject.val_nondigits,
-                         "test": reject.test_nondigits}.items():
+    for split, count in {
+        "train": round(reject.outlier_share * len(train)),
+        "val": reject.val_nondigits,
+        "test": reject.test_nondigits,
+    }.items():
         nondigits, blank = prepared_nondigits(count, reject.seed, split)
         save_arrays(args.output_dir / f"nondigits_{split}.npz", **nondigits)
-        print(f"  wrote {args.output_dir}/nondigits_{split}.npz: {len(nondigits['kinds']):,} non-digits "
-              f"(of {count:,} made; {blank} the reader finds blank are left out)", flush=True)
+        print(
+            f"  wrote {args.output_dir}/nondigits_{split}.npz: {len(nondigits['kinds']):,} non-digits "
+            f"(of {count:,} made; {blank} the reader finds blank are left out)",
+            flush=True,
+        )
     # Validation and test digits as users send them, as many as the non-digits of the split: what "not a digit"
     # must not refuse (validation: to choose by; test: read once, by evaluate).
     seeds = split_seeds(reject.seed)
-    for split, (x, y) in {"val": (images[val][: reject.val_nondigits], labels[val][: reject.val_nondigits]),
-                          "test": (test_images[: reject.test_nondigits], test_labels[: reject.test_nondigits])}.items():
+    for split, (x, y) in {
+        "val": (images[val][: reject.val_nondigits], labels[val][: reject.val_nondigits]),
+        "test": (test_images[: reject.test_nondigits], test_labels[: reject.test_nondigits]),
+    }.items():
         digits, blank = user_digits(x, y, seeds[split])
         save_arrays(args.output_dir / f"user_digits_{split}.npz", **digits)
-        print(f"  wrote {args.output_dir}/user_digits_{split}.npz: {len(digits['labels']):,} {split} digits in users' "
-              f"hands and looks ({blank} the reader finds blank are left out)", flush=True)
+        print(
+            f"  wrote {args.output_dir}/user_digits_{split}.npz: {len(digits['labels']):,} {split} digits in users' "
+            f"hands and looks ({blank} the reader finds blank are left out)",
+            flush=True,
+        )
     print(f"preprocess: arrays in {args.output_dir}/")
 
 

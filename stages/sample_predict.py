@@ -15,6 +15,9 @@ import csv
 import io
 from pathlib import Path
 
+from digitlab.shared.errors import run_stage
+from digitlab.shared.params import load_params
+
 import numpy as np
 
 from digitlab import figures
@@ -22,8 +25,6 @@ from digitlab.files.arrays import load_arrays
 from digitlab.files.atomic import write_text
 from digitlab.inference.onnx_model import load_onnx_model
 from digitlab.inference.views import predict_probabilities
-from digitlab.shared.errors import run_stage
-from digitlab.shared.params import load_params
 
 
 def main(argv: list[str] | None = None) -> None:

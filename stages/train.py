@@ -12,7 +12,7 @@ metrics: choose `reject.*` and `train.augment.*` by them, not by the test set.
 Writes MODEL_PATH (.keras) and beside it the same model as ONNX (model.onnx: what evaluate scores and
 users run with onnxruntime; the stage stops if it does not answer the validation images as the Keras
 model does), and into REPORT_DIR: metrics.json (the validation split's accuracy and loss after the
-last epoch, the parameter count, and "not a digit" on validation at REJECT_VIEWS views),
+last epoch, the parameter count, and "not a digit" on validation at DEFAULT_VIEWS views),
 plots/metrics/{train,eval}/*.tsv (per-epoch curves), model_summary.txt, speed.json (training wall
 time and images/s: a timing, different on every run).
 
@@ -27,25 +27,21 @@ import argparse
 import time
 from pathlib import Path
 
-from digitlab.training import distribute, fitting  # first: it imports TensorFlow, quietly (its __init__)
+from digitlab.shared.errors import run_stage
+from digitlab.shared.params import load_params
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-from dvclive import Live  # noqa: E402
-from dvclive.keras import DVCLiveCallback  # noqa: E402
+import keras
+import numpy as np
+from dvclive import Live
+from dvclive.keras import DVCLiveCallback
 
 from digitlab.files.arrays import load_arrays
 from digitlab.files.atomic import write_json, write_text
 from digitlab.inference.precision import share
 from digitlab.inference.rejection import choose_threshold, confidences, rejected, thresholds_metadata
-from digitlab.inference.views import VIEWS, predict_probabilities
-from digitlab.shared.errors import run_stage
-from digitlab.shared.params import load_params
+from digitlab.inference.views import DEFAULT_VIEWS, PREDICT_BATCH, VIEWS, predict_probabilities
+from digitlab.training import distribute, fitting
 from digitlab.training.saving import check_export, export_onnx, save_model
-
-# "Not a digit" on validation is reported at the view count that mnist-predict, the app and the
-# default evaluate.tta_views use (reading evaluate.tta_views here would retrain for a change to it).
-REJECT_VIEWS = 5
 
 
 class LogParameterCount(keras.callbacks.Callback):
@@ -73,7 +69,7 @@ def onnx_path(model_path: Path) -> Path:
 
 def confidence_at(model: keras.Model, images: np.ndarray, views: int) -> np.ndarray:
     """The model's confidence in each image, its largest probability averaged over `views` views."""
-    return confidences(predict_probabilities(model, images, 500, views))
+    return confidences(predict_probabilities(model, images, PREDICT_BATCH, views))
 
 
 def validation_confidences(model: keras.Model, images: np.ndarray) -> dict[int, np.ndarray]:
@@ -99,8 +95,9 @@ def main(argv: list[str] | None = None) -> None:
         return
     started = time.perf_counter()
     with Live(str(args.report_dir), dvcyaml=None, save_dvc_exp=False) as live:
-        model = fitting.fit(params, train, val, callbacks=[LogParameterCount(live), DVCLiveCallback(live=live)],
-                            outliers=outliers)
+        model = fitting.fit(
+            params, train, val, callbacks=[LogParameterCount(live), DVCLiveCallback(live=live)], outliers=outliers
+        )
         seconds = time.perf_counter() - started
         # The training split's figures stay in the curves (plots/metrics/train/), not in the metrics: they are
         # measured on augmented batches while the weights move, and the validation figures are what to compare.
@@ -108,38 +105,52 @@ def main(argv: list[str] | None = None) -> None:
 
         # "Not a digit": a threshold for each number of views, then what it refuses on validation.
         digit_confidence = validation_confidences(model, val["images"])
-        thresholds = {views: choose_threshold(confidence, params.reject.false_rejection)
-                      for views, confidence in digit_confidence.items()}
+        thresholds = {
+            views: choose_threshold(confidence, params.reject.false_rejection)
+            for views, confidence in digit_confidence.items()
+        }
         nondigits = load_arrays(args.prepared_dir / "nondigits_val.npz")
         users = load_arrays(args.prepared_dir / "user_digits_val.npz")
-        threshold = thresholds[REJECT_VIEWS]
-        nondigits_refused = rejected(confidence_at(model, nondigits["images"], REJECT_VIEWS), threshold)
+        threshold = thresholds[DEFAULT_VIEWS]
+        nondigits_refused = rejected(confidence_at(model, nondigits["images"], DEFAULT_VIEWS), threshold)
         drawn_refused = nondigits_refused[nondigits["hands"] != ""]
-        digits_refused = rejected(digit_confidence[REJECT_VIEWS], threshold)
-        users_refused = rejected(confidence_at(model, users["images"], REJECT_VIEWS), threshold)
+        digits_refused = rejected(digit_confidence[DEFAULT_VIEWS], threshold)
+        users_refused = rejected(confidence_at(model, users["images"], DEFAULT_VIEWS), threshold)
         live.log_metric("reject/val_nondigits", share(nondigits_refused.mean()), plot=False)
         live.log_metric("reject/val_drawn_nondigits", share(drawn_refused.mean()), plot=False)
         live.log_metric("reject/val_digits", share(digits_refused.mean()), plot=False)
         live.log_metric("reject/val_user_digits", share(users_refused.mean()), plot=False)
-    print("train: \"not a digit\" below a confidence of " + ", ".join(
-        f"{threshold:.2%} ({views} view{'s' if views > 1 else ''})" for views, threshold in thresholds.items())
-          + f"; at {REJECT_VIEWS} views it refuses {nondigits_refused.mean():.1%} of {len(nondigits_refused):,} "
-          f"validation non-digits ({drawn_refused.mean():.1%} of those drawn by hands training never saw), "
-          f"{digits_refused.mean():.2%} of the validation digits and {users_refused.mean():.2%} of them redrawn as "
-          f"users send them", flush=True)
+    print(
+        'train: "not a digit" below a confidence of '
+        + ", ".join(
+            f"{threshold:.2%} ({views} view{'s' if views > 1 else ''})" for views, threshold in thresholds.items()
+        )
+        + f"; at {DEFAULT_VIEWS} views it refuses {nondigits_refused.mean():.1%} of {len(nondigits_refused):,} "
+        f"validation non-digits ({drawn_refused.mean():.1%} of those drawn by hands training never saw), "
+        f"{digits_refused.mean():.2%} of the validation digits and {users_refused.mean():.2%} of them redrawn as "
+        f"users send them",
+        flush=True,
+    )
 
     save_model(model, args.model_path)
     write_text(args.report_dir / "model_summary.txt", summary(model))
     export_onnx(model, onnx_path(args.model_path), metadata=thresholds_metadata(thresholds))
     difference = check_export(model, onnx_path(args.model_path), val["images"])
-    print(f"train: model.onnx answers the {len(val['labels']):,} validation images as model.keras does, "
-          f"probabilities within {difference:.2g}", flush=True)
+    print(
+        f"train: model.onnx answers the {len(val['labels']):,} validation images as model.keras does, "
+        f"probabilities within {difference:.2g}",
+        flush=True,
+    )
     # Timings differ from run to run, so they live apart from the reproducible metrics.json.
     images_per_second = params.train.epochs * (len(train["labels"]) + len(outliers)) / seconds
-    write_json(args.report_dir / "speed.json", {"train": {"seconds": round(seconds, 1),
-                                                          "images_per_second": round(images_per_second)}})
-    print(f"train: model in {args.model_path} and {onnx_path(args.model_path)} (weights {fitting.fingerprint(model)}), "
-          f"curves and metrics in {args.report_dir}/")
+    write_json(
+        args.report_dir / "speed.json",
+        {"train": {"seconds": round(seconds, 1), "images_per_second": round(images_per_second)}},
+    )
+    print(
+        f"train: model in {args.model_path} and {onnx_path(args.model_path)} (weights {fitting.fingerprint(model)}), "
+        f"curves and metrics in {args.report_dir}/"
+    )
 
 
 if __name__ == "__main__":

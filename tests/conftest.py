@@ -2,15 +2,19 @@
 
 import os
 import signal
+import site
 import socket
+import subprocess
+import sys
 from pathlib import Path
+
+from digitlab.shared.mnist import SHA256
+from digitlab.shared.params import Params, with_overrides
 
 import numpy as np
 import pytest
 
 from digitlab.data.idx import write_idx
-from digitlab.shared.mnist import SHA256
-from digitlab.shared.params import Params, with_overrides
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -24,17 +28,56 @@ BASE_PARAMS = {
     "fetch": {"timeout_s": 60},
     "explore": {"sample_count": 36, "seed": 0},
     "data": {"validation_fraction": 0.1, "split_seed": 0, "max_train_samples": None},
-    "model": {"background_window": 9, "conv_filters": [16, 32], "convs_per_block": 2, "kernel_size": 3, "padding": "valid",
-              "pooling": "max", "batch_norm": True, "activation": "relu", "dense_units": 128, "dropout": 0.3},
-    "train": {"epochs": 12, "batch_size": 128, "optimizer": "adam", "learning_rate": 0.003, "lr_schedule": "cosine",
-              "warmup_epochs": 0, "weight_decay": 0.0, "label_smoothing": 0.0, "ema_momentum": 0,
-              "augment": {"rotation_degrees": 0, "shift_fraction": 0.1, "zoom_fraction": 0,
-                          "elastic_alpha": 0, "elastic_sigma": 4, "shear": 0, "stroke_width": 0},
-              "distribute": "none", "mixed_precision": "none"},
-    "reject": {"outlier_share": 0.05, "outlier_weight": 1.0, "false_rejection": 0.002, "val_nondigits": 1400, "test_nondigits": 1400,
-               "seed": 0},
-    "evaluate": {"batch_size": 500, "tta_views": 5, "calibration_bins": 10, "mistakes": 16, "corruption_images": 200,
-                 "corruption_seed": 0},
+    "model": {
+        "background_window": 9,
+        "conv_filters": [16, 32],
+        "convs_per_block": 2,
+        "kernel_size": 3,
+        "padding": "valid",
+        "pooling": "max",
+        "batch_norm": True,
+        "activation": "relu",
+        "dense_units": 128,
+        "dropout": 0.3,
+    },
+    "train": {
+        "epochs": 12,
+        "batch_size": 128,
+        "optimizer": "adam",
+        "learning_rate": 0.003,
+        "lr_schedule": "cosine",
+        "warmup_epochs": 0,
+        "weight_decay": 0.0,
+        "label_smoothing": 0.0,
+        "ema_momentum": 0,
+        "augment": {
+            "rotation_degrees": 0,
+            "shift_fraction": 0.1,
+            "zoom_fraction": 0,
+            "elastic_alpha": 0,
+            "elastic_sigma": 4,
+            "shear": 0,
+            "stroke_width": 0,
+        },
+        "distribute": "none",
+        "mixed_precision": "none",
+    },
+    "reject": {
+        "outlier_share": 0.05,
+        "outlier_weight": 1.0,
+        "false_rejection": 0.002,
+        "val_nondigits": 1400,
+        "test_nondigits": 1400,
+        "seed": 0,
+    },
+    "evaluate": {
+        "batch_size": 500,
+        "tta_views": 5,
+        "calibration_bins": 10,
+        "mistakes": 16,
+        "corruption_images": 200,
+        "corruption_seed": 0,
+    },
     "sample_predict": {"count": 25, "seed": 0},
 }
 
@@ -55,6 +98,15 @@ def free_port() -> int:
     return free_ports(1)[0]
 
 
+def python_in(root: Path, *argv: str) -> subprocess.CompletedProcess:
+    """`python ARGV...` in a scratch copy of the project at `root`, seeing that copy's digitlab and stages, not this
+    checkout's: the installed libraries are on the path, but not the editable install's finder, which maps
+    `digitlab` to this checkout (site-packages' .pth files are not run)."""
+    setup = f"import sys; sys.path[:0] = [{str(root)!r}, *{site.getsitepackages()!r}]; sys.argv = {list(argv)!r}"
+    run = "import runpy; runpy.run_path(sys.argv[0], run_name='__main__')"
+    return subprocess.run([sys.executable, "-S", "-c", f"{setup}; {run}"], cwd=root, capture_output=True, text=True)
+
+
 def make_params(overrides: dict | None = None) -> Params:
     """BASE_PARAMS with dotted keys changed, e.g. {"train.epochs": 2}, validated."""
     return Params.model_validate(with_overrides(BASE_PARAMS, overrides or {}))
@@ -63,12 +115,27 @@ def make_params(overrides: dict | None = None) -> Params:
 def mnist_mirror() -> Path | None:
     """A folder holding the four official MNIST files: MNIST_MIRROR, ../shared/data/mnist beside
     the project, or the project's own data/raw once `dvc repro` has fetched (and verified) them."""
-    candidates = [os.environ.get("MNIST_MIRROR", ""), PROJECT_ROOT.parent / "shared" / "data" / "mnist",
-                  PROJECT_ROOT / "data" / "raw"]
+    candidates = [
+        os.environ.get("MNIST_MIRROR", ""),
+        PROJECT_ROOT.parent / "shared" / "data" / "mnist",
+        PROJECT_ROOT / "data" / "raw",
+    ]
     for candidate in candidates:
         if candidate and all(Path(candidate, name).is_file() for name in SHA256):
             return Path(candidate).resolve()
     return None
+
+
+@pytest.fixture(scope="module")
+def digits() -> tuple[np.ndarray, np.ndarray]:
+    """The first 20 MNIST test images and their labels."""
+    mirror = mnist_mirror()
+    if mirror is None:
+        pytest.skip("no MNIST files: run `dvc repro fetch`, or set MNIST_MIRROR to a folder holding them")
+    from digitlab.data.raw import load_split
+
+    images, labels = load_split(mirror, "test")
+    return images[:20], labels[:20]
 
 
 @pytest.fixture
@@ -77,7 +144,7 @@ def tiny_raw_dir(tmp_path) -> Path:
     rng = np.random.default_rng(0)
     raw = tmp_path / "raw"
     raw.mkdir()
-    for split, count, prefix in (("train", 40, "train"), ("test", 20, "t10k")):
+    for count, prefix in ((40, "train"), (20, "t10k")):
         labels = np.arange(count, dtype=np.uint8) % 10
         images = rng.integers(0, 256, size=(count, 28, 28), dtype=np.uint8)
         write_idx(raw / f"{prefix}-images-idx3-ubyte.gz", images)
@@ -96,13 +163,12 @@ def small_keras_model(tmp_path_factory) -> Path:
     mirror = mnist_mirror()
     if mirror is None:
         pytest.skip("no MNIST files: run `dvc repro fetch`, or set MNIST_MIRROR to a folder holding them")
-    from digitlab.images.nondigits import prepared_nondigits
     from digitlab.data.raw import load_split
+    from digitlab.images.nondigits import prepared_nondigits
     from digitlab.images.reading import to_model_input
-    from digitlab.inference.rejection import thresholds_metadata
+    from digitlab.inference.rejection import choose_threshold, thresholds_metadata
     from digitlab.training.fitting import fit
     from digitlab.training.saving import export_onnx, save_model
-    from digitlab.inference.rejection import choose_threshold
     from stages.train import validation_confidences
 
     images, labels = load_split(mirror, "train")
@@ -113,8 +179,10 @@ def small_keras_model(tmp_path_factory) -> Path:
     outliers, _ = prepared_nondigits(2400, 0, "train")
     model = fit(params, train, val, outliers=outliers["images"])
     save_model(model, path)
-    thresholds = {views: choose_threshold(confidence, 0.01)
-                  for views, confidence in validation_confidences(model, val["images"]).items()}
+    thresholds = {
+        views: choose_threshold(confidence, 0.01)
+        for views, confidence in validation_confidences(model, val["images"]).items()
+    }
     export_onnx(model, path.with_suffix(".onnx"), metadata=thresholds_metadata(thresholds))
     return path
 
@@ -134,9 +202,14 @@ def default_sigint() -> None:
 # Fixtures that cost a minute to build, once per test process. Under pytest-xdist (pyproject's addopts run
 # two processes, `--dist loadgroup`), the tests that use one of them go to one process, in two groups of the
 # small pipeline's tests that each process can take, building the pipeline once each.
-COSTLY_FIXTURES = {"experimented": "experiments", "experiment_clone": "experiments",
-                   "pipeline": "pipeline", "clone": "pipeline",
-                   "small_keras_model": "small model", "small_model": "small model"}
+COSTLY_FIXTURES = {
+    "experimented": "experiments",
+    "experiment_clone": "experiments",
+    "pipeline": "pipeline",
+    "clone": "pipeline",
+    "small_keras_model": "small model",
+    "small_model": "small model",
+}
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups

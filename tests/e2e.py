@@ -4,8 +4,8 @@ The root conftest.py loads this module as a plugin, so the `pipeline`, `clone`, 
 `experiment_clone` fixtures are the same objects in every test module: `pipeline` runs `dvc repro` (about
 a minute) once per pytest session however many modules use it, and `experimented` one experiment on top
 of it, for the tests of the review loop and of sharing an experiment. A test that changes anything works
-on its own copy (`clone`, `experiment_clone`), so that every test can run alone and in any order. The MNIST files come from MNIST_MIRROR,
-../shared/data/mnist beside the project, or the project's own data/raw.
+on its own copy (`clone`, `experiment_clone`), so that every test can run alone and in any order. The
+MNIST files come from MNIST_MIRROR, ../shared/data/mnist beside the project, or the project's own data/raw.
 """
 
 import os
@@ -14,10 +14,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+from digitlab.shared.params import with_overrides
+
 import pytest
 import yaml
 
-from digitlab.shared.params import with_overrides
 from tests.conftest import PROJECT_ROOT, mnist_mirror
 
 MIRROR = mnist_mirror()
@@ -39,9 +40,13 @@ QUICK = {
 def environment(env: dict[str, str] | None = None) -> dict[str, str]:
     """The commands' environment: this process's, the MNIST files, and `env` (credentials, say) added."""
     # `dvc` and the `python` of dvc.yaml's commands: those beside this Python, even in a venv not activated.
-    return {**os.environ, "MNIST_MIRROR": str(MIRROR), "DVC_NO_ANALYTICS": "1",
-            "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
-            **(env or {})}
+    return {
+        **os.environ,
+        "MNIST_MIRROR": str(MIRROR),
+        "DVC_NO_ANALYTICS": "1",
+        "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
+        **(env or {}),
+    }
 
 
 def run(command: list[str], cwd: Path, check: bool = True, env: dict[str, str] | None = None) -> str:
@@ -67,8 +72,9 @@ def experiment_metrics(show: list) -> dict[str, dict]:
         entries = [baseline] + [rev for exp in baseline.get("experiments") or [] for rev in exp["revs"]]
         for entry in entries:
             metrics = (entry.get("data") or {}).get("metrics") or {}
-            found[entry.get("name") or entry["rev"]] = metrics.get("reports/evaluate/metrics.json", {}).get(
-                "data", {}).get("test")
+            found[entry.get("name") or entry["rev"]] = (
+                metrics.get("reports/evaluate/metrics.json", {}).get("data", {}).get("test")
+            )
     return found
 
 
@@ -81,7 +87,10 @@ def pipeline(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("pipeline")
     listed = subprocess.run(
         ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
-        cwd=PROJECT_ROOT, capture_output=True, text=True, check=True,
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.split("\0")
     for name in filter(None, listed):
         source = PROJECT_ROOT / name
@@ -89,9 +98,13 @@ def pipeline(tmp_path_factory) -> Path:
             (root / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, root / name)
     set_params(root / "params.yaml", QUICK)
-    for command in (["git", "init", "-q"], ["git", "config", "user.name", "test"],
-                    ["git", "config", "user.email", "test@example.com"], ["git", "add", "-A"],
-                    ["git", "commit", "-qm", "quick params"]):
+    for command in (
+        ["git", "init", "-q"],
+        ["git", "config", "user.name", "test"],
+        ["git", "config", "user.email", "test@example.com"],
+        ["git", "add", "-A"],
+        ["git", "commit", "-qm", "quick params"],
+    ):
         run(command, root)
     run(["dvc", "repro"], root)
     # As a user would: commit the lock file and the reports kept in git, the baseline to compare with.

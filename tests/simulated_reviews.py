@@ -48,8 +48,9 @@ def runs_of(rng, difficulty: np.ndarray, runs: int, shift: float) -> np.ndarray:
     return rng.random((runs, difficulty.shape[-1])) < sigmoid(difficulty + seed)
 
 
-def review(rng, runs: int, dispersion: int, change: Change = Change(), images: int = IMAGES,
-           head_dispersion: int | None = None):
+def review(
+    rng, runs: int, dispersion: int, change: Change = Change(), images: int = IMAGES, head_dispersion: int | None = None
+):
     """One simulated test set and both sides' runs on it: (base, head) failure matrices. The head's seeds may
     differ more than the base's (`head_dispersion`): a change that makes training less stable."""
     difficulty = rng.normal(*DIFFICULTY, images)
@@ -63,15 +64,20 @@ def review(rng, runs: int, dispersion: int, change: Change = Change(), images: i
     return runs_of(rng, difficulty, runs, shift), runs_of(rng, changed, runs, head_shift)
 
 
-def true_change(change: Change, dispersion: int, samples: int = 2_000_000, seed: int = 0,
-                head_dispersion: int | None = None) -> float:
+def true_change(
+    change: Change, dispersion: int, samples: int = 2_000_000, seed: int = 0, head_dispersion: int | None = None
+) -> float:
     """The change in accuracy over all images and all seeds (Monte Carlo with common random numbers)."""
     rng = np.random.default_rng(seed)
     difficulty, seed_noise = rng.normal(*DIFFICULTY, samples), rng.normal(0, np.sqrt(2), samples)
     head_shift = SHIFTS[dispersion if head_dispersion is None else head_dispersion]
     effect = rng.normal(change.mean, change.spread, samples)
-    return float(np.mean(sigmoid(difficulty + SHIFTS[dispersion] * seed_noise)
-                         - sigmoid(difficulty + effect + head_shift * seed_noise)))
+    return float(
+        np.mean(
+            sigmoid(difficulty + SHIFTS[dispersion] * seed_noise)
+            - sigmoid(difficulty + effect + head_shift * seed_noise)
+        )
+    )
 
 
 def measured_dispersion(rng, dispersion: int, reviews: int = 200, runs: int = 5) -> float:
@@ -94,8 +100,17 @@ def known_floor(rng, dispersion: int, runs: int = 5) -> NoiseFloor:
     return noise_floor(*review(rng, runs, dispersion))[0]
 
 
-def rates(rng, reviews: int, runs: int, dispersion: int, change: Change = Change(), alpha: float = 0.05,
-          given: bool = False, truth: float | None = None, head_dispersion: int | None = None) -> dict:
+def rates(
+    rng,
+    reviews: int,
+    runs: int,
+    dispersion: int,
+    change: Change = Change(),
+    alpha: float = 0.05,
+    given: bool = False,
+    truth: float | None = None,
+    head_dispersion: int | None = None,
+) -> dict:
     """Over `reviews` simulated reviews: the share called better or worse, and the interval's coverage."""
     called = covered = 0
     for _ in range(reviews):
@@ -114,8 +129,11 @@ def old_method(base: np.ndarray, head: np.ndarray, alpha: float) -> bool:
     from itertools import combinations
 
     from scipy.stats import binomtest
-    squares = [((one & ~other).sum() - (other & ~one).sum()) ** 2 / max(1, (one ^ other).sum())
-               for one, other in combinations(base, 2)]
+
+    squares = [
+        ((one & ~other).sum() - (other & ~one).sum()) ** 2 / max(1, (one ^ other).sum())
+        for one, other in combinations(base, 2)
+    ]
     factor = max(1.0, float(np.mean(squares))) if squares else 1.0
     fixed, broken = int((base & ~head).sum()), int((head & ~base).sum())
     effective_fixed, effective_changed = round(fixed / factor), round((fixed + broken) / factor)
@@ -125,6 +143,7 @@ def old_method(base: np.ndarray, head: np.ndarray, alpha: float) -> bool:
 def candidates(rng, reviews: int, runs: int, dispersion: int, change: Change = Change(), alpha: float = 0.05) -> dict:
     """The share called better or worse by each candidate test on the same simulated reviews."""
     from scipy.stats import ttest_ind, ttest_rel
+
     called = {"chosen": 0, "welch": 0, "paired t": 0, "old": 0}
     for _ in range(reviews):
         base, head = review(rng, runs, dispersion, change)
@@ -146,7 +165,7 @@ def two_models(rng, reviews: int, fixed: int, broken: int, images: int, alpha: f
     for drawn_fixed, drawn_broken, _ in counts:
         base, head = np.zeros((1, images), bool), np.zeros((1, images), bool)
         base[0, :drawn_fixed] = True
-        head[0, drawn_fixed:drawn_fixed + drawn_broken] = True
+        head[0, drawn_fixed : drawn_fixed + drawn_broken] = True
         test = compare(ACCURACY, base, head, alpha)
         covered += test.change_low <= truth <= test.change_high
     return covered / reviews
@@ -163,13 +182,17 @@ def main() -> None:
     args = parser.parse_args()
     rng = np.random.default_rng(args.seed)
     started = time.perf_counter()
-    print(f"False 'better/worse' at alpha 0.05, nothing changed ({args.reviews} reviews a cell; "
-          f"one run per side: 'the models differ'):")
+    print(
+        f"False 'better/worse' at alpha 0.05, nothing changed ({args.reviews} reviews a cell; "
+        f"one run per side: 'the models differ'):"
+    )
     print("| dispersion | 1 run per side | 1 run, floor given | 2 runs | 3 runs | 5 runs | 5 runs, effects cancel |")
     print("|---|---|---|---|---|---|---|")
     for dispersion in SHIFTS:
-        cells = [rates(rng, args.reviews, 1, dispersion)["called"],
-                 rates(rng, args.reviews, 1, dispersion, given=True)["called"]]
+        cells = [
+            rates(rng, args.reviews, 1, dispersion)["called"],
+            rates(rng, args.reviews, 1, dispersion, given=True)["called"],
+        ]
         cells += [rates(rng, args.reviews, runs, dispersion)["called"] for runs in (2, 3, 5)]
         cells.append(rates(rng, args.reviews, 5, dispersion, Change(shuffled=True))["called"])
         print(f"| {dispersion} | " + " | ".join(f"{c:.1%}" for c in cells) + " |")
@@ -178,21 +201,30 @@ def main() -> None:
         for dispersion in SHIFTS:
             truth = true_change(Change(mean, 0.3), dispersion)
             result = rates(rng, args.reviews, 5, dispersion, Change(mean, 0.3), truth=truth)
-            print(f"logit change {mean:+}, spread 0.3, dispersion {dispersion}: accuracy {truth:+.4f}, "
-                  f"called {result['called']:.1%}, interval covers {result['covered']:.1%}")
+            print(
+                f"logit change {mean:+}, spread 0.3, dispersion {dispersion}: accuracy {truth:+.4f}, "
+                f"called {result['called']:.1%}, interval covers {result['covered']:.1%}"
+            )
     for fixed, broken, images in ((5, 188, 1400), (9, 52, 10_000)):
-        print(f"One run per side, {fixed} fixed and {broken} broken of {images:,}: the interval covers "
-              f"{two_models(rng, args.reviews, fixed, broken, images):.1%}")
-    print(f"\nThe candidates on the same reviews ({args.reviews} a cell): false alarms with nothing changed, and "
-          "power for a logit change of -0.3 (spread 0.3):")
+        print(
+            f"One run per side, {fixed} fixed and {broken} broken of {images:,}: the interval covers "
+            f"{two_models(rng, args.reviews, fixed, broken, images):.1%}"
+        )
+    print(
+        f"\nThe candidates on the same reviews ({args.reviews} a cell): false alarms with nothing changed, and "
+        "power for a logit change of -0.3 (spread 0.3):"
+    )
     print("| runs per side | dispersion | chosen | Welch t on run totals | paired t on per-seed changes | before |")
     print("|---|---|---|---|---|---|")
     for change in (Change(), Change(-0.3, 0.3)):
         for runs in (2, 3, 5):
             for dispersion in SHIFTS:
                 result = candidates(rng, args.reviews, runs, dispersion, change)
-                print(f"| {runs} | {dispersion} | " + " | ".join(f"{result[name]:.1%}" for name in
-                                                             ("chosen", "welch", "paired t", "old")) + " |")
+                print(
+                    f"| {runs} | {dispersion} | "
+                    + " | ".join(f"{result[name]:.1%}" for name in ("chosen", "welch", "paired t", "old"))
+                    + " |"
+                )
     print(f"\n({time.perf_counter() - started:.0f} s)")
 
 

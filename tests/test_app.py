@@ -16,6 +16,8 @@ import zlib
 from html.parser import HTMLParser
 from importlib import resources
 
+from digitlab.shared.errors import PipelineError
+
 import httpx
 import numpy as np
 import pytest
@@ -25,7 +27,6 @@ from PIL import Image, ImageDraw
 
 from digitlab.data.raw import load_split
 from digitlab.serving import app as web
-from digitlab.shared.errors import PipelineError
 from tests.conftest import PROJECT_ROOT, mnist_mirror
 
 FIELDS = {"path", "digit", "confidence", "runner_up", "probabilities", "error", "image"}
@@ -108,13 +109,25 @@ def test_page_has_the_canvas_buttons_and_result_area_and_no_outside_url(client):
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/html")
     page = response.text
-    for element in ('id="pad"', 'id="clear"', 'id="predict"', 'type="file"', 'id="digit"', 'id="confidence"',
-                    'id="seen"', 'id="error"'):
+    for element in (
+        'id="pad"',
+        'id="clear"',
+        'id="predict"',
+        'type="file"',
+        'id="digit"',
+        'id="confidence"',
+        'id="seen"',
+        'id="error"',
+    ):
         assert element in page, element
     assert all(f'id="bar-{d}"' in page for d in range(10))
     # Offline: the page loads nothing but its own two files from this server, and they load nothing at all.
-    urls = [value for _, attrs in parsed(page).tags for name, value in attrs.items()
-            if name in ("src", "href", "action", "srcset", "poster", "data")]
+    urls = [
+        value
+        for _, attrs in parsed(page).tags
+        for name, value in attrs.items()
+        if name in ("src", "href", "action", "srcset", "poster", "data")
+    ]
     assert sorted(urls) == sorted(PAGE_URLS)
     for text in [page] + [client.get("/" + url).text for url in PAGE_URLS]:
         assert re.search(r"https?:", text) is None
@@ -148,11 +161,14 @@ def test_page_security_policy_allows_only_this_servers_files_and_nothing_inline(
     assert "*" not in policy and "http" not in policy
 
 
-@pytest.mark.parametrize("path, content_type", [
-    ("/", "text/html; charset=utf-8"),
-    ("/static/app.css", "text/css; charset=utf-8"),
-    ("/static/app.js", "text/javascript; charset=utf-8"),
-])
+@pytest.mark.parametrize(
+    "path, content_type",
+    [
+        ("/", "text/html; charset=utf-8"),
+        ("/static/app.css", "text/css; charset=utf-8"),
+        ("/static/app.js", "text/javascript; charset=utf-8"),
+    ],
+)
 def test_each_page_file_is_served_with_its_content_type_policy_and_caching(client, path, content_type):
     name = {"/": "index.html"}.get(path, path.rsplit("/", 1)[-1])
     response = client.get(path)
@@ -169,8 +185,20 @@ def test_each_page_file_is_served_with_its_content_type_policy_and_caching(clien
     assert client.get(path, headers={"if-none-match": '"another"'}).status_code == 200
 
 
-@pytest.mark.parametrize("path", ["/index.html", "/static/", "/static/index.html", "/static/nothing.js",
-                                  "/static/../app.py", "/static/%2e%2e/app.py", "/app.js", "/docs", "/nothing"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/index.html",
+        "/static/",
+        "/static/index.html",
+        "/static/nothing.js",
+        "/static/../app.py",
+        "/static/%2e%2e/app.py",
+        "/app.js",
+        "/docs",
+        "/nothing",
+    ],
+)
 def test_other_paths_are_404(client, path):
     response = client.get(path)
     assert response.status_code == 404 and response.json() == {"error": "Not Found"}
@@ -243,14 +271,19 @@ def test_predict_reads_a_transparent_canvas(client):
 def png_with_size(width: int, height: int) -> bytes:
     """A valid greyscale PNG of width x height black pixels, made without ever holding them in memory:
     a zlib stream of zeros compresses about 1000 to 1, so 100 megapixels take about 100 KB."""
+
     def chunk(kind: bytes, body: bytes) -> bytes:
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 
     compressor = zlib.compressobj(9)
     row = bytes(width + 1)  # the filter byte, then the pixels
     rows_at_once = max(1, 4_000_000 // len(row))
-    data = b"".join(compressor.compress(row * min(rows_at_once, height - start))
-                    for start in range(0, height, rows_at_once)) + compressor.flush()
+    data = (
+        b"".join(
+            compressor.compress(row * min(rows_at_once, height - start)) for start in range(0, height, rows_at_once)
+        )
+        + compressor.flush()
+    )
     header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", data) + chunk(b"IEND", b"")
 
@@ -271,15 +304,27 @@ def truncated_png(digits) -> bytes:
 BAD_UPLOADS = {
     # name: (filename, bytes or a function of the digits fixture, content type, what the error says)
     "text": ("notes.txt", b"Dear model, this is a seven.\n" * 20, "text/plain", "not an image"),
-    "pdf": ("digit.pdf", b"%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\ntrailer << /Root 1 0 R >>\n%%EOF\n",
-            "application/pdf", "not an image"),
+    "pdf": (
+        "digit.pdf",
+        b"%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\ntrailer << /Root 1 0 R >>\n%%EOF\n",
+        "application/pdf",
+        "not an image",
+    ),
     "truncated png": ("digit.png", truncated_png, "image/png", "not an image"),
     "empty": ("digit.png", b"", "image/png", "empty"),
     "1x1 image": ("dot.png", lambda digits: png_bytes(Image.new("L", (1, 1), 255)), "image/png", "too small"),
-    "blank black": ("blank.png", lambda digits: png_bytes(Image.new("L", (280, 280), 0)), "image/png",
-                    "no digit found"),
-    "blank white": ("blank.png", lambda digits: png_bytes(Image.new("RGB", (280, 280), "white")), "image/png",
-                    "no digit found"),
+    "blank black": (
+        "blank.png",
+        lambda digits: png_bytes(Image.new("L", (280, 280), 0)),
+        "image/png",
+        "no digit found",
+    ),
+    "blank white": (
+        "blank.png",
+        lambda digits: png_bytes(Image.new("RGB", (280, 280), "white")),
+        "image/png",
+        "no digit found",
+    ),
     # 100 megapixels in 100 KB: Pillow only warns at this size and would decode it; the app refuses.
     "decompression bomb": ("bomb.png", lambda digits: png_with_size(10_000, 10_000), "image/png", "too large"),
     # 900 megapixels claimed: beyond even Pillow's own limit.
@@ -319,14 +364,16 @@ def test_upload_over_the_cap_gets_413_when_streamed_without_a_length(client, dig
     assert_still_serving(client, digits)
 
 
-@pytest.mark.parametrize("request_kwargs, status, reason", [
-    ({"content": b"hello", "headers": {"content-type": "text/plain"}}, 415, "multipart form field 'image'"),
-    ({"content": b"hello"}, 415, "no content type"),
-    ({"files": {"picture": ("digit.png", b"x", "image/png")}}, 422, "no file field named 'image'"),
-    ({"data": {"image": "a seven"}, "files": {"other": ("x.txt", b"x", "text/plain")}}, 422, "holds text"),
-    ({"content": b"garbage", "headers": {"content-type": "multipart/form-data; boundary=xx"}}, 400,
-     "malformed"),
-])
+@pytest.mark.parametrize(
+    "request_kwargs, status, reason",
+    [
+        ({"content": b"hello", "headers": {"content-type": "text/plain"}}, 415, "multipart form field 'image'"),
+        ({"content": b"hello"}, 415, "no content type"),
+        ({"files": {"picture": ("digit.png", b"x", "image/png")}}, 422, "no file field named 'image'"),
+        ({"data": {"image": "a seven"}, "files": {"other": ("x.txt", b"x", "text/plain")}}, 422, "holds text"),
+        ({"content": b"garbage", "headers": {"content-type": "multipart/form-data; boundary=xx"}}, 400, "malformed"),
+    ],
+)
 def test_badly_sent_request_gets_a_4xx_with_a_reason(client, digits, request_kwargs, status, reason):
     response = client.post("/predict", **request_kwargs)
     assert response.status_code == status, response.text
@@ -334,8 +381,7 @@ def test_badly_sent_request_gets_a_4xx_with_a_reason(client, digits, request_kwa
     assert_still_serving(client, digits)
 
 
-def test_an_unforeseen_failure_reading_an_image_is_a_json_500_and_the_server_goes_on(
-        client, digits, monkeypatch):
+def test_an_unforeseen_failure_reading_an_image_is_a_json_500_and_the_server_goes_on(client, digits, monkeypatch):
     def broken_prepare(source):
         raise struct.error("a decoder bug")
 
@@ -369,8 +415,9 @@ def post_together(app, uploads: list[bytes]) -> list:
     async def send_all():
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://app", timeout=60) as client:
-            return await asyncio.gather(*(client.post("/predict", files={"image": ("d.png", data, "image/png")})
-                                          for data in uploads))
+            return await asyncio.gather(
+                *(client.post("/predict", files={"image": ("d.png", data, "image/png")}) for data in uploads)
+            )
 
     return asyncio.run(send_all())
 
@@ -395,7 +442,8 @@ def test_a_lone_request_waits_no_longer_than_the_window(small_model, digits):
 
 
 def test_beyond_the_request_cap_an_upload_gets_503_with_retry_after_and_the_rest_are_served(
-        small_model, digits, monkeypatch):
+    small_model, digits, monkeypatch
+):
     monkeypatch.setattr(web, "MAX_REQUESTS", 4)
     app = web.create_app(small_model, views=1, batch_window_s=1.0)  # the first four wait for the window
 
@@ -439,8 +487,9 @@ def real_server(app):
 def slow_upload(port: int, sent: bytes = b"\x89PN") -> socket.socket:
     """A client that sends the headers of a 100,000-byte upload and its first bytes, then waits."""
     sock = socket.create_connection(("127.0.0.1", port), timeout=30)
-    sock.sendall(b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/png\r\n"
-                 b"Content-Length: 100000\r\n\r\n" + sent)
+    sock.sendall(
+        b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/png\r\nContent-Length: 100000\r\n\r\n" + sent
+    )
     return sock
 
 
@@ -503,8 +552,13 @@ def test_mnist_app_with_a_missing_model_prints_one_line_on_stderr_and_exits_1(tm
     assert done.stderr.splitlines() == [f"error: model file {missing} not found; run `dvc repro train` to export it"]
 
 
-@pytest.mark.parametrize("name, reason", [("model.onnx", "not a readable ONNX model"),
-                                          ("model.keras", "is a Keras model; digits are read with the ONNX model")])
+@pytest.mark.parametrize(
+    "name, reason",
+    [
+        ("model.onnx", "not a readable ONNX model"),
+        ("model.keras", "is a Keras model; digits are read with the ONNX model"),
+    ],
+)
 def test_mnist_app_with_a_bad_model_prints_one_error_line_and_exits_1(name, reason, tmp_path, capsys):
     not_a_model = tmp_path / name
     not_a_model.write_text("not a model")
@@ -564,10 +618,12 @@ def test_views_reach_the_reader_the_app_predicts_with(small_model, digits):
         np.testing.assert_allclose(reader.read([digits[3][1]])[0].probabilities, expected, atol=1e-6)
 
 
-@pytest.mark.parametrize("argv, views, accept_all", [([], 5, False), (["--views", "1"], 1, False),
-                                                     (["--accept-all"], 5, True)])
+@pytest.mark.parametrize(
+    "argv, views, accept_all", [([], 5, False), (["--views", "1"], 1, False), (["--accept-all"], 5, True)]
+)
 def test_mnist_app_predicts_with_the_evaluate_stages_views_and_says_not_a_digit_unless_told(
-        argv, views, accept_all, monkeypatch, capsys):
+    argv, views, accept_all, monkeypatch, capsys
+):
     given = []
 
     def create_app(model_path, views, accept_all):  # records what mnist-app asks for, then stops it before serving
@@ -583,9 +639,13 @@ def test_mnist_app_predicts_with_the_evaluate_stages_views_and_says_not_a_digit_
 def test_the_app_shares_options_with_mnist_predict_without_importing_it():
     """mnist-app's --views and --accept-all are mnist-predict's (digitlab/serving/options.py), and the app
     does not reach into the command for them."""
-    result = subprocess.run([sys.executable, "-c", "import sys, digitlab.serving.app; "
-                             "print('digitlab.serving.cli' in sys.modules)"],
-                            capture_output=True, text=True, timeout=120, cwd=PROJECT_ROOT)
+    result = subprocess.run(
+        [sys.executable, "-c", "import sys, digitlab.serving.app; print('digitlab.serving.cli' in sys.modules)"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=PROJECT_ROOT,
+    )
     assert (result.returncode, result.stdout) == (0, "False\n"), result.stderr
     from digitlab.serving import cli, options
 

@@ -3,10 +3,11 @@
 import errno
 import os
 
+from digitlab.shared.errors import PipelineError
+
 import pytest
 
 from digitlab.files.atomic import atomic_path, write_json
-from digitlab.shared.errors import PipelineError
 
 
 def test_failure_midway_keeps_the_previous_file_and_no_temporary(tmp_path):

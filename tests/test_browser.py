@@ -95,8 +95,9 @@ def test_real_server_answers_in_milliseconds_not_after_a_delayed_ack(server):
 def test_real_server_refuses_an_oversized_upload_and_goes_on(server):
     url, _ = server
     try:
-        response = httpx.post(f"{url}/predict", content=bytes(11 * 1024 * 1024),
-                              headers={"content-type": "image/png"}, timeout=10)
+        response = httpx.post(
+            f"{url}/predict", content=bytes(11 * 1024 * 1024), headers={"content-type": "image/png"}, timeout=10
+        )
         assert response.status_code == 413 and "limit is 10 MB" in response.json()["error"]
     except httpx.WriteError:  # the server may answer and close before the client has sent it all
         pass
@@ -127,17 +128,48 @@ DIGITS = {
     "5": [[(200, 45), (95, 45), (85, 125), (140, 115), (195, 140), (200, 195), (150, 235), (85, 225)]],
     "6": [[(185, 50), (120, 70), (85, 140), (90, 210), (140, 240), (190, 210), (190, 160), (140, 135), (95, 165)]],
     "7": SEVEN,
-    "8": [[(185, 70), (140, 40), (95, 70), (110, 115), (140, 135), (180, 165), (185, 215), (140, 240), (95, 215),
-           (100, 165), (140, 135), (175, 110), (185, 70)]],
+    "8": [
+        [
+            (185, 70),
+            (140, 40),
+            (95, 70),
+            (110, 115),
+            (140, 135),
+            (180, 165),
+            (185, 215),
+            (140, 240),
+            (95, 215),
+            (100, 165),
+            (140, 135),
+            (175, 110),
+            (185, 70),
+        ]
+    ],
     "9": [[(185, 95), (140, 60), (95, 95), (110, 135), (150, 140), (185, 95), (180, 240)]],
 }
 NOT_DIGITS = {
     "A": [[(80, 240), (140, 40), (200, 240)], [(105, 160), (175, 160)]],
     "H": [[(80, 40), (80, 240)], [(200, 40), (200, 240)], [(80, 140), (200, 140)]],
-    "smiley": [ellipse(140, 140, 100, 100), [(105, 105), (105, 115)], [(175, 105), (175, 115)],
-               ellipse(140, 150, 55, 45, 20, 160)],
-    "e": [[(80, 150), (200, 150), (195, 110), (160, 80), (120, 80), (85, 110), (80, 160), (100, 210), (140, 230),
-           (195, 210)]],
+    "smiley": [
+        ellipse(140, 140, 100, 100),
+        [(105, 105), (105, 115)],
+        [(175, 105), (175, 115)],
+        ellipse(140, 150, 55, 45, 20, 160),
+    ],
+    "e": [
+        [
+            (80, 150),
+            (200, 150),
+            (195, 110),
+            (160, 80),
+            (120, 80),
+            (85, 110),
+            (80, 160),
+            (100, 210),
+            (140, 230),
+            (195, 210),
+        ]
+    ],
 }
 
 
@@ -198,8 +230,11 @@ def settled_result(driver, quiet_s: float = 1.0):
     shown = None
     while True:
         result = wait_for_result(driver)
-        now = (result.get_attribute("data-state"), driver.find_element(By.ID, "digit").text,
-               driver.find_element(By.ID, "confidence").text)
+        now = (
+            result.get_attribute("data-state"),
+            driver.find_element(By.ID, "digit").text,
+            driver.find_element(By.ID, "confidence").text,
+        )
         if now == shown:
             return result
         shown = now
@@ -213,7 +248,8 @@ def read_back(driver) -> tuple[str, dict[int, float], int]:
     bars = {d: float(driver.find_element(By.ID, f"bar-{d}").get_attribute("data-probability")) for d in range(10)}
     ink = driver.execute_script(
         "return Array.from(document.getElementById('seen').getContext('2d').getImageData(0, 0, 28, 28).data)"
-        ".filter((_, i) => i % 4 === 0).reduce((a, b) => a + b, 0);")
+        ".filter((_, i) => i % 4 === 0).reduce((a, b) => a + b, 0);"
+    )
     return driver.find_element(By.ID, "digit").text, bars, ink
 
 
@@ -247,7 +283,9 @@ def test_drawing_digits_in_a_browser_shows_their_prediction(server, browser, tmp
     noise = next(image for image, kind, _, _ in nondigit_images(10, 0, "test") if kind == "noise")
     noise.save(tmp_path / "noise.png")
     browser.find_element(By.ID, "file").send_keys(str(tmp_path / "noise.png"))
-    assert wait_for_result(browser).get_attribute("data-state") == "not-a-digit", browser.find_element(By.ID, "error").text
+    assert wait_for_result(browser).get_attribute("data-state") == "not-a-digit", browser.find_element(
+        By.ID, "error"
+    ).text
     shown, bars, _ = read_back(browser)
     assert shown == "\u2715" and abs(sum(bars.values()) - 1) < 1e-3, (shown, bars)
     assert browser.find_element(By.ID, "confidence").text.startswith("Not a digit: the best guess, ")
@@ -263,8 +301,11 @@ def test_drawing_digits_in_a_browser_shows_their_prediction(server, browser, tmp
         assert max(bars, key=bars.get) == int(digit) and abs(sum(bars.values()) - 1) < 1e-3
         assert ink > 0, "the 28x28 image the model saw is not drawn"
 
-    errors = [entry["message"] for entry in browser.get_log("browser")
-              if entry["level"] == "SEVERE" and "status of 422" not in entry["message"]]
+    errors = [
+        entry["message"]
+        for entry in browser.get_log("browser")
+        if entry["level"] == "SEVERE" and "status of 422" not in entry["message"]
+    ]
     assert not errors, errors  # no script error, no resource the page's security policy blocked
 
     if os.environ.get("SAVE_SCREENSHOT"):
@@ -286,6 +327,9 @@ def test_drawn_letters_and_a_smiley_are_not_digits_and_ten_drawn_digits_are_read
         result = settled_result(browser)
         shown, bars, _ = read_back(browser)
         answers[name] = (result.get_attribute("data-state"), shown, round(max(bars.values()), 3))
-    wrong = {name: answer for name, answer in answers.items()
-             if answer[:2] != (("done", name) if name in DIGITS else ("not-a-digit", "\u2715"))}
+    wrong = {
+        name: answer
+        for name, answer in answers.items()
+        if answer[:2] != (("done", name) if name in DIGITS else ("not-a-digit", "\u2715"))
+    }
     assert not wrong, f"answers not as drawn (state, shown, confidence): {wrong}; all: {answers}"

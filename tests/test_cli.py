@@ -21,22 +21,10 @@ from PIL import Image
 from digitlab.inference.views import VIEWS
 from digitlab.serving import cli
 from digitlab.serving.reader import DigitReader
-from tests.conftest import default_sigint, mnist_mirror
+from tests.conftest import default_sigint
 
 LINE = re.compile(r"^(?P<path>.+): (?P<digit>\d) \((?P<percent>\d+\.\d)%\), runner-up (?P<runner_up>\d)$")
 FIELDS = {"path", "digit", "confidence", "runner_up", "probabilities", "error"}
-
-
-@pytest.fixture(scope="module")
-def digits() -> tuple[np.ndarray, np.ndarray]:
-    """The first 20 MNIST test images and their labels."""
-    mirror = mnist_mirror()
-    if mirror is None:
-        pytest.skip("no MNIST files: run `dvc repro fetch`, or set MNIST_MIRROR to a folder holding them")
-    from digitlab.data.raw import load_split
-
-    images, labels = load_split(mirror, "test")
-    return images[:20], labels[:20]
 
 
 def photo(digit: np.ndarray, seed: int) -> Image.Image:
@@ -47,8 +35,8 @@ def photo(digit: np.ndarray, seed: int) -> Image.Image:
     height, width = side + int(rng.integers(60, 200)), side + int(rng.integers(60, 200))
     paper = rng.normal(225, 8, size=(height, width))
     top, left = int(rng.integers(0, height - side)), int(rng.integers(0, width - side))
-    area = paper[top:top + side, left:left + side]
-    paper[top:top + side, left:left + side] = area * (1 - ink) + 40 * ink
+    area = paper[top : top + side, left : left + side]
+    paper[top : top + side, left : left + side] = area * (1 - ink) + 40 * ink
     return Image.fromarray(np.clip(paper, 0, 255).astype(np.uint8))
 
 
@@ -147,6 +135,7 @@ def png(width: int, height: int, rows: int = 0) -> bytes:
 
     Pillow checks the size in the header before it decodes anything, so a header can declare a huge
     image in a small file; writing its rows too (zeros, which compress well) makes it a real one."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
@@ -322,9 +311,11 @@ def test_a_keras_model_is_one_error_line_that_names_the_onnx_file(small_keras_mo
 
     assert (status, out) == (1, [])
     onnx = small_keras_model.with_suffix(".onnx")
-    assert err == [f"error: {small_keras_model} is a Keras model; digits are read with the ONNX model the train "
-                   f"stage writes beside it: give {onnx} (`dvc repro train` writes it, `dvc artifacts get "
-                   f"<repository URL> mnist-cnn-onnx` downloads it)"]
+    assert err == [
+        f"error: {small_keras_model} is a Keras model; digits are read with the ONNX model the train "
+        f"stage writes beside it: give {onnx} (`dvc repro train` writes it, `dvc artifacts get "
+        f"<repository URL> mnist-cnn-onnx` downloads it)"
+    ]
 
 
 def test_reading_digits_never_imports_tensorflow(small_model, good_file):
@@ -361,8 +352,14 @@ def test_the_function_reads_a_path_a_pil_image_and_an_array_alike(small_model, g
 def test_the_function_gives_no_digit_and_a_reason_for_a_blank_image(small_model):
     (reading,) = DigitReader(small_model).predict([np.full((100, 100), 255, dtype=np.uint8)])
 
-    assert reading == {"path": None, "digit": None, "confidence": None, "runner_up": None, "probabilities": None,
-                       "error": "no digit found"}
+    assert reading == {
+        "path": None,
+        "digit": None,
+        "confidence": None,
+        "runner_up": None,
+        "probabilities": None,
+        "error": "no digit found",
+    }
 
 
 def test_the_installed_command_reads_a_folder_with_nothing_else_on_stderr(small_model, digits, tmp_path):
@@ -392,8 +389,9 @@ def test_output_cut_short_by_its_reader_ends_quietly(small_model, digits, tmp_pa
         save(photo(digits[0][index % 10], seed=index), folder / f"{index:03d}.png")
     command = Path(sys.executable).parent / "mnist-predict"
     # --json: 300 lines of JSON overflow the pipe's 64 KB, so the command is still writing when the reader goes.
-    process = subprocess.Popen([command, "--json", folder, "--model", small_model], stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [command, "--json", folder, "--model", small_model], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     assert json.loads(process.stdout.readline())["path"] == str(folder / "000.png")
     process.stdout.close()  # the reader goes away, as head does
     _, errors = process.communicate(timeout=120)
@@ -413,8 +411,14 @@ def test_ctrl_c_stops_the_command_with_one_line(small_model, digits, tmp_path):
     os.mkfifo(never_written)
     command = Path(sys.executable).parent / "mnist-predict"
     # SIGINT as a terminal gives it, even where this test runs as a background job that ignores it.
-    process = subprocess.Popen([command, folder, never_written, "--model", small_model], stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True, start_new_session=True, preexec_fn=default_sigint)
+    process = subprocess.Popen(
+        [command, folder, never_written, "--model", small_model],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        preexec_fn=default_sigint,
+    )
     try:
         assert process.stdout.readline().startswith(str(folder))  # the first chunk is read: it is under way
         os.killpg(process.pid, signal.SIGINT)
@@ -438,10 +442,9 @@ def test_the_reader_refuses_a_number_of_views_it_has_none_for(small_model):
 def test_views_averages_the_prediction_over_shifted_copies(small_model, small_keras_model, digits, tmp_path, capsys):
     """--views 5 gives what the evaluate stage's evaluate.tta_views 5 gives: the mean over the image and its shifts,
     here computed with the Keras model the ONNX file was exported from."""
-    from digitlab.training.saving import load_model
+    from digitlab.images.reading import prepare, to_model_input
     from digitlab.inference.views import shifted
-    from digitlab.images.reading import prepare
-    from digitlab.images.reading import to_model_input
+    from digitlab.training.saving import load_model
 
     # A 7 and a 2 drawn over each other: the model is unsure, so its views differ by more than the printed digits.
     seven, two = digits[0][0], digits[0][1]

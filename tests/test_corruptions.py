@@ -34,8 +34,9 @@ def synthesised_digits(count: int = 20) -> np.ndarray:
         for _ in range(rng.integers(2, 4)):
             if rng.random() < 0.4:
                 left, top = rng.integers(4 * 5, 4 * 12, size=2)
-                draw.ellipse([left, top, left + rng.integers(20, 36), top + rng.integers(24, 40)],
-                             outline=255, width=10)
+                draw.ellipse(
+                    [left, top, left + rng.integers(20, 36), top + rng.integers(24, 40)], outline=255, width=10
+                )
             else:
                 points = [tuple(int(v) for v in rng.integers(4 * 5, 4 * 23, size=2)) for _ in range(3)]
                 draw.line(points, fill=255, width=10, joint="curve")
@@ -81,6 +82,7 @@ def digits() -> np.ndarray:
 
 # ---------------------------------------------------------------- every corruption
 
+
 @pytest.mark.parametrize("name", CORRUPTIONS)
 def test_corruption_changes_every_image_and_keeps_the_format(digits, name):
     corrupted = corrupt(digits, name, seed=0)
@@ -106,12 +108,18 @@ def test_same_seed_same_bytes_other_seed_other_corruption(digits, name):
 
 def test_same_seed_same_bytes_in_another_process(digits, tmp_path):
     np.save(tmp_path / "digits.npy", digits)
-    script = ("import sys, numpy as np\n"
-              "from digitlab.evaluation.corruptions import CORRUPTIONS, corrupt\n"
-              "digits = np.load(sys.argv[1])\n"
-              "np.savez(sys.argv[2], **{name: corrupt(digits, name, 3) for name in CORRUPTIONS})\n")
-    subprocess.run([sys.executable, "-c", script, str(tmp_path / "digits.npy"), str(tmp_path / "out.npz")],
-                   cwd=PROJECT_ROOT, check=True, timeout=120)
+    script = (
+        "import sys, numpy as np\n"
+        "from digitlab.evaluation.corruptions import CORRUPTIONS, corrupt\n"
+        "digits = np.load(sys.argv[1])\n"
+        "np.savez(sys.argv[2], **{name: corrupt(digits, name, 3) for name in CORRUPTIONS})\n"
+    )
+    subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "digits.npy"), str(tmp_path / "out.npz")],
+        cwd=PROJECT_ROOT,
+        check=True,
+        timeout=120,
+    )
     with np.load(tmp_path / "out.npz") as there:
         for name in CORRUPTIONS:
             assert there[name].tobytes() == corrupt(digits, name, 3).tobytes(), name
@@ -128,6 +136,7 @@ def test_images_of_another_shape_are_refused():
 
 
 # ---------------------------------------------------------------- each one's setting
+
 
 def test_shot_noise_counts_3_photons_per_unit_of_brightness(digits):
     # Poisson(3 x) / 3, clipped: every pixel is 0, 1/3, 2/3 or 1 (5 or 12 photons would give others).
@@ -149,7 +158,7 @@ def test_glass_blur_blurs_by_0_7_down_the_image_only_and_swaps_with_neighbours_u
     # sigma 0.7, so a dot's variance grows by 2 x 0.49 more down than across (the swaps add to both).
     dots = shapes(np.s_[14, 14])
     spread = np.array([moments(image) for image in corrupt(dots, "glass_blur", seed=0)])
-    assert (spread[:, 1] - spread[:, 0]).mean() == pytest.approx(2 * 0.7 ** 2, abs=0.3)
+    assert (spread[:, 1] - spread[:, 0]).mean() == pytest.approx(2 * 0.7**2, abs=0.3)
     # Its swaps are with (row + dy, column + dx), dx and dy -1 or 0, from column 2 on: column 0 is never
     # reached, by them or by the blur, even beside a bar.
     bars = shapes(np.s_[:, 1:4])
@@ -161,7 +170,7 @@ def test_motion_blur_is_imagemagicks_one_sided_gaussian_of_sigma_3_within_45_deg
     # Each pixel is the mean of the 21 pixels from it along the angle, weighted exp(-i^2 / 18), i = 0 to
     # 20: a dot becomes a streak behind it whose centre of mass is sum(i w_i) / sum(w_i) pixels away.
     taps = np.arange(21)
-    weights = np.exp(-taps ** 2 / (2 * 3 ** 2))
+    weights = np.exp(-(taps**2) / (2 * 3**2))
     dots = shapes(np.s_[14, 14])
     moved = centroids(corrupt(dots, "motion_blur", seed=0)) - centroids(dots)
     distance = np.hypot(moved[:, 0], moved[:, 1])

@@ -30,7 +30,11 @@ def test_per_class_scores_on_a_worked_example():
     assert one["precision"] == pytest.approx(2 / 3, abs=1e-6) and one["recall"] == 1.0
     assert one["f1"] == pytest.approx(0.8, abs=1e-6) and one["support"] == 2
     assert scores[0]["recall"] == 0.5 and scores[5] == {
-        "digit": "5", "precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0
+        "digit": "5",
+        "precision": 0.0,
+        "recall": 0.0,
+        "f1": 0.0,
+        "support": 0,
     }
     assert all(type(row["support"]) is int for row in scores)  # JSON integers in per_class.json
 
@@ -85,9 +89,14 @@ def test_answers_list_the_digits_misread_or_refused_and_the_nondigits_accepted()
     refused = np.array([False, False, True, False])  # image 2: read right, but refused
 
     digits = digit_answers(images, labels, probabilities, refused)
-    assert digits == {"count": 4, "fingerprint": fingerprint(images), "wrong": [
-        {"index": 1, "label": 0, "answer": 1, "confidence": 0.7, "refused": False},
-        {"index": 2, "label": 1, "answer": 1, "confidence": 0.55, "refused": True}]}
+    assert digits == {
+        "count": 4,
+        "fingerprint": fingerprint(images),
+        "wrong": [
+            {"index": 1, "label": 0, "answer": 1, "confidence": 0.7, "refused": False},
+            {"index": 2, "label": 1, "answer": 1, "confidence": 0.55, "refused": True},
+        ],
+    }
     nondigits = nondigit_answers(images, np.array(["a", "b", "c", "d"]), probabilities, refused)
     assert [row["index"] for row in nondigits["wrong"]] == [0, 1, 3]  # all but the one refused
     assert nondigits["wrong"][0] == {"index": 0, "kind": "a", "answer": 0, "confidence": 0.9}

@@ -16,10 +16,11 @@ import sys
 import threading
 import time
 
+from digitlab.shared.errors import PipelineError
+
 import pytest
 import yaml
 
-from digitlab.shared.errors import PipelineError
 from stages import fetch
 from tests.conftest import BASE_PARAMS, PROJECT_ROOT, default_sigint, make_params
 
@@ -93,8 +94,7 @@ def test_downloads_from_an_http_mirror(pinned, mirror_dir, tmp_path, monkeypatch
     assert served_from(capsys.readouterr().out) == {"a.gz": url + "/", "b.gz": url + "/"}
 
 
-def test_file_already_there_and_verified_is_kept_without_downloading(pinned, mirror_dir, tmp_path, monkeypatch,
-                                                                     capsys):
+def test_file_already_there_and_verified_is_kept_without_downloading(pinned, mirror_dir, tmp_path, monkeypatch, capsys):
     out = tmp_path / "out"
     out.mkdir()
     (out / "a.gz").write_bytes(FILES["a.gz"])
@@ -129,8 +129,7 @@ def test_unreachable_http_mirror_falls_back_to_the_next_source(pinned, mirror_di
     assert f"a.gz: {url}/: " in output.err
 
 
-def test_file_missing_from_the_mirror_is_taken_from_the_next_source(pinned, mirror_dir, tmp_path, monkeypatch,
-                                                                    capsys):
+def test_file_missing_from_the_mirror_is_taken_from_the_next_source(pinned, mirror_dir, tmp_path, monkeypatch, capsys):
     (mirror_dir / "b.gz").unlink()
     backup = tmp_path / "backup"
     backup.mkdir()
@@ -221,10 +220,15 @@ def test_interrupted_download_leaves_no_partial_file(tmp_path, signal_name, exit
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(BASE_PARAMS))
     try:
         process = subprocess.Popen(
-            [sys.executable, "-m", "stages.fetch", str(out)], cwd=tmp_path,
-            env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT),
-                 "MNIST_MIRROR": f"http://127.0.0.1:{server.server_address[1]}"},
-            stderr=subprocess.PIPE, text=True,
+            [sys.executable, "-m", "stages.fetch", str(out)],
+            cwd=tmp_path,
+            env={
+                **os.environ,
+                "PYTHONPATH": str(PROJECT_ROOT),
+                "MNIST_MIRROR": f"http://127.0.0.1:{server.server_address[1]}",
+            },
+            stderr=subprocess.PIPE,
+            text=True,
             preexec_fn=default_sigint,  # as from a terminal, even if these tests run as a background job
         )
         for line in process.stderr:  # pooch announces the download ("Updating": a file is there), then starts it

@@ -3,12 +3,13 @@
 import gzip
 import struct
 
+from digitlab.shared.errors import PipelineError
+
 import numpy as np
 import pytest
 
 from digitlab.data.idx import read_idx, write_idx
 from digitlab.data.raw import load_split
-from digitlab.shared.errors import PipelineError
 
 
 def header(ndim_code: int, *shape: int, type_code: int = 0x08) -> bytes:
@@ -40,8 +41,15 @@ def test_gzip_output_is_byte_reproducible(tmp_path):
         (header(1, 5) + b"\x00\x01", "promises shape (5,)"),
         (header(1, 2) + b"\x00\x01\x02", "the file has 11 bytes"),
     ],
-    ids=["wrong-magic", "too-short-for-magic", "wrong-type", "wrong-ndim", "truncated-header",
-         "truncated-data", "trailing-bytes"],
+    ids=[
+        "wrong-magic",
+        "too-short-for-magic",
+        "wrong-type",
+        "wrong-ndim",
+        "truncated-header",
+        "truncated-data",
+        "trailing-bytes",
+    ],
 )
 def test_malformed_file_is_reported(tmp_path, content, message):
     path = tmp_path / "labels.idx"

@@ -13,7 +13,7 @@ from digitlab.images.reading import ImageError, centre_of_mass, prepare, prepare
 def bar(width: int, height: int, size=(200, 300), at=(40, 60), ink=255, paper=0) -> np.ndarray:
     """A solid rectangle of ink (width x height) on plain paper, its top-left corner at `at` (x, y)."""
     picture = np.full(size[::-1], paper, dtype=np.uint8)
-    picture[at[1]:at[1] + height, at[0]:at[0] + width] = ink
+    picture[at[1] : at[1] + height, at[0] : at[0] + width] = ink
     return picture
 
 
@@ -108,8 +108,13 @@ def test_faint_noise_alone_holds_no_digit():
 
 @pytest.mark.parametrize(
     "data, message",
-    [(b"", "the file is empty"), (b"not an image at all", "not an image"), (b"%PDF-1.4\n%...", "not an image"),
-     (png(bar(30, 90))[:60], "not an image"), (png(np.zeros((1, 1), np.uint8)), "1x1 pixels, too small")],
+    [
+        (b"", "the file is empty"),
+        (b"not an image at all", "not an image"),
+        (b"%PDF-1.4\n%...", "not an image"),
+        (png(bar(30, 90))[:60], "not an image"),
+        (png(np.zeros((1, 1), np.uint8)), "1x1 pixels, too small"),
+    ],
     ids=["empty", "text", "pdf", "truncated-png", "1x1"],
 )
 def test_bad_data_is_a_one_line_image_error(data, message):

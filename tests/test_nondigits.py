@@ -10,8 +10,8 @@ from PIL import ImageFont
 
 from digitlab.images import nondigits
 from digitlab.images.nondigits import DRAWN, KINDS, LOOKS, nondigit_images, split_seeds
-from digitlab.images.strokes import HANDS, HANDS_OF
 from digitlab.images.reading import prepare
+from digitlab.images.strokes import HANDS, HANDS_OF
 
 from .conftest import PROJECT_ROOT
 

@@ -1,9 +1,11 @@
-""""Not a digit": the threshold and how it travels in model.onnx, training on non-digits, and the answer
+""" "Not a digit": the threshold and how it travels in model.onnx, training on non-digits, and the answer
 that the reader, mnist-predict (plain and --json) and the app give for an image holding no digit, on
 the small model of conftest (trained as the train stage trains, non-digits included). --accept-all
 (accept_all=True) turns the answer off."""
 
 import json
+
+from digitlab.shared.errors import PipelineError
 
 import keras
 import numpy as np
@@ -14,14 +16,20 @@ from PIL import Image
 
 from digitlab.images.nondigits import KINDS, LOOKS, nondigit_images
 from digitlab.inference.onnx_model import load_onnx_model
-from digitlab.inference.rejection import METADATA_KEY, NOT_A_DIGIT, choose_threshold, rejected, thresholds_from_metadata, thresholds_metadata
+from digitlab.inference.rejection import (
+    METADATA_KEY,
+    NOT_A_DIGIT,
+    choose_threshold,
+    rejected,
+    thresholds_from_metadata,
+    thresholds_metadata,
+)
 from digitlab.serving import app as web
 from digitlab.serving.reader import DigitReader
-from digitlab.shared.errors import PipelineError
 from digitlab.training import fitting
 from tests.conftest import make_params
 from tests.test_app import post_file
-from tests.test_cli import digits, photo, run, save  # noqa: F401  (digits: a fixture)
+from tests.test_cli import photo, run, save
 from tests.test_train import TINY
 
 
@@ -51,10 +59,23 @@ def test_outliers_are_mixed_into_training_with_a_flat_target_and_left_out_of_its
     np.testing.assert_array_equal(targets[30:], np.full((6, 10), 0.1, np.float32))
     np.testing.assert_array_equal(targets[:30].argmax(axis=1), digits["labels"])
     assert fitting.is_digit(tf.constant(targets)).numpy().tolist() == [1.0] * 30 + [0.0] * 6
-    batches = list(fitting.training_batches(digits, 8, fitting.Augment(
-        rotation_degrees=0, shift_fraction=0, zoom_fraction=0, elastic_alpha=0, elastic_sigma=4, shear=0,
-        stroke_width=0), 0,
-        outliers=outliers))
+    batches = list(
+        fitting.training_batches(
+            digits,
+            8,
+            fitting.Augment(
+                rotation_degrees=0,
+                shift_fraction=0,
+                zoom_fraction=0,
+                elastic_alpha=0,
+                elastic_sigma=4,
+                shear=0,
+                stroke_width=0,
+            ),
+            0,
+            outliers=outliers,
+        )
+    )
     assert sum(len(x) for x, _ in batches) == 36
     assert sum(int((y.numpy().max(axis=1) < 0.5).sum()) for _, y in batches) == 6
 
@@ -70,9 +91,17 @@ def test_a_non_digits_weight_in_the_loss_is_reject_outlier_weight():
     squares = rng.random((64, 28, 28, 1), dtype=np.float32)
     sureness = {}
     for weight in (0.0, 1.0):
-        params = make_params({"model": TINY["model"], "train.epochs": 8, "train.batch_size": 16,
-                              "train.lr_schedule": "constant", "train.learning_rate": 0.01,
-                              "train.augment.shift_fraction": 0, "reject.outlier_weight": weight})
+        params = make_params(
+            {
+                "model": TINY["model"],
+                "train.epochs": 8,
+                "train.batch_size": 16,
+                "train.lr_schedule": "constant",
+                "train.learning_rate": 0.01,
+                "train.augment.shift_fraction": 0,
+                "reject.outlier_weight": weight,
+            }
+        )
         model = fitting.fit(params, digits, digits, outliers=squares)
         sureness[weight] = float(model.predict(squares, verbose=0).max(axis=1).mean())
     assert sureness[1.0] < sureness[0.0] - 0.1, sureness  # measured: 0.20 against 0.36
@@ -89,16 +118,27 @@ def test_the_training_accuracy_logged_is_the_digits_alone():
         def on_epoch_end(self, epoch, epoch_logs=None):
             logs.append(epoch_logs)
 
-    params = make_params({"model": TINY["model"], "train.epochs": 8, "train.batch_size": 16,
-                          "train.lr_schedule": "constant", "train.learning_rate": 0.01, "train.augment.shift_fraction": 0})
+    params = make_params(
+        {
+            "model": TINY["model"],
+            "train.epochs": 8,
+            "train.batch_size": 16,
+            "train.lr_schedule": "constant",
+            "train.learning_rate": 0.01,
+            "train.augment.shift_fraction": 0,
+        }
+    )
     fitting.fit(params, digits, digits, callbacks=[Logs()], outliers=rng.random((64, 28, 28, 1), dtype=np.float32))
     assert logs[-1]["val_accuracy"] == 1.0 and logs[-1]["accuracy"] > 0.9, logs
 
 
 def non_digits(kind: str, count: int) -> list[Image.Image]:
     """`count` images of one kind from the non-digits' test split (the pipeline never trains on it)."""
-    return [image for image, made_kind, _, _ in nondigit_images(len(KINDS) * len(LOOKS) * count, 0, "test")
-            if made_kind == kind][:count]
+    return [
+        image
+        for image, made_kind, _, _ in nondigit_images(len(KINDS) * len(LOOKS) * count, 0, "test")
+        if made_kind == kind
+    ][:count]
 
 
 def test_the_small_model_carries_a_threshold_for_every_number_of_views(small_model):
@@ -106,7 +146,7 @@ def test_the_small_model_carries_a_threshold_for_every_number_of_views(small_mod
     assert sorted(thresholds) == [1, 5, 9] and all(0.1 < value < 1 for value in thresholds.values()), thresholds
 
 
-def test_the_reader_refuses_non_digits_and_reads_clear_digits(small_model, digits):  # noqa: F811
+def test_the_reader_refuses_non_digits_and_reads_clear_digits(small_model, digits):
     images, labels = digits
     clear = [photo(image, seed) for seed, image in enumerate(images[:10])]
     with DigitReader(small_model) as reader:
@@ -129,10 +169,11 @@ def test_accept_all_gives_every_image_its_most_likely_digit(small_model):
 
 
 @pytest.fixture
-def files(tmp_path, digits):  # noqa: F811
+def files(tmp_path, digits):
     """A photo of a 7 and a square of noise, as PNG files."""
-    return save(photo(digits[0][0], seed=0), tmp_path / "seven.png"), save(non_digits("noise", 1)[0],
-                                                                          tmp_path / "noise.png")
+    return save(photo(digits[0][0], seed=0), tmp_path / "seven.png"), save(
+        non_digits("noise", 1)[0], tmp_path / "noise.png"
+    )
 
 
 def test_mnist_predict_says_not_a_digit_on_stderr_and_exits_1(small_model, files, capsys):
@@ -167,8 +208,10 @@ def test_a_model_without_thresholds_reads_every_image_and_says_so(small_keras_mo
     export_onnx(keras.saving.load_model(small_keras_model), old)  # no metadata: as trained before thresholds
     status, out, err = run(capsys, *files, "--model", old)
     assert (status, len(out)) == (0, 2)
-    assert err == [f'note: {old} carries no "not a digit" threshold for 5 views (it was trained before there was '
-                   'one), so every image gets a digit; `dvc repro train` trains one that has it']
+    assert err == [
+        f'note: {old} carries no "not a digit" threshold for 5 views (it was trained before there was '
+        "one), so every image gets a digit; `dvc repro train` trains one that has it"
+    ]
 
 
 def test_the_app_answers_200_with_not_a_digit_and_the_image_it_saw(small_model, files):
@@ -182,4 +225,3 @@ def test_the_app_answers_200_with_not_a_digit_and_the_image_it_saw(small_model, 
     with TestClient(web.create_app(small_model, accept_all=True)) as client:
         body = post_file(client, noise.read_bytes()).json()
         assert body["error"] is None and body["digit"] == int(np.argmax(body["probabilities"]))
-

@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 
+from digitlab.shared.errors import PipelineError
+
 import numpy as np
 import pytest
 import yaml
@@ -14,7 +16,6 @@ from digitlab.files.arrays import save_arrays
 from digitlab.inference.onnx_model import load_onnx_model
 from digitlab.inference.rejection import thresholds_metadata
 from digitlab.inference.views import predict_probabilities
-from digitlab.shared.errors import PipelineError
 from digitlab.training import fitting
 from digitlab.training.model import build_model
 from digitlab.training.saving import PARITY_TOLERANCE, check_export, check_parity, export_onnx, load_model, save_model
@@ -39,8 +40,13 @@ export_onnx(build_model(Params.model_validate(TINY).model), sys.argv[1])
 
 
 def exported_in_a_new_process(path, counter: int = 1, hash_seed: str = "0") -> bytes:
-    subprocess.run([sys.executable, "-c", EXPORT, str(path), str(counter)], check=True, cwd=PROJECT_ROOT,
-                   env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT), "PYTHONHASHSEED": hash_seed}, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-c", EXPORT, str(path), str(counter)],
+        check=True,
+        cwd=PROJECT_ROOT,
+        env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT), "PYTHONHASHSEED": hash_seed},
+        capture_output=True,
+    )
     return path.read_bytes()
 
 
@@ -59,10 +65,18 @@ def workdir(tmp_path, monkeypatch):
     rng = np.random.default_rng(0)
     images = rng.random((50, 28, 28, 1), dtype=np.float32)
     save_arrays(tmp_path / "prepared" / "test.npz", images=images, labels=np.arange(50, dtype=np.uint8) % 10)
-    save_arrays(tmp_path / "prepared" / "nondigits_test.npz", images=rng.random((30, 28, 28, 1), dtype=np.float32),
-                kinds=np.array(["noise", "letters", "doodles"] * 10), hands=np.array(["", "", "sketchy"] * 10))
-    save_arrays(tmp_path / "prepared" / "user_digits_test.npz", images=rng.random((20, 28, 28, 1), dtype=np.float32),
-                labels=np.arange(20) % 10, looks=np.array(["paper PNG", "transparent"] * 10))
+    save_arrays(
+        tmp_path / "prepared" / "nondigits_test.npz",
+        images=rng.random((30, 28, 28, 1), dtype=np.float32),
+        kinds=np.array(["noise", "letters", "doodles"] * 10),
+        hands=np.array(["", "", "sketchy"] * 10),
+    )
+    save_arrays(
+        tmp_path / "prepared" / "user_digits_test.npz",
+        images=rng.random((20, 28, 28, 1), dtype=np.float32),
+        labels=np.arange(20) % 10,
+        looks=np.array(["paper PNG", "transparent"] * 10),
+    )
     params = {**TINY, "evaluate": {**TINY["evaluate"], "batch_size": 20, "tta_views": 5}}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     monkeypatch.chdir(tmp_path)
@@ -91,8 +105,9 @@ def test_the_background_layer_exports_as_elementwise_arithmetic_without_layout_t
     import onnx
 
     export_onnx(tiny_model(0), tmp_path / "model.onnx")
-    layer_ops = {node.op_type for node in onnx.load(tmp_path / "model.onnx").graph.node
-                 if "remove_background" in node.name}
+    layer_ops = {
+        node.op_type for node in onnx.load(tmp_path / "model.onnx").graph.node if "remove_background" in node.name
+    }
     assert layer_ops == {"Pad", "Slice", "Min", "Max", "Sub", "ReduceMax", "Div"}
 
 
@@ -193,7 +208,8 @@ def test_evaluate_scores_the_onnx_model(workdir):
     users = predict_probabilities(keras_model, np.load(workdir / "prepared/user_digits_test.npz")["images"], 20, 5)
     assert metrics["reject"]["user_digits"] == pytest.approx((users.max(axis=1) < THRESHOLDS[5]).mean(), abs=1e-6)
     assert metrics["test"]["accepted_accuracy"] == pytest.approx(
-        (probabilities.argmax(axis=1) == labels)[accepted].mean(), abs=1e-6)
+        (probabilities.argmax(axis=1) == labels)[accepted].mean(), abs=1e-6
+    )
     assert 0 <= metrics["reject"]["auroc"] <= 1
     roc = json.loads((workdir / "reports/plots/sklearn/roc.json").read_text())["roc"]
     assert roc[-1]["fpr"] == roc[-1]["tpr"] == 1.0  # every image accepted at the lowest threshold

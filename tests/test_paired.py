@@ -7,21 +7,40 @@ import numpy as np
 import pytest
 from scipy.optimize import minimize_scalar
 
+from digitlab.comparison.significance import format_p, holm
 from digitlab.review import paired
-from digitlab.review.paired import (METRICS, NoiseFloor, binomial_variance, compare, confidence_label, failure_matrix, failures,
-                                    format_p, holm, mismatch, noise_floor, tango_interval)
+from digitlab.review.paired import (
+    METRICS,
+    NoiseFloor,
+    binomial_variance,
+    compare,
+    confidence_label,
+    failure_matrix,
+    failures,
+    mismatch,
+    noise_floor,
+    tango_interval,
+)
 
 ACCURACY, ERRORS, NONDIGITS, DIGITS = METRICS
 
 
 def answers(misread=(), refused=(), accepted=(), digits=100, nondigits=20, fingerprint="same") -> dict:
     """answers.json as evaluate writes it: digit indices misread or refused (a 7 read as 1), non-digits accepted."""
-    wrong = [{"index": i, "label": 7, "answer": 1 if i in misread else 7, "confidence": 0.5, "refused": i in refused}
-             for i in sorted(set(misread) | set(refused))]
-    return {"threshold": 0.5, "views": 1,
-            "digits": {"count": digits, "fingerprint": fingerprint, "wrong": wrong},
-            "nondigits": {"count": nondigits, "fingerprint": fingerprint, "wrong": [
-                {"index": i, "kind": "letters", "answer": 4, "confidence": 0.9} for i in accepted]}}
+    wrong = [
+        {"index": i, "label": 7, "answer": 1 if i in misread else 7, "confidence": 0.5, "refused": i in refused}
+        for i in sorted(set(misread) | set(refused))
+    ]
+    return {
+        "threshold": 0.5,
+        "views": 1,
+        "digits": {"count": digits, "fingerprint": fingerprint, "wrong": wrong},
+        "nondigits": {
+            "count": nondigits,
+            "fingerprint": fingerprint,
+            "wrong": [{"index": i, "kind": "letters", "answer": 4, "confidence": 0.9} for i in accepted],
+        },
+    }
 
 
 def one_pair(fixed: int, broken: int, images: int = 10_000) -> tuple[np.ndarray, np.ndarray]:
@@ -29,7 +48,7 @@ def one_pair(fixed: int, broken: int, images: int = 10_000) -> tuple[np.ndarray,
     in the head only."""
     base, head = np.zeros((1, images), bool), np.zeros((1, images), bool)
     base[0, :fixed] = True
-    head[0, fixed:fixed + broken] = True
+    head[0, fixed : fixed + broken] = True
     return base, head
 
 
@@ -39,7 +58,9 @@ def test_each_metric_counts_its_own_failures():
     assert failures(base, DIGITS) == {2, 3}  # refused, whether read right (3) or not (2)
     assert failures(base, NONDIGITS) == {5}
     matrix = failure_matrix([base, answers(misread=[9])], ACCURACY)
-    assert matrix.shape == (2, 100) and set(np.flatnonzero(matrix[0])) == {1, 2} and set(np.flatnonzero(matrix[1])) == {9}
+    assert (
+        matrix.shape == (2, 100) and set(np.flatnonzero(matrix[0])) == {1, 2} and set(np.flatnonzero(matrix[1])) == {9}
+    )
 
 
 def test_fixed_and_broken_are_the_images_that_changed():
@@ -68,12 +89,15 @@ def test_as_many_fixed_as_broken_is_noise_and_nothing_changed_is_noise_too():
     assert -5e-4 < test.change_low < 0 < test.change_high < 5e-4
 
 
-@pytest.mark.parametrize("metric, verdict, sign", [
-    (ACCURACY, "better", +1),  # fewer misread: accuracy up
-    (ERRORS, "better", -1),  # fewer misread: errors down, counted in images
-    (NONDIGITS, "better", +1),  # fewer non-digits accepted: the share refused up
-    (DIGITS, "better", -1),  # fewer digits refused: the share refused down
-])
+@pytest.mark.parametrize(
+    "metric, verdict, sign",
+    [
+        (ACCURACY, "better", +1),  # fewer misread: accuracy up
+        (ERRORS, "better", -1),  # fewer misread: errors down, counted in images
+        (NONDIGITS, "better", +1),  # fewer non-digits accepted: the share refused up
+        (DIGITS, "better", -1),  # fewer digits refused: the share refused down
+    ],
+)
 def test_the_verdict_and_the_change_follow_the_metrics_direction(metric, verdict, sign):
     test = compare(metric, *one_pair(30, 5, 1000), 0.05)
     assert test.verdict == verdict and test.p_value < 1e-4
@@ -92,14 +116,20 @@ def test_tangos_interval_solves_the_score_equation_with_the_constrained_likeliho
 
         def minus_log_likelihood(q):
             return -(fixed * math.log(q + delta) + broken * math.log(q) + same * math.log(1 - 2 * q - delta))
-        q = minimize_scalar(minus_log_likelihood, bounds=(max(0, -delta) + 1e-12, (1 - delta) / 2 - 1e-12),
-                            method="bounded", options={"xatol": 1e-14}).x
-        return (fixed - broken - images * delta) / math.sqrt(images * (2 * q + delta - delta ** 2))
+
+        q = minimize_scalar(
+            minus_log_likelihood,
+            bounds=(max(0, -delta) + 1e-12, (1 - delta) / 2 - 1e-12),
+            method="bounded",
+            options={"xatol": 1e-14},
+        ).x
+        return (fixed - broken - images * delta) / math.sqrt(images * (2 * q + delta - delta**2))
 
     assert score(low) == pytest.approx(1.96, abs=1e-3) and score(high) == pytest.approx(-1.96, abs=1e-3)
     # Wider than the interval conditional on the 193 changed images (Clopper-Pearson of 5 in 193), which
     # covered the true change half the time.
     from scipy.stats import binomtest
+
     share = binomtest(5, 193).proportion_ci(0.95, method="exact")
     conditional = sorted(193 / images * (2 * end - 1) for end in (share.low, share.high))
     assert high - low > 2 * (conditional[1] - conditional[0])
@@ -124,7 +154,7 @@ def test_the_dispersion_is_measured_from_both_sides_runs():
     independent = rng.random((5, 5000)) < 0.05
     shared = np.zeros((5, 5000), bool)
     for run, extra in enumerate((0, 40, 0, 80, 20)):
-        shared[run, 1000:1000 + 60 + extra] = True
+        shared[run, 1000 : 1000 + 60 + extra] = True
     alone = noise_floor(independent, independent)[0]  # one side against itself: its own dispersion
     assert alone.df == 8 and 0.2 < alone.dispersion < 3
     assert noise_floor(shared, shared)[0].dispersion > 10
@@ -132,7 +162,7 @@ def test_the_dispersion_is_measured_from_both_sides_runs():
     floor, seeds, within = noise_floor(independent, shared)
     parts = [noise_floor(side, side)[0].dispersion * binomial_variance(side) / 5 for side in (independent, shared)]
     assert seeds == pytest.approx(sum(parts)) and floor.dispersion == pytest.approx(seeds / within)
-    assert floor.df == pytest.approx(sum(parts) ** 2 / sum(part ** 2 / 4 for part in parts)) and floor.runs == 10
+    assert floor.df == pytest.approx(sum(parts) ** 2 / sum(part**2 / 4 for part in parts)) and floor.runs == 10
     assert 4 < floor.df < 7  # most of it from the shared side's 4 df
     assert floor.dispersion > 5 * alone.dispersion
     assert 7 < noise_floor(independent, independent[::-1])[0].df <= 8  # alike: nearly both sides' 8 df
@@ -155,7 +185,7 @@ def test_several_runs_per_side_ask_about_retraining_and_a_noisy_floor_turns_a_sp
     # dispersion is large, and the same +10 images per run is noise.
     for runs in (base, head):
         for run, extra in enumerate((0, 30, 60)):
-            runs[run, 200 + 100 * (runs is head):200 + 100 * (runs is head) + extra] = True
+            runs[run, 200 + 100 * (runs is head) : 200 + 100 * (runs is head) + extra] = True
     noisy = compare(ACCURACY, base, head, 0.05)
     assert noisy.dispersion > 10 and noisy.verdict == "noise" and noisy.p_value > 0.05
     assert noisy.change_high - noisy.change_low > quiet.change_high - quiet.change_low
@@ -173,8 +203,20 @@ def test_verdict_json_keeps_tiny_p_values_and_says_what_the_floor_rests_on():
     written = test.as_json()
     assert 0 < written["p_value"] < 1e-20
     assert written["dispersion_measured"] is False and written["dispersion_df"] == 0
-    assert set(written) >= {"verdict", "question", "gates", "p_value", "fixed", "broken", "effective_fixed",
-                            "effective_broken", "images", "change_low", "change_high", "dispersion_runs"}
+    assert set(written) >= {
+        "verdict",
+        "question",
+        "gates",
+        "p_value",
+        "fixed",
+        "broken",
+        "effective_fixed",
+        "effective_broken",
+        "images",
+        "change_low",
+        "change_high",
+        "dispersion_runs",
+    }
     assert paired.METRIC_NAMES == ("test.accuracy", "test.errors", "reject.nondigits", "reject.digits")
     assert ERRORS.same_test_as == "test.accuracy"
 

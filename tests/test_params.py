@@ -2,11 +2,12 @@
 
 import copy
 
+from digitlab.shared.errors import PipelineError
+from digitlab.shared.params import PARAMS_FILE, load_params, validate, with_overrides
+
 import pytest
 import yaml
 
-from digitlab.shared.errors import PipelineError
-from digitlab.shared.params import PARAMS_FILE, load_params, validate, with_overrides
 from tests.conftest import BASE_PARAMS, PROJECT_ROOT
 
 
@@ -31,14 +32,17 @@ def test_committed_params_are_valid():
 def test_the_tests_fixed_params_have_the_keys_of_params_yaml():
     # The fixture's values may differ from the defaults; its keys may not, or a new param would go untested.
     def keys(tree: dict, prefix: str = "") -> set[str]:
-        return {name for key, value in tree.items()
-                for name in (keys(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}"})}
+        return {
+            name
+            for key, value in tree.items()
+            for name in (keys(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}"})
+        }
 
     assert keys(BASE_PARAMS) == keys(yaml.safe_load((PROJECT_ROOT / PARAMS_FILE).read_text()))
 
 
 def test_mnist_predict_and_the_app_use_the_model_as_the_evaluate_stage_does():
-    from digitlab.serving.reader import DEFAULT_VIEWS
+    from digitlab.inference.views import DEFAULT_VIEWS
 
     assert DEFAULT_VIEWS == yaml.safe_load((PROJECT_ROOT / PARAMS_FILE).read_text())["evaluate"]["tta_views"]
 
@@ -118,14 +122,20 @@ def test_load_params_rejects_blocks_that_shrink_the_image_to_nothing(tmp_path):
 @pytest.mark.parametrize("window", [1, 2, 8])
 def test_load_params_refuses_a_background_window_that_is_not_odd_and_at_least_3(tmp_path, window):
     params = with_value("model.background_window", window)
-    with pytest.raises(PipelineError, match=rf"model.background_window: expected 0 \(off\) or an odd width of "
-                                            rf"at least 3.*got {window}$"):
+    with pytest.raises(
+        PipelineError,
+        match=rf"model.background_window: expected 0 \(off\) or an odd width of "
+        rf"at least 3.*got {window}$",
+    ):
         load_params(_write(tmp_path, params))
 
 
 def test_load_params_takes_any_odd_background_window_or_none(tmp_path):
     for window in (0, 3, 9, 27):
-        assert load_params(_write(tmp_path, with_value("model.background_window", window))).model.background_window == window
+        assert (
+            load_params(_write(tmp_path, with_value("model.background_window", window))).model.background_window
+            == window
+        )
 
 
 def test_load_params_reports_invalid_yaml(tmp_path):
@@ -141,8 +151,9 @@ def test_load_params_reports_a_missing_file(tmp_path):
 def test_the_view_counts_params_accept_are_those_the_views_define():
     from typing import get_args
 
-    from digitlab.inference.views import VIEWS
     from digitlab.shared.params import Evaluate
+
+    from digitlab.inference.views import VIEWS
 
     assert get_args(Evaluate.model_fields["tta_views"].annotation) == tuple(VIEWS)
 
@@ -156,8 +167,10 @@ def test_load_params_reads_yaml_1_2_numbers(tmp_path):
 
 
 # A one-stage pipeline whose command reads params.yaml as every stage does, and writes what it read.
-READ_PARAMS = ("import json; from digitlab.shared.params import load_params; "
-               "open('read.json', 'w').write(json.dumps(load_params().model_dump()))")
+READ_PARAMS = (
+    "import json; from digitlab.shared.params import load_params; "
+    "open('read.json', 'w').write(json.dumps(load_params().model_dump()))"
+)
 SETS = {  # what `dvc exp run -S` writes: small and large floats, null, a list, a boolean
     "train.learning_rate": ("3e-5", 3e-05),
     "train.weight_decay": ("1e-5", 1e-05),
@@ -175,13 +188,30 @@ def test_every_value_dvc_exp_run_sets_is_read_back(tmp_path):
     import subprocess
 
     (tmp_path / "params.yaml").write_text((PROJECT_ROOT / PARAMS_FILE).read_text())
-    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"read": {
-        "cmd": f'python -c "{READ_PARAMS}"', "params": ["seed", "fetch", "train", "model", "data"],
-        "outs": [{"read.json": {"cache": False}}]}}}))
+    (tmp_path / "dvc.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "stages": {
+                    "read": {
+                        "cmd": f'python -c "{READ_PARAMS}"',
+                        "params": ["seed", "fetch", "train", "model", "data"],
+                        "outs": [{"read.json": {"cache": False}}],
+                    }
+                }
+            }
+        )
+    )
     env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT), "DVC_NO_ANALYTICS": "1"}
-    run = lambda *command: subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True)  # noqa: E731
-    for command in (["git", "init", "-q"], ["dvc", "init", "-q"], ["git", "add", "-A"],
-                    ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init"]):
+
+    def run(*command):
+        return subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True)
+
+    for command in (
+        ["git", "init", "-q"],
+        ["dvc", "init", "-q"],
+        ["git", "add", "-A"],
+        ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init"],
+    ):
         assert run(*command).returncode == 0
     sets = [argument for key, (value, _) in SETS.items() for argument in ("-S", f"{key}={value}")]
     result = run("dvc", "exp", "run", *sets)

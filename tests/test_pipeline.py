@@ -93,8 +93,10 @@ def test_every_stage_writes_outputs_that_make_sense(pipeline):
     with open(pipeline / "reports/predict/predictions.csv") as table:
         rows = list(csv.DictReader(table))
     assert len(rows) == QUICK["sample_predict.count"]
-    assert all(0 <= float(row["confidence"]) <= 1 and row["correct"] == str(int(row["true"] == row["predicted"]))
-               for row in rows)
+    assert all(
+        0 <= float(row["confidence"]) <= 1 and row["correct"] == str(int(row["true"] == row["predicted"]))
+        for row in rows
+    )
 
 
 def test_second_repro_runs_nothing(clone):
@@ -122,11 +124,20 @@ def test_a_forced_rerun_changes_no_tracked_file_but_the_timings(clone):
     models = [clone / "data/model/model.keras", clone / "data/model/model.onnx"]
     before = [model.read_bytes() for model in models]
     assert stages_run(run(["dvc", "repro", "--force"], clone)) == [
-        "fetch", "explore", "preprocess", "train", "evaluate", "sample_predict"]
+        "fetch",
+        "explore",
+        "preprocess",
+        "train",
+        "evaluate",
+        "sample_predict",
+    ]
     # Every metric, plot, figure and table as committed; the timings and their hashes in dvc.lock alone differ.
     changed = run(["git", "status", "--porcelain"], clone).splitlines()
-    assert sorted(line[3:] for line in changed) == ["dvc.lock", "reports/evaluate/speed.json",
-                                                     "reports/train/speed.json"], changed
+    assert sorted(line[3:] for line in changed) == [
+        "dvc.lock",
+        "reports/evaluate/speed.json",
+        "reports/train/speed.json",
+    ], changed
 
     def without_timings(lock: str) -> dict:
         stages = yaml.safe_load(lock)["stages"]
@@ -160,7 +171,10 @@ def test_failed_stage_leaves_no_partial_file_and_checkout_brings_the_outputs_bac
 def test_a_stage_error_is_one_line_and_exits_non_zero(pipeline, tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "stages.evaluate", "data/prepared", str(tmp_path / "absent.onnx"), str(tmp_path)],
-        check=False, cwd=pipeline, capture_output=True, text=True,
+        check=False,
+        cwd=pipeline,
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1].startswith("error: model file")
@@ -179,8 +193,9 @@ def exp_show_headers(clone: Path, *options: str) -> list[str]:
     return table.splitlines()[1].split()
 
 
-def test_experiments_compare_in_exp_show_metrics_diff_plots_diff_and_the_report(experimented, experiment_clone,
-                                                                                tmp_path):
+def test_experiments_compare_in_exp_show_metrics_diff_plots_diff_and_the_report(
+    experimented, experiment_clone, tmp_path
+):
     # One test for the whole review loop. Each `dvc exp run` that trains is the suite's dearest step, so
     # the experiment "one" (`dvc exp run --temp -S train.epochs=1`) is made once, by tests/e2e.py.
     clone = experiment_clone
@@ -216,8 +231,10 @@ def test_experiments_compare_in_exp_show_metrics_diff_plots_diff_and_the_report(
     run(["dvc", "exp", "apply", "one"], clone)
     diff = json.loads(run(["dvc", "metrics", "diff", "--json"], clone))
     assert diff["reports/evaluate/metrics.json"]["test.accuracy"] == {
-        "old": baseline["accuracy"], "new": experiments["one"]["accuracy"],
-        "diff": pytest.approx(experiments["one"]["accuracy"] - baseline["accuracy"])}
+        "old": baseline["accuracy"],
+        "new": experiments["one"]["accuracy"],
+        "diff": pytest.approx(experiments["one"]["accuracy"] - baseline["accuracy"]),
+    }
     # The test metrics come first, test.accuracy leading (a plain `dvc exp show` in 120 columns cuts every
     # name short, so the order is read from its CSV).
     columns = run(["dvc", "exp", "show", "--csv"], clone).splitlines()[0].split(",")
@@ -229,14 +246,24 @@ def test_experiments_compare_in_exp_show_metrics_diff_plots_diff_and_the_report(
     headers = exp_show_headers(clone, "--only-changed", "--drop", "data/.*|State|Executor")
     assert {"Experiment", "test.accuracy", "test.errors", "test.loss", "train.epochs"} <= set(headers), headers
     # The headline columns by name, "not a digit" among them (docs/not-a-digit.md).
-    headers = exp_show_headers(clone, "--drop", ".*", "--keep",
-                               "Experiment|test.accuracy|test.errors|reject.nondigits|reject.digits|train.epochs")
-    assert headers == ["Experiment", "test.accuracy", "test.errors", "reject.nondigits", "reject.digits",
-                       "train.epochs"], headers
+    headers = exp_show_headers(
+        clone,
+        "--drop",
+        ".*",
+        "--keep",
+        "Experiment|test.accuracy|test.errors|reject.nondigits|reject.digits|train.epochs",
+    )
+    assert headers == [
+        "Experiment",
+        "test.accuracy",
+        "test.errors",
+        "reject.nondigits",
+        "reject.digits",
+        "train.epochs",
+    ], headers
     # A reviewer reads every changed metric at a glance: the headline figures (the ten of "not a digit"
     # and the two of MNIST-C among them, 20 rows at most), no per-class scores or timings.
-    rows = [line for line in run(["dvc", "metrics", "diff", "one", "two"], clone).splitlines()[1:]
-            if line.strip()]
+    rows = [line for line in run(["dvc", "metrics", "diff", "one", "two"], clone).splitlines()[1:] if line.strip()]
     assert 5 <= len(rows) <= 20, rows
     assert not [row for row in rows if "per_class" in row or "seconds" in row or "images_per_second" in row]
 
@@ -264,6 +291,12 @@ def test_experiments_compare_in_exp_show_metrics_diff_plots_diff_and_the_report(
     assert f"| test.accuracy | {old:.5g} | {new:.5g} | {new - old:+.5g} |" in report
     assert "train.epochs" in report.split("## Parameters changed")[1].split("##")[0]
     images = [line.split("](")[1].rstrip(")") for line in report.splitlines() if line.startswith("![")]
-    assert {"accuracy.png", "loss.png", "per_class_f1.png", "reliability.png", "confusion.png",
-            "evaluate_mistakes.png"} <= set(images)
+    assert {
+        "accuracy.png",
+        "loss.png",
+        "per_class_f1.png",
+        "reliability.png",
+        "confusion.png",
+        "evaluate_mistakes.png",
+    } <= set(images)
     assert all((output / image).read_bytes().startswith(b"\x89PNG") for image in images)

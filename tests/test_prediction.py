@@ -1,10 +1,11 @@
 """Using a trained model: loading its file fails clearly, and batched prediction matches Keras's own."""
 
+from digitlab.shared.errors import PipelineError
+
 import numpy as np
 import pytest
 
 from digitlab.inference.views import VIEWS, predict_probabilities, shifted
-from digitlab.shared.errors import PipelineError
 from digitlab.training.model import build_model
 from digitlab.training.saving import load_model
 from tests.test_model import model_params
@@ -54,5 +55,6 @@ def test_test_time_augmentation_averages_the_image_and_its_shifts(views):
     assert len(set(VIEWS[views])) == views and VIEWS[views][0] == (0, 0)
     np.testing.assert_allclose(predict_probabilities(model, images, batch_size=3, views=views), expected, atol=1e-6)
     # One view is the plain prediction, to the bit.
-    np.testing.assert_array_equal(predict_probabilities(model, images, batch_size=7, views=1),
-                                  model.predict_on_batch(images))
+    np.testing.assert_array_equal(
+        predict_probabilities(model, images, batch_size=7, views=1), model.predict_on_batch(images)
+    )

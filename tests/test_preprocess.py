@@ -1,5 +1,7 @@
 """Preprocessing: scaling, the stratified split, and arrays stored without pickle."""
 
+from digitlab.shared.errors import PipelineError
+
 import numpy as np
 import pytest
 
@@ -7,7 +9,6 @@ from digitlab.files.arrays import load_arrays, save_arrays
 from digitlab.images.nondigits import DRAWN, KINDS
 from digitlab.images.reading import to_model_input
 from digitlab.images.strokes import HANDS_OF
-from digitlab.shared.errors import PipelineError
 from stages import preprocess
 from tests.conftest import make_params
 
@@ -67,8 +68,14 @@ def test_every_class_lands_on_both_sides_even_when_tiny():
 
 
 def test_stage_writes_the_three_splits_of_non_digits(tiny_raw_dir, tmp_path, monkeypatch):
-    params = make_params({"data.max_train_samples": None, "reject.outlier_share": 0.5,
-                          "reject.val_nondigits": 14, "reject.test_nondigits": 21})
+    params = make_params(
+        {
+            "data.max_train_samples": None,
+            "reject.outlier_share": 0.5,
+            "reject.val_nondigits": 14,
+            "reject.test_nondigits": 21,
+        }
+    )
     monkeypatch.setattr(preprocess, "load_params", lambda: params)
     preprocess.main([str(tiny_raw_dir), str(tmp_path / "prepared")])
     train_digits = len(load_arrays(tmp_path / "prepared" / "train.npz")["labels"])
@@ -89,4 +96,4 @@ def test_stage_writes_the_three_splits_of_non_digits(tiny_raw_dir, tmp_path, mon
         users = load_arrays(tmp_path / "prepared" / f"user_digits_{split}.npz")
         assert min(asked, digits) - 2 <= len(users["labels"]) <= min(asked, digits), split
         assert users["images"].shape[1:] == (28, 28, 1)
-    assert not np.array_equal(made["val"]["images"][:14 - 2], made["test"]["images"][:14 - 2])  # seeds of their own
+    assert not np.array_equal(made["val"]["images"][: 14 - 2], made["test"]["images"][: 14 - 2])  # seeds of their own

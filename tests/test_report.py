@@ -17,7 +17,6 @@ import yaml
 
 from digitlab.evaluation.answers import fingerprint, to_json
 from digitlab.files.arrays import save_arrays
-
 from tests.conftest import PROJECT_ROOT
 
 # The tools of the environment running the tests (`dvc` sits beside this Python), and the project's code.
@@ -30,11 +29,23 @@ ENV = {
 
 # The metrics files of the real dvc.yaml, with the same keys: 6 test and 4 "not a digit" metrics of
 # evaluate, 4 train metrics and 2 of "not a digit" on validation.
-TEST_METRICS = {"test": {"accuracy": 0.9957, "errors": 43, "loss": 0.014714, "macro_f1": 0.995689, "ece": 0.001628,
-                         "accepted_accuracy": 0.99671},
-                "reject": {"threshold": 0.4997, "auroc": 0.999515, "nondigits": 0.969828, "digits": 0.0019}}
-TRAIN_METRICS = {"model": {"params": 83994}, "eval": {"accuracy": 0.994666, "loss": 0.022}, "step": 11,
-                 "reject": {"val_nondigits": 0.969697, "val_digits": 0.0018}}
+TEST_METRICS = {
+    "test": {
+        "accuracy": 0.9957,
+        "errors": 43,
+        "loss": 0.014714,
+        "macro_f1": 0.995689,
+        "ece": 0.001628,
+        "accepted_accuracy": 0.99671,
+    },
+    "reject": {"threshold": 0.4997, "auroc": 0.999515, "nondigits": 0.969828, "digits": 0.0019},
+}
+TRAIN_METRICS = {
+    "model": {"params": 83994},
+    "eval": {"accuracy": 0.994666, "loss": 0.022},
+    "step": 11,
+    "reject": {"val_nondigits": 0.969697, "val_digits": 0.0018},
+}
 METRIC_COUNT = 6 + 4 + 4 + 2
 DVC_YAML = {"metrics": ["reports/evaluate/metrics.json", "reports/train/metrics.json"]}
 # No stage needs to name these: `dvc params diff` compares the whole of params.yaml.
@@ -53,8 +64,13 @@ def write_json(path: Path, data) -> None:
 
 
 def report(repo: Path, rev: str = "HEAD", *options: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "digitlab.review.report", "--rev", rev, "--output", "compare",
-                           *options], cwd=repo, env=ENV, capture_output=True, text=True)
+    return subprocess.run(
+        [sys.executable, "-m", "digitlab.review.report", "--rev", rev, "--output", "compare", *options],
+        cwd=repo,
+        env=ENV,
+        capture_output=True,
+        text=True,
+    )
 
 
 def report_md(repo: Path) -> str:
@@ -82,9 +98,14 @@ def repo(tmp_path) -> Path:
     (repo / "params.yaml").write_text(yaml.safe_dump(PARAMS))
     write_json(repo / "reports/evaluate/metrics.json", TEST_METRICS)
     write_json(repo / "reports/train/metrics.json", TRAIN_METRICS)
-    for command in (["git", "init", "-q"], ["git", "config", "user.name", "test"],
-                    ["git", "config", "user.email", "test@example.com"], ["dvc", "init", "-q"],
-                    ["git", "add", "-A"], ["git", "commit", "-qm", "baseline"]):
+    for command in (
+        ["git", "init", "-q"],
+        ["git", "config", "user.name", "test"],
+        ["git", "config", "user.email", "test@example.com"],
+        ["dvc", "init", "-q"],
+        ["git", "add", "-A"],
+        ["git", "commit", "-qm", "baseline"],
+    ):
         run(command, repo)
     return repo
 
@@ -93,8 +114,13 @@ def test_unchanged_workspace_gives_the_headline_table_and_says_nothing_changed(r
     report = report_md(repo)
 
     assert [line for line in report.splitlines() if line.startswith("#")] == [
-        "# Model report: workspace against `HEAD`", "## Is it real?", "## Test set", "## Parameters changed", "## Metrics changed",
-        "## Plots"]
+        "# Model report: workspace against `HEAD`",
+        "## Is it real?",
+        "## Test set",
+        "## Parameters changed",
+        "## Metrics changed",
+        "## Plots",
+    ]
     # The only table is the headline one: no per-class rows, no dvclive `step`.
     assert [line for line in report.splitlines() if line.startswith("|")] == [
         "| metric | HEAD | workspace | change |",
@@ -152,7 +178,8 @@ def test_unknown_revision_is_one_line_error(repo):
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [
         "error: unknown git revision or experiment 'no-such-branch'; give a branch, tag, commit or an experiment "
-        "named in `dvc exp show`"]
+        "named in `dvc exp show`"
+    ]
     assert not (repo / "compare").exists()
 
 
@@ -164,20 +191,26 @@ def test_plots_compare_the_revision_with_the_workspace(repo):
             path = repo / f"reports/train/plots/metrics/{split}/{metric}.tsv"
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(f"step\t{metric}\n{rows}")
-    write_json(repo / "reports/evaluate/per_class.json",
-               [{"digit": str(digit), "f1": 0.99 - digit / 1000} for digit in range(10)])
-    write_json(repo / "reports/evaluate/calibration.json",
-               [{"confidence": 0.55, "accuracy": 0.5}, {"confidence": 0.95, "accuracy": 0.97}])
-    write_json(repo / "reports/evaluate/plots/sklearn/confusion_matrix.json",
-               [{"actual": str(digit), "predicted": str(digit)} for digit in range(10)]
-               + [{"actual": "4", "predicted": "9"}])
+    write_json(
+        repo / "reports/evaluate/per_class.json",
+        [{"digit": str(digit), "f1": 0.99 - digit / 1000} for digit in range(10)],
+    )
+    write_json(
+        repo / "reports/evaluate/calibration.json",
+        [{"confidence": 0.55, "accuracy": 0.5}, {"confidence": 0.95, "accuracy": 0.97}],
+    )
+    write_json(
+        repo / "reports/evaluate/plots/sklearn/confusion_matrix.json",
+        [{"actual": str(digit), "predicted": str(digit)} for digit in range(10)] + [{"actual": "4", "predicted": "9"}],
+    )
     run(["git", "add", "-A"], repo)
     run(["git", "commit", "-qm", "plot data"], repo)
 
     report = report_md(repo)
 
-    images = [line.split("](")[1].rstrip(")") for line in section(report, "Plots").splitlines()
-              if line.startswith("![")]
+    images = [
+        line.split("](")[1].rstrip(")") for line in section(report, "Plots").splitlines() if line.startswith("![")
+    ]
     assert images == ["accuracy.png", "loss.png", "per_class_f1.png", "reliability.png", "confusion.png"]
     assert all((repo / "compare" / image).read_bytes().startswith(b"\x89PNG") for image in images)
 
@@ -199,14 +232,25 @@ def prepare_images(repo: Path) -> dict[str, str]:
 
 def write_answers(repo: Path, prints: dict[str, str], misread=(), refused=(), accepted=()) -> None:
     """reports/evaluate/answers.json: test digits (all 7s) misread as 1 or refused, non-digits accepted as 4."""
-    wrong = [{"index": i, "label": 7, "answer": 1 if i in misread else 7, "confidence": 0.61, "refused": i in refused}
-             for i in sorted(set(misread) | set(refused))]
+    wrong = [
+        {"index": i, "label": 7, "answer": 1 if i in misread else 7, "confidence": 0.61, "refused": i in refused}
+        for i in sorted(set(misread) | set(refused))
+    ]
     path = repo / "reports/evaluate/answers.json"
-    path.write_text(to_json({
-        "threshold": 0.5, "views": 1,
-        "digits": {"count": DIGITS, "fingerprint": prints["digits"], "wrong": wrong},
-        "nondigits": {"count": NONDIGITS, "fingerprint": prints["nondigits"], "wrong": [
-            {"index": i, "kind": "letters", "answer": 4, "confidence": 0.9} for i in accepted]}}))
+    path.write_text(
+        to_json(
+            {
+                "threshold": 0.5,
+                "views": 1,
+                "digits": {"count": DIGITS, "fingerprint": prints["digits"], "wrong": wrong},
+                "nondigits": {
+                    "count": NONDIGITS,
+                    "fingerprint": prints["nondigits"],
+                    "wrong": [{"index": i, "kind": "letters", "answer": 4, "confidence": 0.9} for i in accepted],
+                },
+            }
+        )
+    )
 
 
 def commit(repo: Path, message: str) -> None:
@@ -267,9 +311,15 @@ def test_fail_on_gates_one_run_per_side_only_against_a_noise_floor_given(repo):
     assert "seed noise was not measured" in section(report_md(repo), "Is it real?")
 
     # A floor measured earlier, as a review with several runs per side writes it: now it gates.
-    write_json(repo / "floor.json", {"metrics": {name: {"dispersion": 1.0, "dispersion_df": 8, "dispersion_runs": 10}
-                                                 for name in ("test.accuracy", "test.errors", "reject.nondigits",
-                                                              "reject.digits")}})
+    write_json(
+        repo / "floor.json",
+        {
+            "metrics": {
+                name: {"dispersion": 1.0, "dispersion_df": 8, "dispersion_runs": 10}
+                for name in ("test.accuracy", "test.errors", "reject.nondigits", "reject.digits")
+            }
+        },
+    )
     worse = report(repo, "HEAD", "--fail-on", "test.accuracy", "--dispersion", "floor.json")
     assert worse.returncode == 3, worse.stderr
     # z = 11 / sqrt(13), referred to Student's t with 8 df: p = 0.016.
@@ -287,17 +337,23 @@ def test_fail_on_gates_one_run_per_side_only_against_a_noise_floor_given(repo):
     noise = report(repo, "HEAD", "--fail-on", "reject.digits", "--dispersion", "floor.json")
     assert noise.returncode == 0, noise.stderr
     # A stricter level turns the same change into noise.
-    assert report(repo, "HEAD", "--fail-on", "test.accuracy", "--alpha", "0.001",
-                  "--dispersion", "floor.json").returncode == 0
+    assert (
+        report(repo, "HEAD", "--fail-on", "test.accuracy", "--alpha", "0.001", "--dispersion", "floor.json").returncode
+        == 0
+    )
     # A file without a measured floor is refused, with what to give instead.
-    write_json(repo / "single.json", {"metrics": {"test.accuracy": {"dispersion": 1.0, "dispersion_df": 0,
-                                                                    "dispersion_runs": 0}}})
+    write_json(
+        repo / "single.json",
+        {"metrics": {"test.accuracy": {"dispersion": 1.0, "dispersion_df": 0, "dispersion_runs": 0}}},
+    )
     refused = report(repo, "HEAD", "--dispersion", "single.json")
     assert refused.returncode == 1 and "measured no noise floor" in refused.stderr.strip().splitlines()[-1]
     (repo / "broken.json").write_text("{not json")
     malformed = report(repo, "HEAD", "--dispersion", "broken.json")
     assert malformed.returncode == 1
-    assert "--dispersion broken.json: not a verdict.json with a noise floor" in malformed.stderr.strip().splitlines()[-1]
+    assert (
+        "--dispersion broken.json: not a verdict.json with a noise floor" in malformed.stderr.strip().splitlines()[-1]
+    )
 
 
 def test_without_answers_on_one_side_there_is_no_verdict_and_no_gate(repo):
@@ -308,7 +364,9 @@ def test_without_answers_on_one_side_there_is_no_verdict_and_no_gate(repo):
     assert verdicts(repo)["metrics"] == {}
     gated = report(repo, "HEAD", "--fail-on", "test.accuracy")
     assert gated.returncode == 1
-    assert gated.stderr.strip().splitlines()[-1].startswith("error: --fail-on test.accuracy: no verdict, because `HEAD`")
+    assert (
+        gated.stderr.strip().splitlines()[-1].startswith("error: --fail-on test.accuracy: no verdict, because `HEAD`")
+    )
 
 
 def test_several_runs_per_side_are_paired_seed_by_seed_pooled_and_held_to_the_noise_floor(repo):
@@ -328,8 +386,10 @@ def test_several_runs_per_side_are_paired_seed_by_seed_pooled_and_held_to_the_no
     result = report(repo, "base-42", "--rev", "base-42", "base-43", "--head", "head-43", "head-42")
     assert result.returncode == 0, result.stderr
     verdict = verdicts(repo)
-    assert verdict["pairs"] == [{"base": "base-42", "head": "head-42", "seeds": [42, 42]},
-                                {"base": "base-43", "head": "head-43", "seeds": [43, 43]}]
+    assert verdict["pairs"] == [
+        {"base": "base-42", "head": "head-42", "seeds": [42, 42]},
+        {"base": "base-43", "head": "head-43", "seeds": [43, 43]},
+    ]
     accuracy = verdict["metrics"]["test.accuracy"]
     assert (accuracy["fixed"], accuracy["broken"], accuracy["pairs"]) == (12, 2, 2)
     # Summed, 12 fixed against 2 would be "better" (p = 0.013); but each side's two seeds differ by 10 images
@@ -346,7 +406,12 @@ def test_several_runs_per_side_are_paired_seed_by_seed_pooled_and_held_to_the_no
     # One pair alone: no noise floor (and 6 against 1 is noise anyway, p = 0.125).
     assert report(repo, "base-42", "--head", "head-42").returncode == 0
     single = verdicts(repo)["metrics"]["test.accuracy"]
-    assert (single["dispersion_measured"], single["fixed"], single["broken"], single["verdict"]) == (False, 6, 1, "noise")
+    assert (single["dispersion_measured"], single["fixed"], single["broken"], single["verdict"]) == (
+        False,
+        6,
+        1,
+        "noise",
+    )
     uneven = report(repo, "base-42", "--head", "head-42", "head-43")
     assert uneven.returncode == 1 and "1 runs on the base side and 2 on the head side" in uneven.stderr
 

@@ -28,8 +28,9 @@ ENV = {
 }
 
 # The stand-in for training: validation accuracy peaks at a learning rate of 0.003 (STAND_IN_PEAK) and a
-# dropout of 0.3, give or take a seed's luck of 0.0003; the time falls with the batch size. dense_units 13 fails as a stage fails; SLEEP_FILE makes it wait (Ctrl-C).
-STAND_IN = '''
+# dropout of 0.3, give or take a seed's luck of 0.0003; the time falls with the batch size. dense_units 13
+# fails as a stage fails; SLEEP_FILE makes it wait (Ctrl-C).
+STAND_IN = """
 import json, math, os, pathlib, time, yaml
 params = yaml.safe_load(open("params.yaml"))
 if os.environ.get("STAND_IN_STARTED"):
@@ -38,26 +39,42 @@ if os.environ.get("STAND_IN_STARTED"):
 if params["model"]["dense_units"] == 13:
     raise SystemExit("error: model.dense_units 13 is not a width this stand-in can train")
 peak = float(os.environ.get("STAND_IN_PEAK", "0.003"))
-accuracy = 0.99 - 0.01 * math.log10(params["train"]["learning_rate"] / peak) ** 2 - 0.01 * abs(params["model"]["dropout"] - 0.3)
+train, model = params["train"], params["model"]
+accuracy = 0.99 - 0.01 * math.log10(train["learning_rate"] / peak) ** 2 - 0.01 * abs(model["dropout"] - 0.3)
 accuracy += ((params["seed"] * 37) % 7 - 3) * 0.0001  # a seed's luck
 pathlib.Path("reports/train").mkdir(parents=True, exist_ok=True)
 pathlib.Path("reports/train/metrics.json").write_text(json.dumps({"eval": {"accuracy": round(accuracy, 6)}}))
-pathlib.Path("reports/train/speed.json").write_text(json.dumps({"train": {"seconds": 6400 / params["train"]["batch_size"]}}))
+speed = {"train": {"seconds": 6400 / train["batch_size"]}}
+pathlib.Path("reports/train/speed.json").write_text(json.dumps(speed))
 pathlib.Path("reports/evaluate").mkdir(parents=True, exist_ok=True)
 pathlib.Path("reports/evaluate/metrics.json").write_text(json.dumps({"test": {"accuracy": 0.5}}))
-'''
+"""
 
-DVC_YAML = {"stages": {"train": {
-    "cmd": "python stand_in.py", "deps": ["stand_in.py"], "params": ["seed", "train", "model", "data"],
-    "metrics": [{"reports/train/metrics.json": {"cache": False}}, {"reports/train/speed.json": {"cache": False}},
-                {"reports/evaluate/metrics.json": {"cache": False}}]}}}
+DVC_YAML = {
+    "stages": {
+        "train": {
+            "cmd": "python stand_in.py",
+            "deps": ["stand_in.py"],
+            "params": ["seed", "train", "model", "data"],
+            "metrics": [
+                {"reports/train/metrics.json": {"cache": False}},
+                {"reports/train/speed.json": {"cache": False}},
+                {"reports/evaluate/metrics.json": {"cache": False}},
+            ],
+        }
+    }
+}
 
 SEARCH = {
-    "study": "quick", "trials": 3, "seed": 42,
+    "study": "quick",
+    "trials": 3,
+    "seed": 42,
     "objectives": [{"metric": "eval.accuracy", "file": "reports/train/metrics.json", "direction": "maximize"}],
-    "space": {"train.learning_rate": {"low": 0.0005, "high": 0.01, "log": True},
-              "model.dropout": {"low": 0.1, "high": 0.5},
-              "model.dense_units": {"choices": [64, 128]}},
+    "space": {
+        "train.learning_rate": {"low": 0.0005, "high": 0.01, "log": True},
+        "model.dropout": {"low": 0.1, "high": 0.5},
+        "model.dense_units": {"choices": [64, 128]},
+    },
     "fixed": {"train.epochs": 2, "data.max_train_samples": 5000},
 }
 
@@ -93,8 +110,9 @@ def write_search(repo: Path, search: dict) -> None:
 
 
 def search(repo: Path, *options: str, env=None, check=True) -> subprocess.CompletedProcess:
-    result = subprocess.run([sys.executable, "-m", "digitlab.search", *options], cwd=repo, env=env or ENV,
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "digitlab.search", *options], cwd=repo, env=env or ENV, capture_output=True, text=True
+    )
     if check:
         assert result.returncode == 0, result.stdout + result.stderr
     return result
@@ -126,14 +144,24 @@ def test_a_study_runs_each_trial_as_an_experiment_and_sums_it_up(repo):
     # The workspace is as it was: every trial ran in a temporary copy.
     assert run(["git", "status", "--porcelain", "--untracked-files=no"], repo).stdout == ""
     assert yaml.safe_load((repo / "params.yaml").read_text()) == yaml.safe_load(
-        (PROJECT_ROOT / "params.yaml").read_text())
+        (PROJECT_ROOT / "params.yaml").read_text()
+    )
 
     # One command shows them in 120 columns: names, the params that differ, the headline metrics, whole.
     shown = run([sys.executable, "-m", "digitlab.search.table"], repo, env={**ENV, "COLUMNS": "120"}).stdout
     lines = shown.splitlines()
     # The trials' values and fixed overrides differ from the baseline's; the seed and the rest do not.
-    assert set(lines[0].split()) == {"experiment", "epochs", "learning_rate", "dropout", "dense_units",
-                                     "max_train_samples", "eval.accuracy", "test.accuracy", "test.errors"}
+    assert set(lines[0].split()) == {
+        "experiment",
+        "epochs",
+        "learning_rate",
+        "dropout",
+        "dense_units",
+        "max_train_samples",
+        "eval.accuracy",
+        "test.accuracy",
+        "test.errors",
+    }
     assert all(len(line) <= 120 for line in lines)
     assert {line.split()[0] for line in lines[1:]} >= {"main", "quick-0", "quick-1", "quick-2"}
     summary = (repo / "reports/search/quick.md").read_text()
@@ -148,8 +176,14 @@ def test_a_study_runs_each_trial_as_an_experiment_and_sums_it_up(repo):
 
 
 def test_a_failing_trial_is_recorded_with_its_log_and_the_search_goes_on(repo):
-    write_search(repo, {**SEARCH, "trials": 2, "space": {"model.dense_units": {"choices": [13, 64]},
-                                                         "model.dropout": {"low": 0.1, "high": 0.5}}})
+    write_search(
+        repo,
+        {
+            **SEARCH,
+            "trials": 2,
+            "space": {"model.dense_units": {"choices": [13, 64]}, "model.dropout": {"low": 0.1, "high": 0.5}},
+        },
+    )
     result = search(repo)
 
     failed = [line for line in result.stdout.splitlines() if " failed after " in line]
@@ -165,8 +199,15 @@ def test_a_failing_trial_is_recorded_with_its_log_and_the_search_goes_on(repo):
 def test_ctrl_c_stops_the_running_experiment_and_the_same_command_resumes(repo, tmp_path):
     started = tmp_path / "started"
     env = {**ENV, "STAND_IN_STARTED": str(started), "STAND_IN_SLEEP": "600"}
-    process = subprocess.Popen([sys.executable, "-m", "digitlab.search", "--trials", "2"], cwd=repo, env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "digitlab.search", "--trials", "2"],
+        cwd=repo,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=default_sigint,
+    )
     deadline = time.monotonic() + 120
     while not started.exists():
         assert time.monotonic() < deadline and process.poll() is None, "the first trial never started"
@@ -189,8 +230,10 @@ def test_ctrl_c_stops_the_running_experiment_and_the_same_command_resumes(repo, 
 
 
 REFUSED = [
-    ({"objectives": [{"metric": "test.accuracy", "file": "reports/evaluate/metrics.json", "direction": "maximize"}]},
-     "the test split never chooses"),
+    (
+        {"objectives": [{"metric": "test.accuracy", "file": "reports/evaluate/metrics.json", "direction": "maximize"}]},
+        "the test split never chooses",
+    ),
     ({"space": {"train.no_such_knob": {"low": 1, "high": 2}}}, "train.no_such_knob"),
     ({"space": {"model.dropout": {"low": 0.1, "high": 1.5}}}, "model.dropout = 1.5 makes an invalid"),
     ({"space": {"train.learning_rate": {"low": 0, "high": 0.1, "log": True}}}, "a log range needs low above 0"),
@@ -198,8 +241,9 @@ REFUSED = [
 
 
 def test_a_search_that_could_not_run_or_would_read_the_test_split_is_refused_before_any_trial(repo):
-    from digitlab.search.space import load_search
     from digitlab.shared.errors import PipelineError
+
+    from digitlab.search.space import load_search
 
     for change, message in REFUSED:
         write_search(repo, {**SEARCH, **change})
@@ -213,8 +257,9 @@ def test_a_search_that_could_not_run_or_would_read_the_test_split_is_refused_bef
 
 
 def test_the_search_reads_no_file_of_the_test_split(repo, monkeypatch):
-    from digitlab.search.trials import read_metrics
     from digitlab.shared.errors import PipelineError
+
+    from digitlab.search.trials import read_metrics
 
     commit = run(["git", "rev-parse", "HEAD"], repo).stdout.strip()
     monkeypatch.chdir(repo)
@@ -224,6 +269,7 @@ def test_the_search_reads_no_file_of_the_test_split(repo, monkeypatch):
 
 
 # --- Many machines: one study in a real PostgreSQL server --------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def postgres():
@@ -241,14 +287,28 @@ def postgres():
     port = free_port()
     data, address = folder / "data", ["-h", "127.0.0.1", "-p", str(port), "-U", "postgres"]
     run([*as_server, str(bin_dir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync"], folder)
-    run([*as_server, str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(folder / "server.log"), "-w", "-o",
-         f"-k {folder} -p {port} -c listen_addresses=127.0.0.1 -c fsync=off", "start"], folder)
+    run(
+        [
+            *as_server,
+            str(bin_dir / "pg_ctl"),
+            "-D",
+            str(data),
+            "-l",
+            str(folder / "server.log"),
+            "-w",
+            "-o",
+            f"-k {folder} -p {port} -c listen_addresses=127.0.0.1 -c fsync=off",
+            "start",
+        ],
+        folder,
+    )
     try:
         run([*as_server, str(bin_dir / "createdb"), *address, "optuna"], folder)
         yield f"postgresql://postgres@127.0.0.1:{port}/optuna"
     finally:
-        subprocess.run([*as_server, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
-                       capture_output=True)
+        subprocess.run(
+            [*as_server, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"], capture_output=True
+        )
         shutil.rmtree(folder, ignore_errors=True)
 
 
@@ -260,8 +320,7 @@ def clone_of(origin: Path, folder: Path) -> Path:
 
 
 @pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")  # Optuna 5's retry, "experimental"
-def test_two_workers_share_one_study_in_postgresql_and_a_dead_workers_trial_goes_to_the_other(repo, postgres,
-                                                                                                tmp_path):
+def test_two_workers_share_one_study_in_postgresql_and_a_dead_workers_trial_goes_to_the_other(repo, postgres, tmp_path):
     # The project as a team shares it: a bare git remote and a DVC remote (a folder), and a clone per machine.
     run(["dvc", "remote", "add", "-d", "store", str(tmp_path / "store")], repo)
     run(["git", "commit", "-qam", "a DVC remote"], repo)
@@ -271,22 +330,37 @@ def test_two_workers_share_one_study_in_postgresql_and_a_dead_workers_trial_goes
     options = ["--storage", postgres, "--study", "shared", "--push", "origin", "--heartbeat", "1"]
 
     # Two machines at once: each runs the trials it is given, none twice.
-    workers = [subprocess.Popen([sys.executable, "-m", "digitlab.search", *options, "--trials", "4"], cwd=clone,
-                                env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-               for clone in (first, second)]
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-m", "digitlab.search", *options, "--trials", "4"],
+            cwd=clone,
+            env=ENV,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for clone in (first, second)
+    ]
     outputs = [worker.communicate(timeout=300) for worker in workers]
     assert [worker.returncode for worker in workers] == [0, 0], outputs
     ran = [[line.split()[2] for line in out.splitlines() if " runs with " in line] for out, _ in outputs]
     assert all(ran) and not set(ran[0]) & set(ran[1]), ran  # both worked, on different trials
     assert len(ran[0] + ran[1]) == 4  # and stopped at four: a trial running elsewhere counts
-    proposed = [line.split(" runs with ")[1] for out, _ in outputs for line in out.splitlines() if " runs with " in line]
+    proposed = [
+        line.split(" runs with ")[1] for out, _ in outputs for line in out.splitlines() if " runs with " in line
+    ]
     assert len(set(proposed)) == 4, proposed  # each machine's sampler draws its own values
 
     # The first machine dies in the middle of a trial (the search and the experiment it runs, killed).
     started = tmp_path / "started"
-    dying = subprocess.Popen([sys.executable, "-m", "digitlab.search", *options, "--trials", "6"], cwd=first,
-                             env={**ENV, "STAND_IN_STARTED": str(started), "STAND_IN_SLEEP": "600"},
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    dying = subprocess.Popen(
+        [sys.executable, "-m", "digitlab.search", *options, "--trials", "6"],
+        cwd=first,
+        env={**ENV, "STAND_IN_STARTED": str(started), "STAND_IN_SLEEP": "600"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 120
     while not started.exists():
         assert time.monotonic() < deadline and dying.poll() is None, "the dying worker's trial never started"
@@ -299,6 +373,7 @@ def test_two_workers_share_one_study_in_postgresql_and_a_dead_workers_trial_goes
     search(second, *options, "--trials", "6")
 
     import optuna
+
     study = optuna.load_study(study_name="shared", storage=postgres)
     trials = study.get_trials(deepcopy=False)
     complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
@@ -316,14 +391,22 @@ def test_two_workers_share_one_study_in_postgresql_and_a_dead_workers_trial_goes
 def test_confirm_reruns_the_best_trial_and_the_default_with_the_same_seeds_and_calls_it_beyond_noise(repo):
     # The stand-in's best learning rate is 0.01 here; params.yaml's 0.003 costs 0.0027 of accuracy, nine
     # times a seed's luck: the confirmed trial is better.
-    write_search(repo, {**SEARCH, "trials": 1, "space": {"train.learning_rate": {"low": 0.009, "high": 0.01}},
-                        "confirm": {"best": 1, "seeds": [42, 43, 44]}})
+    write_search(
+        repo,
+        {
+            **SEARCH,
+            "trials": 1,
+            "space": {"train.learning_rate": {"low": 0.009, "high": 0.01}},
+            "confirm": {"best": 1, "seeds": [42, 43, 44]},
+        },
+    )
     result = search(repo, "--confirm", env={**ENV, "STAND_IN_PEAK": "0.01"})
 
     found = experiments(repo)
     reruns = {name: params for name, params in found.items() if name != "quick-0"}
-    assert sorted(reruns) == sorted([f"quick-default-s{s}" for s in (42, 43, 44)]
-                                    + [f"quick-confirm-0-s{s}" for s in (42, 43, 44)])
+    assert sorted(reruns) == sorted(
+        [f"quick-default-s{s}" for s in (42, 43, 44)] + [f"quick-confirm-0-s{s}" for s in (42, 43, 44)]
+    )
     for name, params in reruns.items():  # the same seeds on both sides; the default is params.yaml's own value
         assert params["seed"] == int(name[-2:]) and params["train"]["epochs"] == 2
         if "default" in name:
@@ -340,8 +423,10 @@ def test_the_verdict_says_plainly_when_no_variant_beats_the_default():
 
     search = Search.model_validate({**SEARCH, "confirm": {"best": 2, "seeds": [42, 43, 44]}})
     default = Candidate("default", {}, [0.981, 0.983, 0.982])
-    chosen = [(3, Candidate("quick-confirm-3", {"train.learning_rate": 0.004}, [0.982, 0.984, 0.980])),
-              (5, Candidate("quick-confirm-5", {"train.learning_rate": 0.001}, [0.975, 0.976, 0.974]))]
+    chosen = [
+        (3, Candidate("quick-confirm-3", {"train.learning_rate": 0.004}, [0.982, 0.984, 0.980])),
+        (5, Candidate("quick-confirm-5", {"train.learning_rate": 0.001}, [0.975, 0.976, 0.974])),
+    ]
     text = verdict(default, chosen, search)
     assert text.startswith("No variant beats the default beyond seed noise on validation")
     rows = [line for line in text.splitlines() if line.startswith("| trial")]
@@ -351,16 +436,51 @@ def test_the_verdict_says_plainly_when_no_variant_beats_the_default():
 def test_the_table_keeps_names_params_and_metrics_whole_within_the_width():
     from digitlab.search.table import table
 
-    params = ["train.epochs", "train.batch_size", "train.learning_rate", "model.dense_units", "model.dropout",
-              "data.max_train_samples", "seed", "train.augment.shear", "model.shear"]
-    base = {"typ": "baseline", "Experiment": None, "rev": "main", "train.epochs": 12, "train.batch_size": 64,
-            "train.learning_rate": 0.003, "model.dense_units": 256, "model.dropout": 0.3,
-            "data.max_train_samples": None, "seed": 42, "train.augment.shear": 0, "model.shear": 1,
-            "eval.accuracy": 0.995166, "test.accuracy": 0.9957, "test.errors": 43.0}
-    rows = [base] + [{**base, "typ": "branch_commit", "Experiment": f"a-long-experiment-name-{n}", "train.epochs": 2,
-                      "train.batch_size": 32 * n, "train.learning_rate": 0.0012345678 * n, "model.dense_units": 64,
-                      "model.dropout": 0.1 * n, "data.max_train_samples": 5000, "train.augment.shear": 0.1,
-                      "model.shear": 1 if n < 3 else 2, "test.errors": 263.0} for n in (1, 2, 3)]
+    params = [
+        "train.epochs",
+        "train.batch_size",
+        "train.learning_rate",
+        "model.dense_units",
+        "model.dropout",
+        "data.max_train_samples",
+        "seed",
+        "train.augment.shear",
+        "model.shear",
+    ]
+    base = {
+        "typ": "baseline",
+        "Experiment": None,
+        "rev": "main",
+        "train.epochs": 12,
+        "train.batch_size": 64,
+        "train.learning_rate": 0.003,
+        "model.dense_units": 256,
+        "model.dropout": 0.3,
+        "data.max_train_samples": None,
+        "seed": 42,
+        "train.augment.shear": 0,
+        "model.shear": 1,
+        "eval.accuracy": 0.995166,
+        "test.accuracy": 0.9957,
+        "test.errors": 43.0,
+    }
+    rows = [base] + [
+        {
+            **base,
+            "typ": "branch_commit",
+            "Experiment": f"a-long-experiment-name-{n}",
+            "train.epochs": 2,
+            "train.batch_size": 32 * n,
+            "train.learning_rate": 0.0012345678 * n,
+            "model.dense_units": 64,
+            "model.dropout": 0.1 * n,
+            "data.max_train_samples": 5000,
+            "train.augment.shear": 0.1,
+            "model.shear": 1 if n < 3 else 2,
+            "test.errors": 263.0,
+        }
+        for n in (1, 2, 3)
+    ]
     shown = table(rows, params, ["eval.accuracy", "test.accuracy", "test.errors"], 120).splitlines()
     assert all(len(line) <= 120 for line in shown), shown
     assert shown[0].split() == ["experiment", "changed", "eval.accuracy", "test.accuracy", "test.errors"]
@@ -372,5 +492,15 @@ def test_the_table_keeps_names_params_and_metrics_whole_within_the_width():
     assert "max_train_samples=5000" in text and "seed=" not in text
     # Wide enough, a column per param.
     wide = table(rows, params, ["test.accuracy"], 200).splitlines()
-    assert wide[0].split() == ["experiment", "epochs", "batch_size", "learning_rate", "dense_units", "dropout",
-                               "max_train_samples", "augment.shear", "model.shear", "test.accuracy"]
+    assert wide[0].split() == [
+        "experiment",
+        "epochs",
+        "batch_size",
+        "learning_rate",
+        "dense_units",
+        "dropout",
+        "max_train_samples",
+        "augment.shear",
+        "model.shear",
+        "test.accuracy",
+    ]

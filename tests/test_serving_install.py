@@ -22,32 +22,55 @@ def test_the_serving_only_install_reads_digits_without_tensorflow(small_model, t
     assert uv, "uv is not on PATH: install it as the README says (.ci/run does)"
     venv = tmp_path / "serving"
     env = os.environ | {"UV_PROJECT_ENVIRONMENT": str(venv)}
-    subprocess.run([uv, "sync", "--frozen", "--no-default-groups", "--python", sys.executable, "--quiet"],
-                   cwd=PROJECT_ROOT, env=env, check=True, timeout=600)
+    subprocess.run(
+        [uv, "sync", "--frozen", "--no-default-groups", "--python", sys.executable, "--quiet"],
+        cwd=PROJECT_ROOT,
+        env=env,
+        check=True,
+        timeout=600,
+    )
 
     missing = subprocess.run(
-        [venv / "bin/python", "-c", "import importlib.util as u; print([m for m in "
-         "('tensorflow', 'keras', 'dvc', 'dvclive', 'matplotlib', 'tf2onnx') if u.find_spec(m)])"],
-        capture_output=True, text=True, check=True)
+        [
+            venv / "bin/python",
+            "-c",
+            "import importlib.util as u; print([m for m in "
+            "('tensorflow', 'keras', 'dvc', 'dvclive', 'matplotlib', 'tf2onnx') if u.find_spec(m)])",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert missing.stdout.strip() == "[]"
 
     images, labels = load_split(mnist_mirror(), "test")
     digit = tmp_path / "digit.png"
     Image.fromarray(255 - images[0]).resize((280, 280)).save(digit)  # dark ink on paper, as a scan
-    read = subprocess.run([venv / "bin/mnist-predict", "--json", "--model", small_model, digit],
-                          capture_output=True, text=True, timeout=120)
+    read = subprocess.run(
+        [venv / "bin/mnist-predict", "--json", "--model", small_model, digit],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert read.returncode == 0, read.stderr
     assert json.loads(read.stdout)["digit"] == labels[0]
 
     port = free_port()
-    server = subprocess.Popen([venv / "bin/mnist-app", "--port", str(port), "--model", small_model],
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    server = subprocess.Popen(
+        [venv / "bin/mnist-app", "--port", str(port), "--model", small_model],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 60
         while True:
             try:
-                answer = httpx.post(f"http://127.0.0.1:{port}/predict", timeout=10,
-                                    files={"image": ("digit.png", digit.read_bytes(), "image/png")})
+                answer = httpx.post(
+                    f"http://127.0.0.1:{port}/predict",
+                    timeout=10,
+                    files={"image": ("digit.png", digit.read_bytes(), "image/png")},
+                )
                 break
             except httpx.TransportError:
                 assert time.monotonic() < deadline and server.poll() is None, "mnist-app did not start"

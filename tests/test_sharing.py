@@ -37,9 +37,13 @@ class S3Server:
     def client(self):
         import boto3
 
-        return boto3.client("s3", endpoint_url=self.endpoint, region_name="us-east-1",
-                            aws_access_key_id=self.credentials["AWS_ACCESS_KEY_ID"],
-                            aws_secret_access_key=self.credentials["AWS_SECRET_ACCESS_KEY"])
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            region_name="us-east-1",
+            aws_access_key_id=self.credentials["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=self.credentials["AWS_SECRET_ACCESS_KEY"],
+        )
 
     def bucket(self, name: str) -> str:
         self.client().create_bucket(Bucket=name)
@@ -54,9 +58,12 @@ def s3(tmp_path_factory) -> S3Server:
 
     port, log = free_port(), tmp_path_factory.mktemp("s3") / "moto.log"
     with open(log, "wb") as output:
-        server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                                  env={**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "3"},
-                                  stdout=output, stderr=subprocess.STDOUT)
+        server = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            env={**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "3"},
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -66,14 +73,25 @@ def s3(tmp_path_factory) -> S3Server:
             assert server.poll() is None and time.monotonic() < deadline, f"moto did not start:\n{log.read_text()}"
             time.sleep(0.1)
         endpoint = f"http://127.0.0.1:{port}"
-        iam = boto3.client("iam", endpoint_url=endpoint, region_name="us-east-1",
-                           aws_access_key_id="unchecked", aws_secret_access_key="unchecked")
+        iam = boto3.client(
+            "iam",
+            endpoint_url=endpoint,
+            region_name="us-east-1",
+            aws_access_key_id="unchecked",
+            aws_secret_access_key="unchecked",
+        )
         iam.create_user(UserName="dvc")
-        iam.put_user_policy(UserName="dvc", PolicyName="s3", PolicyDocument=json.dumps(
-            {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}))
+        iam.put_user_policy(
+            UserName="dvc",
+            PolicyName="s3",
+            PolicyDocument=json.dumps(
+                {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}
+            ),
+        )
         key = iam.create_access_key(UserName="dvc")["AccessKey"]
-        yield S3Server(endpoint, {"AWS_ACCESS_KEY_ID": key["AccessKeyId"],
-                                  "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"]})
+        yield S3Server(
+            endpoint, {"AWS_ACCESS_KEY_ID": key["AccessKeyId"], "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"]}
+        )
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -145,8 +163,10 @@ def test_a_teammate_pulls_from_an_s3_remote_and_repro_runs_nothing(clone, tmp_pa
     # the first teammate keeps them in .dvc/config.local (git-ignored), the second in the environment.
     publish(clone, tmp_path / "origin.git", f"s3://{s3.bucket('team-storage')}/mnist", endpointurl=s3.endpoint)
     run(["dvc", "remote", "modify", "--local", "storage", "access_key_id", s3.credentials["AWS_ACCESS_KEY_ID"]], clone)
-    run(["dvc", "remote", "modify", "--local", "storage", "secret_access_key",
-         s3.credentials["AWS_SECRET_ACCESS_KEY"]], clone)
+    run(
+        ["dvc", "remote", "modify", "--local", "storage", "secret_access_key", s3.credentials["AWS_SECRET_ACCESS_KEY"]],
+        clone,
+    )
     run(["dvc", "push"], clone)
     stored = s3.client().list_objects_v2(Bucket="team-storage", Prefix="mnist/")
     assert stored["KeyCount"] > 0
@@ -185,8 +205,9 @@ def test_an_experiment_pushed_by_one_teammate_is_pulled_listed_and_applied_by_an
 
 def rebuild(repo: Path, base: str, tmp_path: Path, env: dict[str, str] | None = None) -> str:
     """As the pull-request workflow runs it: build the base and the workspace alike, the base in a worktree."""
-    return run([sys.executable, "-m", "digitlab.review.rebuild", base, "--worktree", str(tmp_path / "base")],
-               repo, env=env)
+    return run(
+        [sys.executable, "-m", "digitlab.review.rebuild", base, "--worktree", str(tmp_path / "base")], repo, env=env
+    )
 
 
 def test_the_pr_workflow_pulls_both_sides_so_a_change_to_evaluate_alone_reruns_evaluate_on_both(clone, tmp_path):
@@ -203,11 +224,14 @@ def test_the_pr_workflow_pulls_both_sides_so_a_change_to_evaluate_alone_reruns_e
     source = (runner / "reports/compare/source.md").read_text()
     assert source.startswith("Base: `origin/HEAD`") and "pulled from the DVC remote, then evaluate" in source
     # The base's results, re-made here, are a revision the report reads: the same model, the same answers.
-    assert run(["git", "log", "-1", "--format=%s", "review/base"], runner).strip() == "origin/HEAD as rebuilt for review"
+    assert (
+        run(["git", "log", "-1", "--format=%s", "review/base"], runner).strip() == "origin/HEAD as rebuilt for review"
+    )
     run([sys.executable, "-m", "digitlab.review.report", "--rev", "review/base", "--source", source], runner)
     verdict = json.loads((runner / "reports/compare/verdict.json").read_text())
     assert {name: (m["verdict"], m["fixed"], m["broken"]) for name, m in verdict["metrics"].items()} == {
-        name: ("noise", 0, 0) for name in ("test.accuracy", "test.errors", "reject.nondigits", "reject.digits")}
+        name: ("noise", 0, 0) for name in ("test.accuracy", "test.errors", "reject.nondigits", "reject.digits")
+    }
     assert source.strip() in (runner / "reports/compare/report.md").read_text()
 
 
@@ -223,27 +247,44 @@ def test_a_remote_the_runner_cannot_read_means_both_sides_are_reproduced_here(cl
     (tmp_path / "a-file").write_text("a file, not a folder")
     publish(clone, tmp_path / "origin.git", str(tmp_path / "a-file" / "storage"))
     runner = teammate_clone(tmp_path / "origin.git", tmp_path / "runner")  # its DVC cache empty: it must pull
-    decided = run([sys.executable, "-c", "from pathlib import Path; from digitlab.review.rebuild import pulled; "
-                   "print('pulled' if pulled(Path('.')) else 'not pulled')"], runner)
+    decided = run(
+        [
+            sys.executable,
+            "-c",
+            "from pathlib import Path; from digitlab.review.rebuild import pulled; "
+            "print('pulled' if pulled(Path('.')) else 'not pulled')",
+        ],
+        runner,
+    )
     assert "::warning::dvc pull failed" in decided and decided.strip().endswith("not pulled"), decided
 
 
 def state(repo: Path) -> dict:
     """All that a failed transfer must leave as it was: every file of the workspace and of the DVC cache,
     by content, and git's HEAD, status and tags (not .git's or .dvc/tmp's own bookkeeping files)."""
-    files = digests(repo, (p for p in repo.rglob("*") if p.relative_to(repo).parts[:1] != (".git",)
-                           and p.relative_to(repo).parts[:2] != (".dvc", "tmp")))
+    files = digests(
+        repo,
+        (
+            p
+            for p in repo.rglob("*")
+            if p.relative_to(repo).parts[:1] != (".git",) and p.relative_to(repo).parts[:2] != (".dvc", "tmp")
+        ),
+    )
     git = [run(["git", *command], repo) for command in (["rev-parse", "HEAD"], ["status", "--porcelain"], ["tag"])]
     return {"files": files, "git": git}
 
 
 @pytest.mark.parametrize("problem", ["closed port", "wrong secret key", "not a directory"])
 def test_a_remote_that_cannot_be_reached_or_refuses_the_credentials_fails_clearly_and_changes_nothing(
-        clone, tmp_path, s3, problem):
+    clone, tmp_path, s3, problem
+):
     if problem == "closed port":
         # Nothing listens there. One attempt: botocore's retries would only make the test slower.
-        url, options, env = "s3://team-storage/mnist", {"endpointurl": f"http://127.0.0.1:{free_port()}"}, {
-            **s3.credentials, "AWS_MAX_ATTEMPTS": "1"}
+        url, options, env = (
+            "s3://team-storage/mnist",
+            {"endpointurl": f"http://127.0.0.1:{free_port()}"},
+            {**s3.credentials, "AWS_MAX_ATTEMPTS": "1"},
+        )
         message = "Could not connect to the endpoint URL"
     elif problem == "wrong secret key":
         url, options = f"s3://{s3.bucket('refusing')}/mnist", {"endpointurl": s3.endpoint}

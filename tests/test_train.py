@@ -7,26 +7,39 @@ import subprocess
 import sys
 import time
 
+from digitlab.shared.errors import PipelineError
+from digitlab.shared.params import Augment, Train
+
 import keras
 import numpy as np
 import pytest
 import yaml
 
 from digitlab.files.arrays import save_arrays
-from digitlab.shared.errors import PipelineError
-from digitlab.shared.params import Augment, Train
 from digitlab.training import fitting
 from digitlab.training.model import FusedBatchNormalization, build_model
 from stages import train
 from tests.conftest import PROJECT_ROOT, make_params
 
-TINY = make_params({
-    "model.conv_filters": [4], "model.convs_per_block": 1, "model.dense_units": 8,
-    "train.epochs": 2, "train.batch_size": 32,
-    # Every distortion on, so that the reproducibility test covers them all.
-    "train.augment": {"rotation_degrees": 10, "shift_fraction": 0.1, "zoom_fraction": 0.1,
-                      "elastic_alpha": 34, "elastic_sigma": 4, "shear": 0.3, "stroke_width": 0.5},
-}).model_dump()
+TINY = make_params(
+    {
+        "model.conv_filters": [4],
+        "model.convs_per_block": 1,
+        "model.dense_units": 8,
+        "train.epochs": 2,
+        "train.batch_size": 32,
+        # Every distortion on, so that the reproducibility test covers them all.
+        "train.augment": {
+            "rotation_degrees": 10,
+            "shift_fraction": 0.1,
+            "zoom_fraction": 0.1,
+            "elastic_alpha": 34,
+            "elastic_sigma": 4,
+            "shear": 0.3,
+            "stroke_width": 0.5,
+        },
+    }
+).model_dump()
 
 
 @pytest.fixture
@@ -38,10 +51,18 @@ def workdir(tmp_path, monkeypatch):
         images = rng.random((count, 28, 28, 1), dtype=np.float32)
         save_arrays(tmp_path / "prepared" / f"{name}.npz", images=images, labels=np.arange(count, dtype=np.uint8) % 10)
     for name in ("nondigits_train", "nondigits_val"):
-        save_arrays(tmp_path / "prepared" / f"{name}.npz", images=rng.random((20, 28, 28, 1), dtype=np.float32),
-                    kinds=np.array(["noise", "doodles"] * 10), hands=np.array(["", "brush"] * 10))
-    save_arrays(tmp_path / "prepared" / "user_digits_val.npz", images=rng.random((20, 28, 28, 1), dtype=np.float32),
-                labels=np.arange(20) % 10, looks=np.array(["paper PNG"] * 20))
+        save_arrays(
+            tmp_path / "prepared" / f"{name}.npz",
+            images=rng.random((20, 28, 28, 1), dtype=np.float32),
+            kinds=np.array(["noise", "doodles"] * 10),
+            hands=np.array(["", "brush"] * 10),
+        )
+    save_arrays(
+        tmp_path / "prepared" / "user_digits_val.npz",
+        images=rng.random((20, 28, 28, 1), dtype=np.float32),
+        labels=np.arange(20) % 10,
+        looks=np.array(["paper PNG"] * 20),
+    )
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(TINY))
     monkeypatch.chdir(tmp_path)
     return tmp_path
@@ -64,10 +85,18 @@ def test_same_params_and_seed_give_identical_metrics(workdir):
     metrics = json.loads((workdir / "a/metrics.json").read_text())
     # Validation's figures and the size: the training split's stay in the curves, not in the metrics.
     assert metrics["step"] == 1 and list(metrics) == ["model", "eval", "step", "reject"]
-    assert list(metrics["reject"]) == ["val_nondigits", "val_drawn_nondigits", "val_digits", "val_user_digits"]  # "not a digit", judged on validation
+    assert list(metrics["reject"]) == [
+        "val_nondigits",
+        "val_drawn_nondigits",
+        "val_digits",
+        "val_user_digits",
+    ]  # "not a digit", judged on validation
     # Written at a precision that every CPU agrees on (digitlab/inference/precision.py).
-    losses = [float(line.split()[1]) for split in ("train", "eval")
-              for line in (workdir / f"a/plots/metrics/{split}/loss.tsv").read_text().splitlines()[1:]]
+    losses = [
+        float(line.split()[1])
+        for split in ("train", "eval")
+        for line in (workdir / f"a/plots/metrics/{split}/loss.tsv").read_text().splitlines()[1:]
+    ]
     assert all(loss == float(f"{loss:.4g}") for loss in [metrics["eval"]["loss"], *losses]), losses
     assert (workdir / "a/plots/metrics/train/accuracy.tsv").is_file()
     assert (workdir / "a.keras").read_bytes() == (workdir / "b.keras").read_bytes()  # the same model file, too
@@ -81,13 +110,25 @@ def test_same_params_and_seed_give_identical_metrics(workdir):
     [
         ({"rotation_degrees": 0, "shift_fraction": 0, "zoom_fraction": 0, "elastic_alpha": 0}, None),
         ({"rotation_degrees": 0, "shift_fraction": 0.1, "zoom_fraction": 0, "elastic_alpha": 0}, ["RandomTranslation"]),
-        ({"rotation_degrees": 0, "shift_fraction": 0, "zoom_fraction": 0, "elastic_alpha": 0, "shear": 0.3},
-         ["RandomShear"]),
-        ({"rotation_degrees": 0, "shift_fraction": 0, "zoom_fraction": 0, "elastic_alpha": 0, "stroke_width": 0.5},
-         ["StrokeWidth"]),
-        ({"rotation_degrees": 10, "shift_fraction": 0.1, "zoom_fraction": 0.1, "elastic_alpha": 34, "shear": 0.3,
-          "stroke_width": 0.5},
-         ["StrokeWidth", "RandomShear", "ElasticDistortion", "RandomRotation", "RandomTranslation", "RandomZoom"]),
+        (
+            {"rotation_degrees": 0, "shift_fraction": 0, "zoom_fraction": 0, "elastic_alpha": 0, "shear": 0.3},
+            ["RandomShear"],
+        ),
+        (
+            {"rotation_degrees": 0, "shift_fraction": 0, "zoom_fraction": 0, "elastic_alpha": 0, "stroke_width": 0.5},
+            ["StrokeWidth"],
+        ),
+        (
+            {
+                "rotation_degrees": 10,
+                "shift_fraction": 0.1,
+                "zoom_fraction": 0.1,
+                "elastic_alpha": 34,
+                "shear": 0.3,
+                "stroke_width": 0.5,
+            },
+            ["StrokeWidth", "RandomShear", "ElasticDistortion", "RandomRotation", "RandomTranslation", "RandomZoom"],
+        ),
     ],
 )
 def test_augmentation_has_one_layer_per_distortion_switched_on(augment, expected):
@@ -126,8 +167,11 @@ def test_sigterm_during_training_keeps_the_previous_model(workdir):
     (workdir / "params.yaml").write_text(yaml.safe_dump(params))
     process = subprocess.Popen(
         [sys.executable, "-m", "stages.train", "prepared", "model.keras", "reports"],
-        cwd=workdir, env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)},
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        cwd=workdir,
+        env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     output = []
     for line in process.stdout:  # wait until training is under way
@@ -153,8 +197,15 @@ def test_sigterm_during_training_keeps_the_previous_model(workdir):
     ],
 )
 def test_learning_rate_warms_up_then_holds_or_decays(schedule, warmup_epochs, expected):
-    train_params = Train(**{**make_params().train.model_dump(), "learning_rate": 0.003, "epochs": 4,
-                            "lr_schedule": schedule, "warmup_epochs": warmup_epochs})
+    train_params = Train(
+        **{
+            **make_params().train.model_dump(),
+            "learning_rate": 0.003,
+            "epochs": 4,
+            "lr_schedule": schedule,
+            "warmup_epochs": warmup_epochs,
+        }
+    )
     rate = fitting.learning_rate(train_params, steps_per_epoch=10)
     rates = [float(rate(step)) if callable(rate) else rate for step in (0, 5, 10, 20, 40)]
     assert rates == pytest.approx(expected, abs=1e-5)
@@ -165,7 +216,8 @@ def test_mixed_precision_trains_in_16_bits_and_returns_a_float32_model(precision
     built = build_model(make_params().model, precision)
     assert keras.config.dtype_policy().name == "float32"  # the global policy is left as it was
     assert {layer.compute_dtype for layer in built.layers if isinstance(layer, keras.layers.Conv2D)} == {
-        precision.removeprefix("mixed_")}
+        precision.removeprefix("mixed_")
+    }
     assert built.get_layer("digit").compute_dtype == "float32"  # the softmax and the loss stay accurate
 
     arrays = random_digits()
@@ -217,8 +269,9 @@ def test_elastic_distortion_moves_strokes_smoothly_and_keeps_the_image():
 def test_ema_momentum_validates_and_returns_the_moving_average_of_the_weights():
     """One step per epoch, so the weights seen at each epoch's end are the weights after each step."""
     arrays = random_digits()
-    params = make_params({"train.epochs": 4, "train.batch_size": 64, "train.lr_schedule": "constant",
-                          "train.ema_momentum": 0.5})
+    params = make_params(
+        {"train.epochs": 4, "train.batch_size": 64, "train.lr_schedule": "constant", "train.ema_momentum": 0.5}
+    )
 
     class Recorder(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
@@ -238,7 +291,9 @@ def test_ema_momentum_validates_and_returns_the_moving_average_of_the_weights():
     assert last_logs["val_accuracy"] == pytest.approx((probabilities.argmax(1) == arrays["labels"]).mean())
     targets = np.eye(10, dtype=np.float32)[arrays["labels"]]
     # Written with 4 significant digits (digitlab/inference/precision.py).
-    assert last_logs["val_loss"] == pytest.approx(float(keras.losses.categorical_crossentropy(targets, probabilities).numpy().mean()), rel=1e-3)
+    assert last_logs["val_loss"] == pytest.approx(
+        float(keras.losses.categorical_crossentropy(targets, probabilities).numpy().mean()), rel=1e-3
+    )
 
 
 def test_the_same_weights_give_the_same_model_file_bytes(tmp_path):
@@ -284,8 +339,12 @@ def test_rejection_is_measured_on_validation_and_a_false_rejection_of_0_refuses_
             confidence = predict_probabilities(model, users, 500, train.REJECT_VIEWS).max(axis=1)
             assert reject["val_user_digits"] == pytest.approx((confidence < thresholds[5]).mean(), abs=1e-6)
         else:
-            assert reject == {"val_nondigits": 0.0, "val_drawn_nondigits": 0.0, "val_digits": 0.0,
-                              "val_user_digits": 0.0}
+            assert reject == {
+                "val_nondigits": 0.0,
+                "val_drawn_nondigits": 0.0,
+                "val_digits": 0.0,
+                "val_user_digits": 0.0,
+            }
             assert thresholds == {1: 0.0, 5: 0.0, 9: 0.0}
 
 
@@ -307,8 +366,12 @@ def test_a_callback_can_stop_training_early():
             self.model.stop_training = True
 
     epochs = []
-    fitting.fit(make_params({"train.epochs": 3, "train.batch_size": 32}), random_digits(), random_digits(),
-                callbacks=[StopAfterFirstEpoch()])
+    fitting.fit(
+        make_params({"train.epochs": 3, "train.batch_size": 32}),
+        random_digits(),
+        random_digits(),
+        callbacks=[StopAfterFirstEpoch()],
+    )
     assert epochs == [0]
 
 
@@ -340,8 +403,9 @@ def test_a_quick_run_on_a_subset_reads_new_digits_as_well_as_its_training_batche
         def on_epoch_end(self, epoch, epoch_logs=None):
             logs.update(epoch_logs)
 
-    model = fitting.fit(make_params({"train.epochs": 1, "train.batch_size": 64}), train_split, test_split,
-                        callbacks=[LastLogs()])
+    model = fitting.fit(
+        make_params({"train.epochs": 1, "train.batch_size": 64}), train_split, test_split, callbacks=[LastLogs()]
+    )
     accuracy = (model.predict_on_batch(test_split["images"]).argmax(axis=1) == test_split["labels"]).mean()
     assert accuracy > 0.85 and accuracy >= logs["accuracy"], (logs, accuracy)  # 91% against 71% on its batches
 
@@ -349,7 +413,12 @@ def test_a_quick_run_on_a_subset_reads_new_digits_as_well_as_its_training_batche
 def test_importing_the_training_code_prints_none_of_tensorflows_start_up_lines():
     # On a machine without a GPU, TensorFlow logs oneDNN's notice and "Could not find cuda drivers" (INFO)
     # and "failed call to cuInit" (ERROR) before TF_CPP_MIN_LOG_LEVEL applies; digitlab.training drops them.
-    result = subprocess.run([sys.executable, "-c", "import digitlab.training; import sys; print('x', file=sys.stderr)"],
-                            cwd=PROJECT_ROOT, env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)},
-                            capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        [sys.executable, "-c", "import digitlab.training; import sys; print('x', file=sys.stderr)"],
+        cwd=PROJECT_ROOT,
+        env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert result.stderr == "x\n", result.stderr

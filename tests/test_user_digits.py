@@ -32,6 +32,8 @@ def test_each_look_and_stroke_comes_in_turn_and_changes_the_digit():
     assert list(made["looks"]) == [LOOKS[i % len(LOOKS)] for i in range(12)]
     # Redrawn and read back, no digit is the 28x28 original: another size, slant, place and stroke.
     assert all(np.abs(made["images"][i, ..., 0] - images[i] / 255).mean() > 0.02 for i in range(12))
-    inks = {stroke: np.asarray(redrawn(images[0], stroke, "light on black", np.random.default_rng(1)), float).sum()
-            for stroke in STROKES}
+    inks = {
+        stroke: np.asarray(redrawn(images[0], stroke, "light on black", np.random.default_rng(1)), float).sum()
+        for stroke in STROKES
+    }
     assert inks["thinner"] < inks["as written"] < inks["bolder"]  # the same digit, its strokes thinner or bolder

@@ -10,8 +10,17 @@ import numpy as np
 import pytest
 
 from digitlab.review.paired import ACCURACY, compare
-from tests.simulated_reviews import (SHIFTS, Change, known_floor, measured_dispersion, rates, review, standard_error,
-                                     true_change, two_models)
+from tests.simulated_reviews import (
+    SHIFTS,
+    Change,
+    known_floor,
+    measured_dispersion,
+    rates,
+    review,
+    standard_error,
+    true_change,
+    two_models,
+)
 
 ALPHA = 0.05
 REVIEWS = 400
@@ -20,7 +29,9 @@ BOUND = ALPHA + 2 * standard_error(ALPHA, REVIEWS)  # 6.1%
 
 @pytest.mark.parametrize("dispersion", sorted(SHIFTS))
 def test_the_simulated_seeds_differ_as_much_as_their_dispersion_says(dispersion):
-    assert measured_dispersion(np.random.default_rng(dispersion), dispersion, 300) == pytest.approx(dispersion, rel=0.15)
+    assert measured_dispersion(np.random.default_rng(dispersion), dispersion, 300) == pytest.approx(
+        dispersion, rel=0.15
+    )
 
 
 @pytest.mark.parametrize("runs", [2, 3, 5])

@@ -34,7 +34,9 @@ def test_workflow_matches_githubs_schema(workflow):
     # check-jsonschema ships a copy of the published schema, so this needs no network.
     result = subprocess.run(
         [sys.executable, "-m", "check_jsonschema", "--builtin-schema", "vendor.github-workflows", str(workflow)],
-        check=False, capture_output=True, text=True,
+        check=False,
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -66,7 +68,7 @@ def test_the_tests_run_as_ci_runs_them_on_every_push_and_pull_request():
     assert run_scripts(TESTS)[-1] == "bash .ci/run"
     # The tests read MNIST from a mirror that the fetch stage filled from the official sources.
     assert workflow["jobs"]["tests"]["env"]["MNIST_MIRROR"]
-    assert any("python -m stages.fetch \"$MNIST_MIRROR\"" in script for script in run_scripts(TESTS))
+    assert any('python -m stages.fetch "$MNIST_MIRROR"' in script for script in run_scripts(TESTS))
 
 
 def test_it_installs_this_project_from_the_lock():

@@ -10,9 +10,9 @@ import struct
 import zlib
 from pathlib import Path
 
-import numpy as np
-
 from digitlab.shared.errors import PipelineError
+
+import numpy as np
 
 UNSIGNED_BYTE = 0x08
 

@@ -6,11 +6,12 @@ Explore and preprocess read them; train and later stages see only the prepared a
 
 from pathlib import Path
 
+from digitlab.shared.errors import PipelineError
+from digitlab.shared.mnist import CLASSES, FILES, IMAGE_SIZE
+
 import numpy as np
 
 from digitlab.data.idx import read_idx
-from digitlab.shared.errors import PipelineError
-from digitlab.shared.mnist import CLASSES, FILES, IMAGE_SIZE
 
 
 def load_split(raw_dir: str | Path, split: str) -> tuple[np.ndarray, np.ndarray]:

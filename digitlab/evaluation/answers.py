@@ -27,19 +27,38 @@ def digit_answers(images: np.ndarray, labels: np.ndarray, probabilities: np.ndar
     """The test digits' answers: those misread or refused, each with its label, answer and confidence."""
     predicted = probabilities.argmax(axis=1)
     wrong = np.flatnonzero((predicted != labels) | refused)
-    return {"count": len(labels), "fingerprint": fingerprint(images), "wrong": [
-        {"index": int(i), "label": int(labels[i]), "answer": int(predicted[i]),
-         "confidence": round(float(probabilities[i].max()), CONFIDENCE_DECIMALS), "refused": bool(refused[i])}
-        for i in wrong]}
+    return {
+        "count": len(labels),
+        "fingerprint": fingerprint(images),
+        "wrong": [
+            {
+                "index": int(i),
+                "label": int(labels[i]),
+                "answer": int(predicted[i]),
+                "confidence": round(float(probabilities[i].max()), CONFIDENCE_DECIMALS),
+                "refused": bool(refused[i]),
+            }
+            for i in wrong
+        ],
+    }
 
 
 def nondigit_answers(images: np.ndarray, kinds: np.ndarray, probabilities: np.ndarray, refused: np.ndarray) -> dict:
     """The test non-digits' answers: those accepted as a digit, each with its kind, answer and confidence."""
     predicted = probabilities.argmax(axis=1)
-    return {"count": len(kinds), "fingerprint": fingerprint(images), "wrong": [
-        {"index": int(i), "kind": str(kinds[i]), "answer": int(predicted[i]),
-         "confidence": round(float(probabilities[i].max()), CONFIDENCE_DECIMALS)}
-        for i in np.flatnonzero(~refused)]}
+    return {
+        "count": len(kinds),
+        "fingerprint": fingerprint(images),
+        "wrong": [
+            {
+                "index": int(i),
+                "kind": str(kinds[i]),
+                "answer": int(predicted[i]),
+                "confidence": round(float(probabilities[i].max()), CONFIDENCE_DECIMALS),
+            }
+            for i in np.flatnonzero(~refused)
+        ],
+    }
 
 
 def to_json(answers: dict) -> str:
@@ -49,7 +68,9 @@ def to_json(answers: dict) -> str:
         if isinstance(value, dict) and "wrong" in value:
             head = json.dumps({key: item for key, item in value.items() if key != "wrong"})[:-1]
             rows = ",\n".join(f"    {json.dumps(row)}" for row in value["wrong"])
-            items.append(f'  "{name}": {head}, "wrong": [\n{rows}\n  ]}}' if rows else f'  "{name}": {head}, "wrong": []}}')
+            items.append(
+                f'  "{name}": {head}, "wrong": [\n{rows}\n  ]}}' if rows else f'  "{name}": {head}, "wrong": []}}'
+            )
         else:
             items.append(f'  "{name}": {json.dumps(value)}')
     return "{\n" + ",\n".join(items) + "\n}\n"

@@ -53,17 +53,31 @@ What differs from the original, on purpose or of necessity:
   saturation 0, value x, then back to grey with weights summing to 1) is exactly that.
 """
 
+from digitlab.shared.mnist import IMAGE_SIZE
+
 import numpy as np
 from scipy import ndimage
 from skimage import feature, util
 
 CORRUPTIONS: tuple[str, ...] = (
-    "shot_noise", "impulse_noise", "glass_blur", "motion_blur", "shear", "scale", "rotate",
-    "brightness", "translate", "stripe", "fog", "spatter", "dotted_line", "zigzag", "canny_edges",
+    "shot_noise",
+    "impulse_noise",
+    "glass_blur",
+    "motion_blur",
+    "shear",
+    "scale",
+    "rotate",
+    "brightness",
+    "translate",
+    "stripe",
+    "fog",
+    "spatter",
+    "dotted_line",
+    "zigzag",
+    "canny_edges",
 )
 
-SIZE = 28
-CENTRE = (SIZE - 1) / 2  # 13.5: the transforms keep the image's centre fixed
+CENTRE = (IMAGE_SIZE - 1) / 2  # 13.5: the transforms keep the image's centre fixed
 
 
 def corrupt(images: np.ndarray, name: str, seed: int) -> np.ndarray:
@@ -72,8 +86,8 @@ def corrupt(images: np.ndarray, name: str, seed: int) -> np.ndarray:
     same (images, name, seed) gives the same bytes, in any process; `seed` is a non-negative integer."""
     if name not in CORRUPTIONS:
         raise ValueError(f"unknown corruption {name!r}; expected one of {', '.join(CORRUPTIONS)}")
-    if images.ndim != 4 or images.shape[1:] != (SIZE, SIZE, 1):
-        raise ValueError(f"expected images of shape (N, {SIZE}, {SIZE}, 1), got {images.shape}")
+    if images.ndim != 4 or images.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE, 1):
+        raise ValueError(f"expected images of shape (N, {IMAGE_SIZE}, {IMAGE_SIZE}, 1), got {images.shape}")
     if len(images) == 0:
         return images.astype(np.float32, copy=True)
     # Its own stream for each corruption, so that two corruptions with one seed are independent.
@@ -84,6 +98,7 @@ def corrupt(images: np.ndarray, name: str, seed: int) -> np.ndarray:
 
 
 # ---------------------------------------------------------------- noise
+
 
 def shot_noise(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     photons = 3
@@ -96,6 +111,7 @@ def impulse_noise(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 # ---------------------------------------------------------------- blur
 
+
 def _blur_down(x: np.ndarray, sigma: float) -> np.ndarray:
     """The original's `gaussian(x, sigma, multichannel=True)` on one 2-D image: down the columns only."""
     return ndimage.gaussian_filter1d(x, sigma, axis=1, mode="nearest", truncate=4.0)
@@ -104,21 +120,24 @@ def _blur_down(x: np.ndarray, sigma: float) -> np.ndarray:
 def glass_blur(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     sigma, max_delta, sweeps = 0.7, 1, 2
     levels = np.floor(_blur_down(x, sigma) * 255)  # np.uint8() in the original: truncated
-    pixels = levels.reshape(len(x), SIZE * SIZE)
+    pixels = levels.reshape(len(x), IMAGE_SIZE * IMAGE_SIZE)
     # The original visits (row, column) from (27, 27) back to (2, 2), row by row, and with probability
     # 1/2 swaps that pixel with the one at (row + dy, column + dx), dx and dy from randint(-1, 1): -1 or
     # 0, so always with a neighbour above or to the left (never column 0), and a pixel swapped up or left
     # can be swapped again later in the sweep. The draws do not depend on the image, so they are made
     # first and the swaps done for the whole batch at once, in the original's order.
-    visits = [(row, column) for _ in range(sweeps)
-              for row in range(SIZE - max_delta, max_delta, -1)
-              for column in range(SIZE - max_delta, max_delta, -1)]
+    visits = [
+        (row, column)
+        for _ in range(sweeps)
+        for row in range(IMAGE_SIZE - max_delta, max_delta, -1)
+        for column in range(IMAGE_SIZE - max_delta, max_delta, -1)
+    ]
     swapping = rng.random((len(visits), len(x))) < 0.5
     dx, dy = rng.integers(-max_delta, max_delta, size=(2, len(visits), len(x)))
     every = np.arange(len(x))
     for step, (row, column) in enumerate(visits):
-        here = row * SIZE + column
-        there = np.where(swapping[step], here + dy[step] * SIZE + dx[step], here)
+        here = row * IMAGE_SIZE + column
+        there = np.where(swapping[step], here + dy[step] * IMAGE_SIZE + dx[step], here)
         moving = pixels[:, here].copy()
         pixels[:, here] = pixels[every, there]
         pixels[every, there] = moving
@@ -129,22 +148,29 @@ def motion_blur(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     radius, sigma = 10, 3
     angle = np.deg2rad(rng.uniform(-45, 45, size=len(x)))
     taps = np.arange(2 * radius + 1)  # ImageMagick's kernel width for a radius: 2 ceil(radius) + 1
-    weights = np.exp(-taps ** 2 / (2 * sigma ** 2))
+    weights = np.exp(-(taps**2) / (2 * sigma**2))
     weights /= weights.sum()
     # Offset of each tap, rounded to whole pixels as ImageMagick does: ceil(t cos(angle) - 0.5).
     across = np.ceil(taps * np.cos(angle)[:, None] - 0.5).astype(int)[:, :, None, None]
     down = np.ceil(taps * np.sin(angle)[:, None] - 0.5).astype(int)[:, :, None, None]
-    rows = np.arange(SIZE)[:, None]
-    columns = np.arange(SIZE)[None, :]
+    rows = np.arange(IMAGE_SIZE)[:, None]
+    columns = np.arange(IMAGE_SIZE)[None, :]
     every = np.arange(len(x))[:, None, None]
     blurred = np.zeros_like(x)
     for tap, weight in enumerate(weights):
-        blurred += weight * x[every, np.clip(rows + down[:, tap], 0, SIZE - 1),
-                              np.clip(columns + across[:, tap], 0, SIZE - 1)]
+        blurred += (
+            weight
+            * x[
+                every,
+                np.clip(rows + down[:, tap], 0, IMAGE_SIZE - 1),
+                np.clip(columns + across[:, tap], 0, IMAGE_SIZE - 1),
+            ]
+        )
     return blurred
 
 
 # ---------------------------------------------------------------- affine transforms
+
 
 def _warp(x: np.ndarray, matrices: np.ndarray, shifts: np.ndarray | None = None) -> np.ndarray:
     """skimage.transform.warp(image, inverse_map=affine) for each image, as the original: the output
@@ -153,15 +179,18 @@ def _warp(x: np.ndarray, matrices: np.ndarray, shifts: np.ndarray | None = None)
     as the original computes it."""
     if shifts is None:
         shifts = CENTRE * (1 - matrices.sum(axis=2))
-    rows, columns = np.mgrid[0:SIZE, 0:SIZE].astype(np.float64)
-    source_columns = (matrices[:, 0, 0, None, None] * columns + matrices[:, 0, 1, None, None] * rows
-                      + shifts[:, 0, None, None])
-    source_rows = (matrices[:, 1, 0, None, None] * columns + matrices[:, 1, 1, None, None] * rows
-                   + shifts[:, 1, None, None])
+    rows, columns = np.mgrid[0:IMAGE_SIZE, 0:IMAGE_SIZE].astype(np.float64)
+    source_columns = (
+        matrices[:, 0, 0, None, None] * columns + matrices[:, 0, 1, None, None] * rows + shifts[:, 0, None, None]
+    )
+    source_rows = (
+        matrices[:, 1, 0, None, None] * columns + matrices[:, 1, 1, None, None] * rows + shifts[:, 1, None, None]
+    )
     image_index = np.broadcast_to(np.arange(len(x), dtype=np.float64)[:, None, None], source_rows.shape)
     # "grid-constant": samples that straddle the border mix in the black outside, as skimage's warp.
-    warped = ndimage.map_coordinates(x, [image_index, source_rows, source_columns], order=1,
-                                     mode="grid-constant", cval=0.0)
+    warped = ndimage.map_coordinates(
+        x, [image_index, source_rows, source_columns], order=1, mode="grid-constant", cval=0.0
+    )
     return np.clip(warped, 0, 1)
 
 
@@ -199,6 +228,7 @@ def translate(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 # ---------------------------------------------------------------- brightness and inversion
 
+
 def brightness(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.clip(x + 0.5, 0, 1)
 
@@ -212,8 +242,10 @@ def stripe(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 # ---------------------------------------------------------------- weather
 
-def _plasma_fractal(count: int, rng: np.random.Generator, wibble_decay: float,
-                    size: int = 256, batch: int = 32) -> np.ndarray:
+
+def _plasma_fractal(
+    count: int, rng: np.random.Generator, wibble_decay: float, size: int = 256, batch: int = 32
+) -> np.ndarray:
     """The top-left 28 x 28 of `count` maps made by the original's plasma_fractal (diamond-square,
     after FLHerne/mapgen), each map `size` x `size` and scaled to [0, 1] as a whole. In float32 and
     `batch` maps at a time: the 65,535 random numbers of each map make this the slowest corruption."""
@@ -232,14 +264,16 @@ def _plasma_fractal(count: int, rng: np.random.Generator, wibble_decay: float,
             # Diamonds: each edge midpoint is the mean of the 2 corners and the 2 centres beside it.
             centres = heights[:, half:size:step, half:size:step]
             heights[:, 0:size:step, half:size:step] = _wibbled_mean(
-                centres + np.roll(centres, 1, axis=1) + corners + np.roll(corners, -1, axis=2), wibble, rng)
+                centres + np.roll(centres, 1, axis=1) + corners + np.roll(corners, -1, axis=2), wibble, rng
+            )
             heights[:, half:size:step, 0:size:step] = _wibbled_mean(
-                centres + np.roll(centres, 1, axis=2) + corners + np.roll(corners, -1, axis=1), wibble, rng)
+                centres + np.roll(centres, 1, axis=2) + corners + np.roll(corners, -1, axis=1), wibble, rng
+            )
             step //= 2
             wibble /= wibble_decay
         lowest = heights.min(axis=(1, 2), keepdims=True)
         highest = heights.max(axis=(1, 2), keepdims=True)
-        maps.append((heights[:, :SIZE, :SIZE] - lowest) / (highest - lowest))
+        maps.append((heights[:, :IMAGE_SIZE, :IMAGE_SIZE] - lowest) / (highest - lowest))
     return np.concatenate(maps).astype(np.float64)
 
 
@@ -267,12 +301,13 @@ def spatter(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 # ---------------------------------------------------------------- occlusion
 
+
 def _lines(c0: np.ndarray, r0: np.ndarray, c1: np.ndarray, r1: np.ndarray) -> np.ndarray:
     """The original's line_from_points for each image: a line through (column c0, row r0) and (c1, r1),
     drawn over columns floor(c0) to ceil(c1) (exclusive), 1 on the line fading to 0 at 1.45 pixels
     (log(1 - d / 2.3) + 1). Never given c1 == c0, for which the original draws nothing."""
-    columns = np.arange(SIZE, dtype=np.float64)[None, None, :]
-    rows = np.arange(SIZE, dtype=np.float64)[None, :, None]
+    columns = np.arange(IMAGE_SIZE, dtype=np.float64)[None, None, :]
+    rows = np.arange(IMAGE_SIZE, dtype=np.float64)[None, :, None]
     c0, r0, c1, r1 = (np.asarray(value, dtype=np.float64)[:, None, None] for value in (c0, r0, c1, r1))
     line_rows = (r1 - r0) / (c1 - c0) * (columns - c0) + r0
     distance = np.clip(np.abs(rows - line_rows), 0, 2.3 - 1e-10)
@@ -283,8 +318,8 @@ def _lines(c0: np.ndarray, r0: np.ndarray, c1: np.ndarray, r1: np.ndarray) -> np
 def dotted_line(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     r0, r1 = rng.integers(0, 27, size=(2, len(x)))
     line = _lines(np.zeros(len(x)), r0, np.full(len(x), 27.0), r1)
-    for start in range(0, SIZE - 2, 4):  # the dashes: columns 0-1, 4-5, ... 24-25 left blank
-        line[:, :, start:start + 2] = 0
+    for start in range(0, IMAGE_SIZE - 2, 4):  # the dashes: columns 0-1, 4-5, ... 24-25 left blank
+        line[:, :, start : start + 2] = 0
     return np.clip(x + line, 0, 1)
 
 
@@ -302,17 +337,23 @@ def zigzag(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     assert legs == int((span.max() - length) // (2 * length)) + 1
     leg = np.arange(legs)
     whole = 2 * length * (span // (2 * length))
-    along = np.concatenate([np.zeros((len(x), 1)), np.broadcast_to((2 * leg + 1) * length, (len(x), legs)),
-                            span[:, None]], axis=1)
+    along = np.concatenate(
+        [np.zeros((len(x), 1)), np.broadcast_to((2 * leg + 1) * length, (len(x), legs)), span[:, None]], axis=1
+    )
     last_side = (-1) ** (legs - 1) * width
-    side = np.concatenate([np.zeros((len(x), 1)), np.broadcast_to((-1.0) ** leg * width, (len(x), legs)),
-                           (last_side / (2 * (span - whole)))[:, None]], axis=1)
+    side = np.concatenate(
+        [
+            np.zeros((len(x), 1)),
+            np.broadcast_to((-1.0) ** leg * width, (len(x), legs)),
+            (last_side / (2 * (span - whole)))[:, None],
+        ],
+        axis=1,
+    )
     cos, sin = np.cos(theta)[:, None], np.sin(theta)[:, None]
     columns = cos * along - sin * side + first
     rows = sin * along + cos * side + r0[:, None]
     for point in range(1, columns.shape[1]):
-        x = np.clip(x + _lines(columns[:, point - 1], rows[:, point - 1], columns[:, point], rows[:, point]),
-                    0, 1)
+        x = np.clip(x + _lines(columns[:, point - 1], rows[:, point - 1], columns[:, point], rows[:, point]), 0, 1)
     return x
 
 
@@ -321,9 +362,20 @@ def canny_edges(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 _FUNCTIONS = {
-    "shot_noise": shot_noise, "impulse_noise": impulse_noise, "glass_blur": glass_blur,
-    "motion_blur": motion_blur, "shear": shear, "scale": scale, "rotate": rotate,
-    "brightness": brightness, "translate": translate, "stripe": stripe, "fog": fog, "spatter": spatter,
-    "dotted_line": dotted_line, "zigzag": zigzag, "canny_edges": canny_edges,
+    "shot_noise": shot_noise,
+    "impulse_noise": impulse_noise,
+    "glass_blur": glass_blur,
+    "motion_blur": motion_blur,
+    "shear": shear,
+    "scale": scale,
+    "rotate": rotate,
+    "brightness": brightness,
+    "translate": translate,
+    "stripe": stripe,
+    "fog": fog,
+    "spatter": spatter,
+    "dotted_line": dotted_line,
+    "zigzag": zigzag,
+    "canny_edges": canny_edges,
 }
 assert tuple(_FUNCTIONS) == CORRUPTIONS

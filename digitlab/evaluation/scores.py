@@ -3,11 +3,12 @@
 NumPy and scikit-learn, no TensorFlow, so that the report command can use it without loading Keras.
 """
 
+from digitlab.shared.mnist import CLASSES
+
 import numpy as np
 from sklearn import metrics
 
 from digitlab.inference.precision import significant
-from digitlab.shared.mnist import CLASSES
 
 
 def confusion_matrix(labels: np.ndarray, predicted: np.ndarray) -> np.ndarray:
@@ -20,10 +21,16 @@ def per_class_scores(labels: np.ndarray, predicted: np.ndarray) -> list[dict]:
     """Precision, recall and F1 of each digit, and its support (how many of `labels` it is); 0 where a
     ratio is undefined (a digit never predicted, or never in `labels`)."""
     precision, recall, f1, support = metrics.precision_recall_fscore_support(
-        labels, predicted, labels=list(CLASSES), zero_division=0)
+        labels, predicted, labels=list(CLASSES), zero_division=0
+    )
     return [
-        {"digit": str(digit), "precision": round(float(p), 6), "recall": round(float(r), 6),
-         "f1": round(float(f), 6), "support": int(s)}
+        {
+            "digit": str(digit),
+            "precision": round(float(p), 6),
+            "recall": round(float(r), 6),
+            "f1": round(float(f), 6),
+            "support": int(s),
+        }
         for digit, p, r, f, s in zip(CLASSES, precision, recall, f1, support)
     ]
 
@@ -51,8 +58,14 @@ def reliability(probabilities: np.ndarray, labels: np.ndarray, bins: int) -> tup
             continue
         mean_confidence, accuracy = float(confidence[members].mean()), float(correct[members].mean())
         gap += members.sum() * abs(mean_confidence - accuracy)
-        rows.append({"bin": f"{i / bins:.2f}-{(i + 1) / bins:.2f}", "confidence": significant(mean_confidence),
-                     "accuracy": round(accuracy, 6), "count": int(members.sum())})
+        rows.append(
+            {
+                "bin": f"{i / bins:.2f}-{(i + 1) / bins:.2f}",
+                "confidence": significant(mean_confidence),
+                "accuracy": round(accuracy, 6),
+                "count": int(members.sum()),
+            }
+        )
     return rows, gap / len(labels)
 
 

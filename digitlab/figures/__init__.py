@@ -9,6 +9,8 @@ gives byte-identical files and DVC sees no change where there is none.
 import math
 import os
 
+from digitlab.shared.mnist import IMAGE_SIZE
+
 import matplotlib.pyplot as plt
 import numpy as np
 import seaborn as sns
@@ -36,13 +38,17 @@ def image_grid(images: np.ndarray, titles: list[str], path, suptitle: str, wrong
         axis.axis("off")
         if index >= len(images):
             continue
-        axis.imshow(images[index].squeeze(), cmap="gray_r", vmin=0, vmax=images.max() or 1)
-        is_wrong = wrong is not None and wrong[index]
-        axis.set_title(titles[index], fontsize=8, color=WRONG if is_wrong else "black")
-        if is_wrong:
-            axis.add_patch(plt.Rectangle((-0.5, -0.5), 28, 28, fill=False, edgecolor=WRONG, linewidth=3))
+        draw_digit(axis, images[index], titles[index], wrong is not None and wrong[index], images.max() or 1)
     figure.suptitle(suptitle)
     save(figure, path)
+
+
+def draw_digit(axis, image: np.ndarray, title: str, wrong: bool, brightest: float = 1) -> None:
+    """One image in a grid, titled; a wrong one framed and titled in red."""
+    axis.imshow(image.squeeze(), cmap="gray_r", vmin=0, vmax=brightest)
+    axis.set_title(title, fontsize=8, color=WRONG if wrong else "black")
+    if wrong:
+        axis.add_patch(plt.Rectangle((-0.5, -0.5), IMAGE_SIZE, IMAGE_SIZE, fill=False, edgecolor=WRONG, linewidth=3))
 
 
 def grouped_bars(axis, values: dict[str, list[float]]) -> None:

@@ -6,10 +6,11 @@ read does not retrain the model.
 
 from pathlib import Path
 
+from digitlab.shared.errors import PipelineError
+
 import numpy as np
 
 from digitlab.files.atomic import atomic_path
-from digitlab.shared.errors import PipelineError
 
 
 def save_arrays(path: str | Path, **arrays: np.ndarray) -> None:
@@ -26,4 +27,6 @@ def load_arrays(path: str | Path) -> dict[str, np.ndarray]:
     except FileNotFoundError as error:
         raise PipelineError(f"{path} not found; run `dvc repro` to produce it") from error
     except (ValueError, OSError) as error:
-        raise PipelineError(f"{path} is not a readable .npz file ({error}); run `dvc repro --force preprocess`") from error
+        raise PipelineError(
+            f"{path} is not a readable .npz file ({error}); run `dvc repro --force preprocess`"
+        ) from error

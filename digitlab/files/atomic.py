@@ -42,7 +42,9 @@ def atomic_path(destination: str | os.PathLike) -> Iterator[Path]:
             os.replace(temporary, destination)
         except OSError as error:
             if error.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise PipelineError(f"cannot write {destination}: the disk is full; free some space and rerun") from error
+                raise PipelineError(
+                    f"cannot write {destination}: the disk is full; free some space and rerun"
+                ) from error
             if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
                 raise PipelineError(f"cannot write {destination}: {error.strerror}; check its permissions") from error
             raise

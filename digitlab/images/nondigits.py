@@ -35,8 +35,18 @@ from digitlab.images import strokes
 from digitlab.images.reading import prepared_as_model_input
 from digitlab.images.strokes import HANDS_OF, LETTERS
 
-KINDS = ("letters", "drawn letters", "doodles", "words", "symbols", "numbers", "scribbles", "shapes", "textures",
-         "noise")
+KINDS = (
+    "letters",
+    "drawn letters",
+    "doodles",
+    "words",
+    "symbols",
+    "numbers",
+    "scribbles",
+    "shapes",
+    "textures",
+    "noise",
+)
 DRAWN = {"drawn letters": strokes.drawn_letter, "doodles": strokes.doodle, "words": strokes.word}
 LOOKS = ("paper PNG", "paper JPEG", "light on black", "transparent")
 SYMBOLS = "+=#@&%?!*$<>~^"
@@ -71,8 +81,14 @@ def prepared_nondigits(count: int, seed: int, split: str) -> tuple[dict[str, np.
     made = nondigit_images(count, seed, split)
     images, found = prepared_as_model_input(image for image, *_ in made)
     kept = [entry for entry, holds_ink in zip(made, found) if holds_ink]
-    return ({"images": images, "kinds": np.array([kind for _, kind, _, _ in kept], dtype=np.str_),
-             "hands": np.array([hand or "" for _, _, _, hand in kept], dtype=np.str_)}, count - len(kept))
+    return (
+        {
+            "images": images,
+            "kinds": np.array([kind for _, kind, _, _ in kept], dtype=np.str_),
+            "hands": np.array([hand or "" for _, _, _, hand in kept], dtype=np.str_),
+        },
+        count - len(kept),
+    )
 
 
 # --- The kinds: each draws an ink map, float32 in 0..1, ink bright -------------------------------------
@@ -94,15 +110,18 @@ def _text(rng: np.random.Generator, side: int, text: str) -> np.ndarray:
     box = ImageDraw.Draw(Image.new("L", (1, 1))).textbbox((0, 0), text, font=font, stroke_width=weight)
     margin = max(2, size // 5)
     drawn = Image.new("L", (box[2] - box[0] + 2 * margin, box[3] - box[1] + 2 * margin))
-    ImageDraw.Draw(drawn).text((margin - box[0], margin - box[1]), text, fill=255, font=font, stroke_width=weight,
-                               stroke_fill=255)
+    ImageDraw.Draw(drawn).text(
+        (margin - box[0], margin - box[1]), text, fill=255, font=font, stroke_width=weight, stroke_fill=255
+    )
     slant = float(rng.uniform(-0.3, 0.3))  # an italic-like shear
-    drawn = drawn.transform(drawn.size, Image.Transform.AFFINE, (1, slant, -slant * drawn.height / 2, 0, 1, 0),
-                            Image.Resampling.BILINEAR)
+    drawn = drawn.transform(
+        drawn.size, Image.Transform.AFFINE, (1, slant, -slant * drawn.height / 2, 0, 1, 0), Image.Resampling.BILINEAR
+    )
     drawn = drawn.rotate(float(rng.uniform(-20, 20)), Image.Resampling.BILINEAR, expand=True)
     scale = side / max(drawn.size)  # the text with its margin fills the image's side
-    drawn = drawn.resize((max(1, round(drawn.width * scale)), max(1, round(drawn.height * scale))),
-                         Image.Resampling.BILINEAR)
+    drawn = drawn.resize(
+        (max(1, round(drawn.width * scale)), max(1, round(drawn.height * scale))), Image.Resampling.BILINEAR
+    )
     canvas = Image.new("L", (side, side))
     canvas.paste(drawn, ((side - drawn.width) // 2, (side - drawn.height) // 2))
     return np.asarray(canvas, dtype=np.float32) / 255
@@ -152,9 +171,15 @@ def shapes(rng: np.random.Generator, side: int) -> np.ndarray:
             draw.line((centre - dx, centre - dy, centre + dx, centre + dy), fill=255, width=width * 2)
     else:
         corners = {"square": 4, "triangle": 3, "star": 10}[shape]
-        points = [(centre + radius * (0.45 if shape == "star" and i % 2 else 1) * math.cos(turn + 2 * math.pi * i / corners),
-                   centre + radius * (0.45 if shape == "star" and i % 2 else 1) * math.sin(turn + 2 * math.pi * i / corners))
-                  for i in range(corners)]
+        points = [
+            (
+                centre
+                + radius * (0.45 if shape == "star" and i % 2 else 1) * math.cos(turn + 2 * math.pi * i / corners),
+                centre
+                + radius * (0.45 if shape == "star" and i % 2 else 1) * math.sin(turn + 2 * math.pi * i / corners),
+            )
+            for i in range(corners)
+        ]
         draw.polygon(points, fill=fill, outline=255, width=width)
     return np.asarray(canvas, dtype=np.float32) / 255
 
@@ -181,12 +206,24 @@ def noise(rng: np.random.Generator, side: int) -> np.ndarray:
     if rng.random() < 0.5:
         return rng.random((side, side), dtype=np.float32)
     coarse = rng.random((int(rng.integers(3, 12)),) * 2, dtype=np.float32)  # smooth blobs
-    return np.asarray(Image.fromarray((coarse * 255).astype(np.uint8)).resize((side, side), Image.Resampling.BICUBIC),
-                      dtype=np.float32) / 255
+    return (
+        np.asarray(
+            Image.fromarray((coarse * 255).astype(np.uint8)).resize((side, side), Image.Resampling.BICUBIC),
+            dtype=np.float32,
+        )
+        / 255
+    )
 
 
-DRAW = {"letters": letters, "symbols": symbols, "numbers": numbers, "scribbles": scribbles, "shapes": shapes,
-        "textures": textures, "noise": noise}
+DRAW = {
+    "letters": letters,
+    "symbols": symbols,
+    "numbers": numbers,
+    "scribbles": scribbles,
+    "shapes": shapes,
+    "textures": textures,
+    "noise": noise,
+}
 
 
 # --- The looks of users' images ------------------------------------------------------------------------

@@ -21,11 +21,11 @@ import math
 import warnings
 from pathlib import Path
 
-import numpy as np
-from PIL import Image, ImageFilter, ImageOps, UnidentifiedImageError
-
 from digitlab.shared.errors import PipelineError
 from digitlab.shared.mnist import IMAGE_SIZE
+
+import numpy as np
+from PIL import Image, ImageFilter, ImageOps, UnidentifiedImageError
 
 DIGIT_BOX = 20  # MNIST's digits fit a 20x20 box inside the 28x28 image
 MAX_SIDE = 2048  # larger images are reduced to this first: plenty for one digit, and bounded memory
@@ -132,7 +132,7 @@ def to_mnist(ink: np.ndarray) -> np.ndarray | None:
     top = int(np.clip(round(IMAGE_SIZE / 2 - centre_row), 0, IMAGE_SIZE - small.shape[0]))
     left = int(np.clip(round(IMAGE_SIZE / 2 - centre_column), 0, IMAGE_SIZE - small.shape[1]))
     canvas = np.zeros((IMAGE_SIZE, IMAGE_SIZE), dtype=np.float32)
-    canvas[top:top + small.shape[0], left:left + small.shape[1]] = small
+    canvas[top : top + small.shape[0], left : left + small.shape[1]] = small
     return np.clip(canvas, 0, 255).astype(np.uint8)
 
 
@@ -141,6 +141,7 @@ def to_box(digit: Image.Image) -> Image.Image:
     made as broad as MNIST's median first. A thin pen is what a user's digit differs by most from MNIST's
     (a fine pen, a photo of pencil, a large drawing): the model refused such digits four to ten times as
     often as others (benchmarks/README.md, "Drawn non-digits and users' digits")."""
+
     def scaled(image: Image.Image, box: int) -> Image.Image:
         factor = box / max(image.size)
         size = (max(1, round(image.width * factor)), max(1, round(image.height * factor)))
@@ -171,7 +172,7 @@ def ink_box(strokes: np.ndarray) -> tuple[slice, slice] | None:
     kept = np.zeros_like(strokes)
     for down in (0, 1):
         for right in (0, 1):
-            kept[down:down + solid.shape[0], right:right + solid.shape[1]] |= solid
+            kept[down : down + solid.shape[0], right : right + solid.shape[1]] |= solid
     mask = kept if kept.any() else strokes
     rows, columns = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
     if not len(rows):
@@ -184,7 +185,7 @@ def centre_of_mass(image: np.ndarray) -> tuple[float, float]:
     computes it. Not imported from SciPy: importing scipy.ndimage takes 0.6 s, more than the rest of
     mnist-predict's start-up (benchmarks/README.md, "Using the model without TensorFlow")."""
     total = image.sum()
-    rows, columns = np.ogrid[:image.shape[0], :image.shape[1]]
+    rows, columns = np.ogrid[: image.shape[0], : image.shape[1]]
     return float((image * rows.astype(float)).sum() / total), float((image * columns.astype(float)).sum() / total)
 
 

@@ -28,8 +28,10 @@ Stroke = list[tuple[float, float]]
 def arc(cx: float, cy: float, rx: float, ry: float, start: float, end: float) -> Stroke:
     """Points along an ellipse from angle `start` to `end` (degrees; 0 is right, 90 down: y grows downwards)."""
     steps = max(4, int(abs(end - start) / 10))
-    return [(cx + rx * math.cos(math.radians(a)), cy + ry * math.sin(math.radians(a)))
-            for a in np.linspace(start, end, steps + 1)]
+    return [
+        (cx + rx * math.cos(math.radians(a)), cy + ry * math.sin(math.radians(a)))
+        for a in np.linspace(start, end, steps + 1)
+    ]
 
 
 def circle(cx: float, cy: float, rx: float, ry: float) -> Stroke:
@@ -55,8 +57,10 @@ GLYPHS: dict[str, tuple[float, list[Stroke]]] = {
     "M": (0.8, [[(0, 1), (0, 0), (0.4, 0.6), (0.8, 0), (0.8, 1)]]),
     "N": (0.7, [[(0, 1), (0, 0), (0.7, 1), (0.7, 0)]]),
     "P": (0.6, [[(0, 1), (0, 0), (0.35, 0)] + arc(0.35, 0.25, 0.25, 0.25, 270, 450) + [(0, 0.5)]]),
-    "R": (0.6, [[(0, 1), (0, 0), (0.35, 0)] + arc(0.35, 0.25, 0.25, 0.25, 270, 450) + [(0, 0.5)],
-                [(0.3, 0.5), (0.62, 1)]]),
+    "R": (
+        0.6,
+        [[(0, 1), (0, 0), (0.35, 0)] + arc(0.35, 0.25, 0.25, 0.25, 270, 450) + [(0, 0.5)], [(0.3, 0.5), (0.62, 1)]],
+    ),
     "T": (0.7, [[(0, 0), (0.7, 0)], [(0.35, 0), (0.35, 1)]]),
     "U": (0.65, [[(0, 0), (0, 0.65)] + arc(0.325, 0.65, 0.325, 0.35, 180, 0) + [(0.65, 0)]]),
     "V": (0.7, [[(0, 0), (0.35, 1), (0.7, 0)]]),
@@ -74,8 +78,14 @@ GLYPHS: dict[str, tuple[float, list[Stroke]]] = {
     "i": (0.1, [[(0.05, 0.45), (0.05, 1)], [(0.05, 0.25), (0.06, 0.27)]]),
     "k": (0.45, [[(0, 0), (0, 1)], [(0.45, 0.45), (0, 0.75), (0.45, 1)]]),
     "l": (0.1, [[(0.05, 0), (0.05, 1)]]),
-    "m": (0.8, [[(0, 0.45), (0, 1)], [(0, 0.62)] + arc(0.2, 0.62, 0.2, 0.17, 180, 360) + [(0.4, 1)],
-                [(0.4, 0.62)] + arc(0.6, 0.62, 0.2, 0.17, 180, 360) + [(0.8, 1)]]),
+    "m": (
+        0.8,
+        [
+            [(0, 0.45), (0, 1)],
+            [(0, 0.62)] + arc(0.2, 0.62, 0.2, 0.17, 180, 360) + [(0.4, 1)],
+            [(0.4, 0.62)] + arc(0.6, 0.62, 0.2, 0.17, 180, 360) + [(0.8, 1)],
+        ],
+    ),
     "n": (0.5, [[(0, 0.45), (0, 1)], [(0, 0.65)] + arc(0.25, 0.65, 0.25, 0.2, 180, 360) + [(0.5, 1)]]),
     "o": (0.5, [circle(*_BOWL)]),
     "p": (0.5, [[(0, 0.45), (0, 1.35)], circle(*_BOWL)]),
@@ -92,10 +102,56 @@ GLYPHS: dict[str, tuple[float, list[Stroke]]] = {
 # (O for 0, I and l for 1, S for 5, Z for 2, B for 8, G and b for 6, g and q for 9...), which are not errors
 # either way. Words use every letter of GLYPHS.
 LETTERS = "ACEFHJKLMNPRTUVWXYadefhkmnprtuvwxy"
-WORDS = ("cat", "dog", "hi", "yes", "no", "ok", "sun", "hello", "abc", "the", "mom", "tree", "fish", "love", "box",
-         "hat", "pen", "sky", "red", "bye", "way", "run", "art", "map", "toy", "bed", "cow", "pig", "hey", "wow",
-         "fun", "kid", "net", "web", "ink", "HEY", "THE", "YAK", "MAP", "NET", "HAT", "WAX", "TAX", "CAR", "FAN",
-         "ART", "MAX", "ANNA")
+WORDS = (
+    "cat",
+    "dog",
+    "hi",
+    "yes",
+    "no",
+    "ok",
+    "sun",
+    "hello",
+    "abc",
+    "the",
+    "mom",
+    "tree",
+    "fish",
+    "love",
+    "box",
+    "hat",
+    "pen",
+    "sky",
+    "red",
+    "bye",
+    "way",
+    "run",
+    "art",
+    "map",
+    "toy",
+    "bed",
+    "cow",
+    "pig",
+    "hey",
+    "wow",
+    "fun",
+    "kid",
+    "net",
+    "web",
+    "ink",
+    "HEY",
+    "THE",
+    "YAK",
+    "MAP",
+    "NET",
+    "HAT",
+    "WAX",
+    "TAX",
+    "CAR",
+    "FAN",
+    "ART",
+    "MAX",
+    "ANNA",
+)
 
 
 def written(text: str) -> list[Stroke]:
@@ -112,8 +168,12 @@ def written(text: str) -> list[Stroke]:
 
 
 def _smiley() -> list[Stroke]:
-    return [circle(0.5, 0.5, 0.45, 0.45), [(0.35, 0.35), (0.36, 0.37)], [(0.65, 0.35), (0.66, 0.37)],
-            arc(0.5, 0.55, 0.25, 0.2, 20, 160)]
+    return [
+        circle(0.5, 0.5, 0.45, 0.45),
+        [(0.35, 0.35), (0.36, 0.37)],
+        [(0.65, 0.35), (0.66, 0.37)],
+        arc(0.5, 0.55, 0.25, 0.2, 20, 160),
+    ]
 
 
 def _heart() -> list[Stroke]:
@@ -123,8 +183,9 @@ def _heart() -> list[Stroke]:
 
 
 def _star() -> list[Stroke]:
-    return [[(0.5 + 0.5 * math.sin(math.radians(144 * i)), 0.5 - 0.5 * math.cos(math.radians(144 * i)))
-             for i in range(6)]]
+    return [
+        [(0.5 + 0.5 * math.sin(math.radians(144 * i)), 0.5 - 0.5 * math.cos(math.radians(144 * i))) for i in range(6)]
+    ]
 
 
 def _arrow() -> list[Stroke]:
@@ -140,20 +201,28 @@ def _house() -> list[Stroke]:
 
 
 def _sun() -> list[Stroke]:
-    rays = [[(0.5 + 0.3 * math.cos(a), 0.5 + 0.3 * math.sin(a)), (0.5 + 0.5 * math.cos(a), 0.5 + 0.5 * math.sin(a))]
-            for a in np.linspace(0, 2 * math.pi, 9)[:-1]]
+    rays = [
+        [(0.5 + 0.3 * math.cos(a), 0.5 + 0.3 * math.sin(a)), (0.5 + 0.5 * math.cos(a), 0.5 + 0.5 * math.sin(a))]
+        for a in np.linspace(0, 2 * math.pi, 9)[:-1]
+    ]
     return [circle(0.5, 0.5, 0.2, 0.2)] + rays
 
 
 def _flower() -> list[Stroke]:
-    petals = [circle(0.5 + 0.3 * math.cos(a), 0.4 + 0.3 * math.sin(a), 0.13, 0.13)
-              for a in np.linspace(0, 2 * math.pi, 6)[:-1]]
+    petals = [
+        circle(0.5 + 0.3 * math.cos(a), 0.4 + 0.3 * math.sin(a), 0.13, 0.13)
+        for a in np.linspace(0, 2 * math.pi, 6)[:-1]
+    ]
     return [circle(0.5, 0.4, 0.1, 0.1), [(0.5, 0.55), (0.5, 1)]] + petals
 
 
 def _cloud() -> list[Stroke]:
-    return [arc(0.2, 0.6, 0.18, 0.18, 90, 270) + arc(0.45, 0.42, 0.22, 0.22, 190, 340)
-            + arc(0.78, 0.6, 0.2, 0.18, 240, 450) + [(0.2, 0.78)]]
+    return [
+        arc(0.2, 0.6, 0.18, 0.18, 90, 270)
+        + arc(0.45, 0.42, 0.22, 0.22, 190, 340)
+        + arc(0.78, 0.6, 0.2, 0.18, 240, 450)
+        + [(0.2, 0.78)]
+    ]
 
 
 def _lightning() -> list[Stroke]:
@@ -161,16 +230,31 @@ def _lightning() -> list[Stroke]:
 
 
 def _fish() -> list[Stroke]:
-    return [arc(0.4, 0.5, 0.35, 0.25, -150, 150), [(0.7, 0.4), (1, 0.15), (1, 0.85), (0.7, 0.6)],
-            [(0.25, 0.42), (0.26, 0.44)]]
+    return [
+        arc(0.4, 0.5, 0.35, 0.25, -150, 150),
+        [(0.7, 0.4), (1, 0.15), (1, 0.85), (0.7, 0.6)],
+        [(0.25, 0.42), (0.26, 0.44)],
+    ]
 
 
 def _moon() -> list[Stroke]:
     return [arc(0.5, 0.5, 0.45, 0.45, 60, 300) + arc(0.75, 0.5, 0.35, 0.45, 240, 120)]
 
 
-DOODLES = {"smiley": _smiley, "heart": _heart, "star": _star, "arrow": _arrow, "tick": _tick, "house": _house,
-           "sun": _sun, "flower": _flower, "cloud": _cloud, "lightning": _lightning, "fish": _fish, "moon": _moon}
+DOODLES = {
+    "smiley": _smiley,
+    "heart": _heart,
+    "star": _star,
+    "arrow": _arrow,
+    "tick": _tick,
+    "house": _house,
+    "sun": _sun,
+    "flower": _flower,
+    "cloud": _cloud,
+    "lightning": _lightning,
+    "fish": _fish,
+    "moon": _moon,
+}
 
 
 # --- Hands -------------------------------------------------------------------------------------------------
@@ -179,6 +263,7 @@ DOODLES = {"smiley": _smiley, "heart": _heart, "star": _star, "arrow": _arrow, "
 @dataclass(frozen=True)
 class Hand:
     """How a hand draws. Shares are of the drawing's height; ranges are drawn from for each drawing."""
+
     width: tuple[float, float]  # the pen's width
     wobble: float  # slow drift from the ideal line
     slant: tuple[float, float]  # the shear (positive leans right)
@@ -197,15 +282,19 @@ HANDS = {
     "hurried": Hand(width=(0.05, 0.1), wobble=0.035, slant=(0.25, 0.55), ink=(0.9, 1.0), pressure=0.2),
     "brush": Hand(width=(0.05, 0.11), wobble=0.02, slant=(-0.2, 0.2), ink=(0.9, 1.0), pressure=0.6),
     "shaky": Hand(width=(0.05, 0.1), wobble=0.02, slant=(-0.2, 0.3), ink=(0.85, 1.0), pressure=0.1, shake=0.015),
-    "sketchy": Hand(width=(0.025, 0.05), wobble=0.03, slant=(-0.15, 0.3), ink=(0.8, 1.0), pressure=0.1, shake=0.003,
-                    passes=3),
-    "dry pen": Hand(width=(0.06, 0.12), wobble=0.015, slant=(-0.2, 0.3), ink=(0.85, 1.0), pressure=0.2, shake=0.002,
-                    gaps=0.08),
+    "sketchy": Hand(
+        width=(0.025, 0.05), wobble=0.03, slant=(-0.15, 0.3), ink=(0.8, 1.0), pressure=0.1, shake=0.003, passes=3
+    ),
+    "dry pen": Hand(
+        width=(0.06, 0.12), wobble=0.015, slant=(-0.2, 0.3), ink=(0.85, 1.0), pressure=0.2, shake=0.002, gaps=0.08
+    ),
 }
 # No hand in two splits: validation and test measure hands that training never saw.
-HANDS_OF = {"train": ("ballpoint", "marker", "finger", "pencil", "hurried"),
-            "val": ("brush", "shaky"),
-            "test": ("sketchy", "dry pen")}
+HANDS_OF = {
+    "train": ("ballpoint", "marker", "finger", "pencil", "hurried"),
+    "val": ("brush", "shaky"),
+    "test": ("sketchy", "dry pen"),
+}
 
 
 def _drift(rng: np.random.Generator, length: int, amplitude: float, waves: float) -> np.ndarray:
@@ -240,8 +329,9 @@ def drawn(strokes: list[Stroke], hand: str, rng: np.random.Generator, side: int)
             if style.passes > 1:  # going over a stroke again, never quite on the same line
                 points += rng.normal(0, 0.02, 2)
             x, y = points[:, 0] * squeeze - slant * (points[:, 1] - 0.5), points[:, 1]
-            shapes.append(np.stack([x * math.cos(turn) - y * math.sin(turn),
-                                    x * math.sin(turn) + y * math.cos(turn)], axis=1))
+            shapes.append(
+                np.stack([x * math.cos(turn) - y * math.sin(turn), x * math.sin(turn) + y * math.cos(turn)], axis=1)
+            )
     every = np.concatenate(shapes)
     low, high = every.min(axis=0), every.max(axis=0)
     height = max(high[1] - low[1], 0.2)
@@ -260,7 +350,7 @@ def drawn(strokes: list[Stroke], hand: str, rng: np.random.Generator, side: int)
         starts, lengths = rng.random(len(points)) < style.gaps, rng.integers(3, 7, len(points))
         dry = np.zeros(len(points), bool)
         for start in np.flatnonzero(starts):
-            dry[start:start + lengths[start]] = True
+            dry[start : start + lengths[start]] = True
         for (x0, y0), (x1, y1), grow, skipped in zip(points[:-1], points[1:], swell[1:], dry[1:]):
             if skipped:
                 continue

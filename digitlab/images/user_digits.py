@@ -30,8 +30,9 @@ def redrawn(digit: np.ndarray, stroke: str, look: str, rng: np.random.Generator)
     elif stroke == "bolder":
         ink = ink.filter(ImageFilter.MaxFilter(width))
     slant = rng.uniform(-0.3, 0.3)
-    ink = ink.transform(ink.size, Image.Transform.AFFINE, (1, slant, -slant * height / 2, 0, 1, 0),
-                        resample=Image.Resampling.BILINEAR)
+    ink = ink.transform(
+        ink.size, Image.Transform.AFFINE, (1, slant, -slant * height / 2, 0, 1, 0), resample=Image.Resampling.BILINEAR
+    )
     canvas = Image.new("L", (side, side))
     margin = side - height
     canvas.paste(ink, (int(rng.integers(0, margin + 1)), int(rng.integers(0, margin + 1))))
@@ -46,6 +47,11 @@ def user_digits(images: np.ndarray, labels: np.ndarray, seed: int) -> tuple[dict
     strokes = [STROKES[(index // len(LOOKS)) % len(STROKES)] for index in range(len(images))]
     drawn = (redrawn(digit, stroke, look, rng) for digit, stroke, look in zip(images, strokes, looks))
     model_input, found = prepared_as_model_input(drawn)
-    return ({"images": model_input, "labels": np.asarray(labels, dtype=np.int64)[found],
-             "looks": np.array([look for look, holds_ink in zip(looks, found) if holds_ink], dtype=np.str_)},
-            len(images) - int(found.sum()))
+    return (
+        {
+            "images": model_input,
+            "labels": np.asarray(labels, dtype=np.int64)[found],
+            "looks": np.array([look for look, holds_ink in zip(looks, found) if holds_ink], dtype=np.str_),
+        },
+        len(images) - int(found.sum()),
+    )

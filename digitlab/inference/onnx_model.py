@@ -8,10 +8,11 @@ without TensorFlow").
 
 from pathlib import Path
 
+from digitlab.shared.errors import PipelineError
+
 import numpy as np
 
 from digitlab.inference.rejection import thresholds_from_metadata
-from digitlab.shared.errors import PipelineError
 
 
 class OnnxModel:

@@ -1,4 +1,4 @@
-""""Not a digit": the confidence below which an image is refused, chosen by train and carried in model.onnx.
+""" "Not a digit": the confidence below which an image is refused, chosen by train and carried in model.onnx.
 
 A softmax over ten digits must pick one, whatever it is shown. So the train stage also shows the model
 images that hold no digit (digitlab/images/nondigits.py) with a flat target, a tenth for every digit
@@ -12,10 +12,11 @@ Why this method and not another: benchmarks/README.md, "Not a digit".
 
 import json
 
+from digitlab.shared.errors import PipelineError
+
 import numpy as np
 
 from digitlab.inference.precision import threshold_down
-from digitlab.shared.errors import PipelineError
 
 NOT_A_DIGIT = "not a digit"
 METADATA_KEY = "not_a_digit_thresholds"  # in model.onnx: JSON, {"1": 0.93, "5": 0.91, "9": 0.90} by view count
@@ -53,5 +54,6 @@ def thresholds_from_metadata(metadata: dict[str, str], source: str) -> dict[int,
     try:
         return {int(views): float(threshold) for views, threshold in json.loads(metadata[METADATA_KEY]).items()}
     except (ValueError, TypeError, AttributeError):
-        raise PipelineError(f"{source}: its {METADATA_KEY} metadata is malformed; run `dvc repro --force train`"
-                            ) from None
+        raise PipelineError(
+            f"{source}: its {METADATA_KEY} metadata is malformed; run `dvc repro --force train`"
+        ) from None

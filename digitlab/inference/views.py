@@ -9,19 +9,23 @@ way to predict over them: train (for its "not a digit" thresholds), evaluate and
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, get_args
+
+from digitlab.shared.params import ViewCount
 
 import numpy as np
 
 if TYPE_CHECKING:
     import keras
 
-# (rows down, columns right) of each view, by the number of views.
-VIEWS = {
-    1: [(0, 0)],
-    5: [(0, 0), (-1, 0), (1, 0), (0, -1), (0, 1)],
-    9: [(0, 0), (-1, 0), (1, 0), (0, -1), (0, 1), (-1, -1), (-1, 1), (1, -1), (1, 1)],
-}
+# (rows down, columns right) of the views: the image, its one-pixel shifts, the diagonals. n views are the first n.
+OFFSETS = [(0, 0), (-1, 0), (1, 0), (0, -1), (0, 1), (-1, -1), (-1, 1), (1, -1), (1, 1)]
+VIEWS = {count: OFFSETS[:count] for count in get_args(ViewCount)}
+# The views mnist-predict and the app use unless told otherwise, and at which train reports "not a digit".
+DEFAULT_VIEWS = 5
+# Images per prediction call wherever the pipeline predicts, evaluate's own evaluate.batch_size aside: no effect on
+# the probabilities; a bound on memory.
+PREDICT_BATCH = 500
 
 
 def shifted(images: np.ndarray, down: int, right: int) -> np.ndarray:
@@ -30,11 +34,12 @@ def shifted(images: np.ndarray, down: int, right: int) -> np.ndarray:
         return images
     height, width = images.shape[1:3]
     padded = np.pad(images, ((0, 0), (1, 1), (1, 1), (0, 0)))
-    return padded[:, 1 - down:1 - down + height, 1 - right:1 - right + width]
+    return padded[:, 1 - down : 1 - down + height, 1 - right : 1 - right + width]
 
 
-def predict_probabilities(model: keras.Model | Callable[[np.ndarray], np.ndarray], images: np.ndarray,
-                          batch_size: int, views: int = 1) -> np.ndarray:
+def predict_probabilities(
+    model: keras.Model | Callable[[np.ndarray], np.ndarray], images: np.ndarray, batch_size: int, views: int = 1
+) -> np.ndarray:
     """Class probabilities of `images`, averaged over `views` (1, 5 or 9, see VIEWS), one call per batch:
     a Keras model's `predict_on_batch`, or `model` itself if it is a function from a batch of images to
     their probabilities (an OnnxModel), so that both are batched and shifted the same way.
@@ -50,5 +55,6 @@ def predict_probabilities(model: keras.Model | Callable[[np.ndarray], np.ndarray
         every_view = np.concatenate([shifted(batch, down, right) for down, right in VIEWS[views]])
         return np.asarray(predict(every_view)).reshape(views, len(batch), -1).mean(axis=0)
 
-    return np.concatenate([probabilities(images[start:start + batch_size])
-                           for start in range(0, len(images), batch_size)])
+    return np.concatenate(
+        [probabilities(images[start : start + batch_size]) for start in range(0, len(images), batch_size)]
+    )

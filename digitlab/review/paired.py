@@ -70,8 +70,10 @@ def mismatch(base: dict, head: dict) -> str | None:
     """Why two answers.json files cannot be paired (they answered different images), or None."""
     for name in ("digits", "nondigits"):
         if (base[name]["count"], base[name]["fingerprint"]) != (head[name]["count"], head[name]["fingerprint"]):
-            return (f"the test {name} differ ({base[name]['count']} images, {base[name]['fingerprint']} against "
-                    f"{head[name]['count']}, {head[name]['fingerprint']}): a change to preprocess or its params")
+            return (
+                f"the test {name} differ ({base[name]['count']} images, {base[name]['fingerprint']} against "
+                f"{head[name]['count']}, {head[name]['fingerprint']}): a change to preprocess or its params"
+            )
     return None
 
 
@@ -106,7 +108,7 @@ def noise_floor(base: np.ndarray, head: np.ndarray) -> tuple[NoiseFloor, float, 
     within = sum(binomial_variance(side) for side in (base, head)) / runs
     seeds = sum(variance for variance, _ in parts)
     # Runs that all failed the same images (seeds = 0) leave the sides' own degrees of freedom.
-    df = seeds ** 2 / sum(v ** 2 / d for v, d in parts) if seeds > 0 else sum(d for _, d in parts)
+    df = seeds**2 / sum(v**2 / d for v, d in parts) if seeds > 0 else sum(d for _, d in parts)
     return NoiseFloor(seeds / within if within else 0.0, df, 2 * runs), seeds, within
 
 
@@ -165,8 +167,7 @@ def tango_interval(fixed: float, broken: float, images: int, critical: float) ->
     return low, high
 
 
-def compare(metric: Metric, base: np.ndarray, head: np.ndarray, alpha: float,
-            given: NoiseFloor | None = None) -> Test:
+def compare(metric: Metric, base: np.ndarray, head: np.ndarray, alpha: float, given: NoiseFloor | None = None) -> Test:
     """The paired test of `metric` between the base's and the head's runs (runs x images failure matrices, run i
     of one side paired with run i of the other), at significance level `alpha`, against the noise floor measured
     from each side's own runs; with one run a side, against `given` (a floor measured earlier) if any."""
@@ -186,7 +187,7 @@ def compare(metric: Metric, base: np.ndarray, head: np.ndarray, alpha: float,
     else:
         floor, within = given or NoiseFloor(), fixed + broken
         seeds = floor.dispersion * within
-    squares = float((net ** 2).sum())  # one run per side: fixed + broken, McNemar's variance
+    squares = float((net**2).sum())  # one run per side: fixed + broken, McNemar's variance
     test_variance = seeds + max(0.0, squares - within)
     spread = float(((net - net.mean()) ** 2).sum()) * images / max(images - 1, 1)  # about the mean, for the interval
     interval_variance = seeds + max(0.0, spread - within)
@@ -205,14 +206,15 @@ def compare(metric: Metric, base: np.ndarray, head: np.ndarray, alpha: float,
     p_value = min(p_value, 1.0)
 
     if runs == 1:
-        low, high = (images * end for end in
-                     tango_interval(fixed, broken, images, critical * math.sqrt(floor.dispersion)))
+        low, high = (
+            images * end for end in tango_interval(fixed, broken, images, critical * math.sqrt(floor.dispersion))
+        )
     else:
         half = critical * math.sqrt(interval_variance)
         low, high = D - half, D + half
 
     # The counts as independent images: divided by the dispersion and by how often one image recurs over pairs.
-    factor = runs ** 2 * test_variance / (fixed + broken) if fixed + broken and test_variance else 1.0
+    factor = runs**2 * test_variance / (fixed + broken) if fixed + broken and test_variance else 1.0
     effective_fixed, effective_broken = fixed / factor, broken / factor
 
     # D is failures saved per run; a metric of successes (accuracy, non-digits refused) rises with it.
@@ -223,29 +225,27 @@ def compare(metric: Metric, base: np.ndarray, head: np.ndarray, alpha: float,
         verdict = "noise"
     else:
         verdict = "better" if D > 0 else "worse"
-    return Test(metric.name, verdict, "retraining" if floor.measured else "models", floor.measured, p_value,
-                fixed, broken, effective_fixed, effective_broken, images, runs, alpha,
-                change + 0.0, low + 0.0, high + 0.0, round(floor.dispersion, 3), round(floor.df, 2), floor.runs,
-                metric.same_test_as)
-
-
-def holm(p_values: list[float]) -> list[float]:
-    """Holm's step-down adjustment of p-values for testing them together (the family-wise error rate)."""
-    order = sorted(range(len(p_values)), key=p_values.__getitem__)
-    adjusted, running = [0.0] * len(p_values), 0.0
-    for rank, index in enumerate(order):
-        running = max(running, min(1.0, (len(p_values) - rank) * p_values[index]))
-        adjusted[index] = running
-    return adjusted
-
-
-def format_p(p_value: float, alpha: float) -> str:
-    """A p-value as a reader sees it: never rounded onto or across alpha (0.0496 at 0.05 is "0.0496")."""
-    for digits in range(2, 8):
-        shown = f"{p_value:.{digits}g}"
-        if (float(shown) < alpha) == (p_value < alpha) and float(shown) != alpha:
-            return shown
-    return repr(p_value)
+    return Test(
+        metric.name,
+        verdict,
+        "retraining" if floor.measured else "models",
+        floor.measured,
+        p_value,
+        fixed,
+        broken,
+        effective_fixed,
+        effective_broken,
+        images,
+        runs,
+        alpha,
+        change + 0.0,
+        low + 0.0,
+        high + 0.0,
+        round(floor.dispersion, 3),
+        round(floor.df, 2),
+        floor.runs,
+        metric.same_test_as,
+    )
 
 
 def confidence_label(alpha: float) -> str:

@@ -12,9 +12,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 import seaborn as sns
 
+from digitlab.comparison.revisions import Run
 from digitlab.evaluation.scores import confusion_matrix
-from digitlab.figures import WRONG, grouped_bars, save
-from digitlab.review.revisions import Run
+from digitlab.figures import draw_digit, grouped_bars, save
 
 CURVES = "reports/train/plots/metrics/{split}/{metric}.tsv"
 SPLITS = {"train": "train", "eval": "validation"}
@@ -29,8 +29,15 @@ def read_tsv(text: str) -> tuple[list[int], list[float]]:
     return [int(row["step"]) for row in rows], [float(row[metric]) for row in rows]
 
 
-def compare_lines(series: dict[str, tuple[list, list]], path, title: str, xlabel: str, ylabel: str,
-                  dashed: str = "", diagonal: bool = False) -> None:
+def compare_lines(
+    series: dict[str, tuple[list, list]],
+    path,
+    title: str,
+    xlabel: str,
+    ylabel: str,
+    dashed: str = "",
+    diagonal: bool = False,
+) -> None:
     """One line per labelled series of (x, y), e.g. "main: validation"; labels starting with `dashed` dashed."""
     figure, axis = plt.subplots(figsize=(7, 4))
     for label, (x, y) in series.items():
@@ -86,38 +93,49 @@ def draw_plots(runs: dict[str, Run], output: Path) -> list[tuple[str, str]]:
                 if text:
                     series[f"{label}: {name}"] = read_tsv(text)
         if series:
-            compare_lines(series, output / f"{metric}.png", f"{metric.capitalize()} per epoch", "epoch", metric,
-                          dashed=reference)
+            compare_lines(
+                series, output / f"{metric}.png", f"{metric.capitalize()} per epoch", "epoch", metric, dashed=reference
+            )
             drawn.append((f"{metric.capitalize()} per epoch", f"{metric}.png"))
 
     per_class = {label: rows for label, run in runs.items() if (rows := run.read_json(PER_CLASS))}
     if per_class:
         digits = [row["digit"] for row in next(iter(per_class.values()))]
-        compare_bars({label: [row["f1"] for row in rows] for label, rows in per_class.items()},
-                     digits, output / "per_class_f1.png", "Per-class F1 on the test set", "F1")
+        compare_bars(
+            {label: [row["f1"] for row in rows] for label, rows in per_class.items()},
+            digits,
+            output / "per_class_f1.png",
+            "Per-class F1 on the test set",
+            "F1",
+        )
         drawn.append(("Per-class F1", "per_class_f1.png"))
 
     calibration = {label: rows for label, run in runs.items() if (rows := run.read_json(CALIBRATION))}
     if calibration:
         compare_lines(
-            {label: ([r["confidence"] for r in rows], [r["accuracy"] for r in rows])
-             for label, rows in calibration.items()},
-            output / "reliability.png", "Reliability diagram (test)",
-            "mean confidence in the bin", "accuracy in the bin", dashed=reference, diagonal=True,
+            {
+                label: ([r["confidence"] for r in rows], [r["accuracy"] for r in rows])
+                for label, rows in calibration.items()
+            },
+            output / "reliability.png",
+            "Reliability diagram (test)",
+            "mean confidence in the bin",
+            "accuracy in the bin",
+            dashed=reference,
+            diagonal=True,
         )
         drawn.append(("Reliability diagram", "reliability.png"))
 
     matrices = {}
     for label, run in runs.items():
         if pairs := run.read_json(CONFUSION):
-            matrices[label] = confusion_matrix(np.array([int(p["actual"]) for p in pairs]),
-                                               np.array([int(p["predicted"]) for p in pairs]))
+            matrices[label] = confusion_matrix(
+                np.array([int(p["actual"]) for p in pairs]), np.array([int(p["predicted"]) for p in pairs])
+            )
     if matrices:
         compare_confusions(matrices, output / "confusion.png")
         drawn.append(("Confusion matrices", "confusion.png"))
     return drawn
-
-
 
 
 # At most this many images in one picture of changed images; the rest are counted in its title.
@@ -133,14 +151,12 @@ def draw_changes(images: np.ndarray, changes: list[tuple[int, str, bool]], path:
     columns = min(COLUMNS, len(shown))
     rows = -(-len(shown) // columns)
     # Wide enough for the title, however few images.
-    figure, axes = plt.subplots(rows, columns, figsize=(max(1.7 * columns, 7), 2.0 * rows + 0.5), squeeze=False,
-                                layout="constrained")
+    figure, axes = plt.subplots(
+        rows, columns, figsize=(max(1.7 * columns, 7), 2.0 * rows + 0.5), squeeze=False, layout="constrained"
+    )
     for axis in axes.flat:
         axis.axis("off")
     for axis, (index, caption, broken) in zip(axes.flat, shown):
-        axis.imshow(images[index].squeeze(), cmap="gray_r", vmin=0, vmax=1)
-        axis.set_title(caption, fontsize=8, color=WRONG if broken else "black")
-        if broken:
-            axis.add_patch(plt.Rectangle((-0.5, -0.5), 28, 28, fill=False, edgecolor=WRONG, linewidth=3))
+        draw_digit(axis, images[index], caption, broken)
     figure.suptitle(title)
     save(figure, path)

@@ -25,10 +25,11 @@ import platform
 import subprocess
 from pathlib import Path
 
+from digitlab.shared.errors import PipelineError, run_stage
+
 import yaml
 
 from digitlab.files.atomic import write_text
-from digitlab.shared.errors import PipelineError, run_stage
 
 BRANCH = "review/base"
 
@@ -61,16 +62,30 @@ def stale_stages(root: Path) -> list[str]:
 
 
 def machine() -> str:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
+    cpu = (
+        next(
+            (
+                line.split(":", 1)[1].strip()
+                for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")
+            ),
+            platform.processor(),
+        )
+        if Path("/proc/cpuinfo").exists()
+        else ""
+    )
     return f"{platform.node()}, {cpu or platform.machine()}"
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("base", help="the git revision to compare with, e.g. origin/main")
-    parser.add_argument("--worktree", type=Path, default=Path("../review-base"),
-                        help="where to build the base (a git worktree; replaced if it exists)")
+    parser.add_argument(
+        "--worktree",
+        type=Path,
+        default=Path("../review-base"),
+        help="where to build the base (a git worktree; replaced if it exists)",
+    )
     parser.add_argument("--source-file", type=Path, default=Path("reports/compare/source.md"))
     args = parser.parse_args(argv)
     head = Path.cwd()
@@ -92,8 +107,10 @@ def main(argv: list[str] | None = None) -> None:
             if shared := [stage for stage in stale if stage in base_stages]:
                 run(["dvc", "repro", "--force", "--downstream", *shared], worktree)
             run(["dvc", "repro"], head)
-            source = (f"Both sides pulled from the DVC remote, then {', '.join(stale)} (and what follows) re-run "
-                      f"on both, on {machine()}.")
+            source = (
+                f"Both sides pulled from the DVC remote, then {', '.join(stale)} (and what follows) re-run "
+                f"on both, on {machine()}."
+            )
         else:
             source = "Both sides are their committed results, pulled from the DVC remote: nothing was re-run."
     else:
@@ -102,8 +119,21 @@ def main(argv: list[str] | None = None) -> None:
         source = f"Both sides reproduced from scratch (`dvc repro`) on {machine()}."
 
     run(["git", "add", "-A"], worktree, quiet=True)
-    run(["git", "-c", "user.name=review", "-c", "user.email=review@localhost", "commit", "--allow-empty", "-qm",
-         f"{args.base} as rebuilt for review"], worktree, quiet=True)
+    run(
+        [
+            "git",
+            "-c",
+            "user.name=review",
+            "-c",
+            "user.email=review@localhost",
+            "commit",
+            "--allow-empty",
+            "-qm",
+            f"{args.base} as rebuilt for review",
+        ],
+        worktree,
+        quiet=True,
+    )
     source = f"Base: `{args.base}` ({base_commit[:7]}), built on branch {BRANCH}. {source}"
     write_text(args.source_file, source + "\n")
     print(f"rebuild: {source}")

@@ -29,15 +29,17 @@ import subprocess
 import sys
 from pathlib import Path
 
+from digitlab.shared.errors import PipelineError, run_stage
+
 import numpy as np
 
+from digitlab.comparison.revisions import WORKSPACE, Run, check_distinct, pair_by_seed, resolve
+from digitlab.comparison.significance import format_p, holm
 from digitlab.evaluation.answers import CONFIDENCE_DECIMALS, fingerprint
 from digitlab.files.arrays import load_arrays
 from digitlab.files.atomic import write_json, write_text
 from digitlab.review import paired
 from digitlab.review.plots import draw_changes, draw_plots
-from digitlab.review.revisions import WORKSPACE, Run, check_distinct, pair_by_seed, resolve
-from digitlab.shared.errors import PipelineError, run_stage
 
 ANSWERS = "reports/evaluate/answers.json"
 TEST_IMAGES = {"digits": "data/prepared/test.npz", "nondigits": "data/prepared/nondigits_test.npz"}
@@ -104,7 +106,9 @@ def headline_table(base: list[Run], head: list[Run]) -> str:
         base_values = [metric_value(run, path, name) for run in base]
         head_values = [metric_value(run, path, name) for run in head]
         if any(value is not None for value in base_values + head_values):
-            rows.append(f"| {name} | {_cell(base_values)} | {_cell(head_values)} | {_change(base_values, head_values)} |")
+            rows.append(
+                f"| {name} | {_cell(base_values)} | {_cell(head_values)} | {_change(base_values, head_values)} |"
+            )
     if not rows:
         return "None of the headline metrics was found."
     return "\n".join([f"| metric | {side_name(base)} | {side_name(head)} | change |", "|---|---|---|---|", *rows])
@@ -150,35 +154,57 @@ def read_floor(path: Path) -> dict[str, paired.NoiseFloor]:
     """The noise floor per metric from a verdict.json that several runs per side wrote (--dispersion)."""
     try:
         metrics = json.loads(path.read_text())["metrics"]
-        floors = {name: paired.NoiseFloor(float(m["dispersion"]), float(m["dispersion_df"]), int(m["dispersion_runs"]))
-                  for name, m in metrics.items()}
+        floors = {
+            name: paired.NoiseFloor(float(m["dispersion"]), float(m["dispersion_df"]), int(m["dispersion_runs"]))
+            for name, m in metrics.items()
+        }
     except (OSError, ValueError, KeyError, TypeError) as error:
-        raise PipelineError(f"--dispersion {path}: not a verdict.json with a noise floor per metric ({error}); give "
-                            "the verdict.json of a review with several runs per side") from None
+        raise PipelineError(
+            f"--dispersion {path}: not a verdict.json with a noise floor per metric ({error}); give "
+            "the verdict.json of a review with several runs per side"
+        ) from None
     if not any(floor.measured for floor in floors.values()):
-        raise PipelineError(f"--dispersion {path}: its review had one run per side, so it measured no noise floor; "
-                            "give the verdict.json of a review with several runs per side")
+        raise PipelineError(
+            f"--dispersion {path}: its review had one run per side, so it measured no noise floor; "
+            "give the verdict.json of a review with several runs per side"
+        )
     return floors
 
 
-def paired_tests(pairs: list[tuple[Run, Run]], alpha: float, floors: dict[str, paired.NoiseFloor] | None = None,
-                 ) -> tuple[list[paired.Test], list[dict], str]:
+def paired_tests(
+    pairs: list[tuple[Run, Run]],
+    alpha: float,
+    floors: dict[str, paired.NoiseFloor] | None = None,
+) -> tuple[list[paired.Test], list[dict], str]:
     """The paired test of each metric over all pairs of runs, the first pair's answers, and why no test was
     possible ("" if one was)."""
     runs = [run for pair in pairs for run in pair]
     for run in runs:
         if run.read(ANSWERS) is None:
-            return [], [], (f"`{run.name}` has no {ANSWERS}, written by evaluate since this report pairs "
-                            "images; run `dvc repro` there and commit it")
+            return (
+                [],
+                [],
+                (
+                    f"`{run.name}` has no {ANSWERS}, written by evaluate since this report pairs "
+                    "images; run `dvc repro` there and commit it"
+                ),
+            )
     first = runs[0]
     for run in runs[1:]:  # every run of both sides, not only each pair, must have answered the same images
         if why := paired.mismatch(first.read_json(ANSWERS), run.read_json(ANSWERS)):
             return [], [], f"`{first.name}` and `{run.name}` cannot be paired: {why}"
     base = [b.read_json(ANSWERS) for b, _ in pairs]
     head = [h.read_json(ANSWERS) for _, h in pairs]
-    tests = [paired.compare(metric, paired.failure_matrix(base, metric), paired.failure_matrix(head, metric), alpha,
-                            (floors or {}).get(metric.name))
-             for metric in paired.METRICS]
+    tests = [
+        paired.compare(
+            metric,
+            paired.failure_matrix(base, metric),
+            paired.failure_matrix(head, metric),
+            alpha,
+            (floors or {}).get(metric.name),
+        )
+        for metric in paired.METRICS
+    ]
     return tests, [base[0], head[0]], ""
 
 
@@ -188,9 +214,13 @@ def gate(tests: list[paired.Test], fail_on: list[str]) -> tuple[dict[str, float]
     verdicts = {test.metric: test for test in tests}
     named = list(dict.fromkeys(paired.BY_NAME[name].same_test_as or name for name in fail_on))
     gating = [name for name in named if verdicts[name].gates]
-    skipped = [f"{name}: one run per side and no noise floor given (--dispersion), so its verdict is about these "
-               "two trained models, not about retraining; not gating on it" for name in named if name not in gating]
-    adjusted = paired.holm([verdicts[name].p_value for name in gating])
+    skipped = [
+        f"{name}: one run per side and no noise floor given (--dispersion), so its verdict is about these "
+        "two trained models, not about retraining; not gating on it"
+        for name in named
+        if name not in gating
+    ]
+    adjusted = holm([verdicts[name].p_value for name in gating])
     return dict(zip(gating, adjusted)), skipped
 
 
@@ -203,9 +233,12 @@ def change_pictures(base: Run, head: Run, pair: tuple[dict, dict], output: Path)
     """Pictures of the test images the first pair's change fixed and broke; Markdown for the report."""
     held = {name: load_arrays(path) for name, path in TEST_IMAGES.items() if Path(path).exists()}
     if set(held) != set(TEST_IMAGES) or any(
-            fingerprint(held[name]["images"]) != pair[0][name]["fingerprint"] for name in held):
-        return ["(No pictures: the workspace's data/prepared is not the test set these versions answered; "
-                "`dvc pull` or `dvc repro` it to see them.)"]
+        fingerprint(held[name]["images"]) != pair[0][name]["fingerprint"] for name in held
+    ):
+        return [
+            "(No pictures: the workspace's data/prepared is not the test set these versions answered; "
+            "`dvc pull` or `dvc repro` it to see them.)"
+        ]
     names = [base.name[:12], head.name[:12]]
 
     # Test accuracy: the digits misread by one version and read right by the other.
@@ -219,15 +252,21 @@ def change_pictures(base: Run, head: Run, pair: tuple[dict, dict], output: Path)
     base_wrong, head_wrong = (paired.failures(answers, paired.ACCURACY) for answers in pair)
     sections = []
     for title, file_name, indices, broken, what in (
-            ("Fixed", "fixed.png", base_wrong - head_wrong, False, f"misread by {base.name}, read right by {head.name}"),
-            ("Broken", "broken.png", head_wrong - base_wrong, True, f"read right by {base.name}, misread by {head.name}")):
+        ("Fixed", "fixed.png", base_wrong - head_wrong, False, f"misread by {base.name}, read right by {head.name}"),
+        ("Broken", "broken.png", head_wrong - base_wrong, True, f"read right by {base.name}, misread by {head.name}"),
+    ):
         if not indices:
             sections.append(f"### {title}: none")
             continue
-        draw_changes(held["digits"]["images"], [(index, caption(index), broken) for index in sorted(indices)],
-                     output / file_name, f"{title}: {len(indices)} test digits {what}")
-        sections.append(f"### {title}: {len(indices)} test digit{'s' * (len(indices) != 1)} {what}\n\n"
-                        f"![{title}]({file_name})")
+        draw_changes(
+            held["digits"]["images"],
+            [(index, caption(index), broken) for index in sorted(indices)],
+            output / file_name,
+            f"{title}: {len(indices)} test digits {what}",
+        )
+        sections.append(
+            f"### {title}: {len(indices)} test digit{'s' * (len(indices) != 1)} {what}\n\n![{title}]({file_name})"
+        )
 
     # "Not a digit": the images refused by one version and not by the other. A non-digit's failure is to be
     # accepted (captioned with its answer), a digit's to be refused.
@@ -243,71 +282,106 @@ def change_pictures(base: Run, head: Run, pair: tuple[dict, dict], output: Path)
             else:
                 what = f"#{index}, a {row['label']}"
                 said = ["refused" if index in failed[side] else "accepted" for side in (0, 1)]
-            changes.append((name, index, f"{what}\n{names[0]}: {said[0]}\n{names[1]}: {said[1]}",
-                            index in failed[1]))
+            changes.append((name, index, f"{what}\n{names[0]}: {said[0]}\n{names[1]}: {said[1]}", index in failed[1]))
     if changes:
         # Both kinds in one picture: the non-digits first, then the digits.
         stacked = np.concatenate([held["nondigits"]["images"], held["digits"]["images"]])
         offset = {"nondigits": 0, "digits": len(held["nondigits"]["images"])}
-        draw_changes(stacked, [(offset[name] + index, caption, broken) for name, index, caption, broken in changes],
-                     output / "refusals.png", f"\"Not a digit\": {len(changes)} images refused by one version only")
-        sections.append(f"### \"Not a digit\": {len(changes)} images refused by one version only (red: the head "
-                        "got it wrong)\n\n![\"Not a digit\"](refusals.png)")
+        draw_changes(
+            stacked,
+            [(offset[name] + index, caption, broken) for name, index, caption, broken in changes],
+            output / "refusals.png",
+            f'"Not a digit": {len(changes)} images refused by one version only',
+        )
+        sections.append(
+            f'### "Not a digit": {len(changes)} images refused by one version only (red: the head '
+            'got it wrong)\n\n!["Not a digit"](refusals.png)'
+        )
     return sections
 
 
 def noise_floor(tests: list[paired.Test], runs: int, given: Path | None) -> str:
     """What the verdicts promise, and the noise floor they were held to."""
     if not tests[0].dispersion_measured:
-        return ("One run per side, so seed noise was not measured: a verdict other than noise says that these two "
-                "trained models differ on these images (McNemar's exact test), not that retraining with the change "
-                "would be better or worse. `--fail-on` does not gate on it; give several seeds per side, or "
-                "`--dispersion` with the verdict.json of such a review (docs/review.md).")
+        return (
+            "One run per side, so seed noise was not measured: a verdict other than noise says that these two "
+            "trained models differ on these images (McNemar's exact test), not that retraining with the change "
+            "would be better or worse. `--fail-on` does not gate on it; give several seeds per side, or "
+            "`--dispersion` with the verdict.json of such a review (docs/review.md)."
+        )
     if runs > 1:
         source = f"both sides' {runs} runs each" + (
-            f" (`{given}` is not used: with several runs a side, their own runs measure it)" if given else "")
+            f" (`{given}` is not used: with several runs a side, their own runs measure it)" if given else ""
+        )
     else:
         source = f"`{given}`, measured earlier"
-    factors = "; ".join(f"{test.dispersion:g} for {test.metric} ({test.dispersion_df:g} df; as independent images, "
-                        f"{test.effective_fixed:.4g} fixed and {test.effective_broken:.4g} broken)"
-                        for test in tests if not test.same_test_as)
-    return (f"Verdicts about retraining: would the change, trained again with other seeds, be better or worse on "
-            f"average? Noise floor from {source}: runs differ from each other this many times as much as "
-            f"independent images would (1: as much, 0: not at all): {factors}. The change is referred to Student's t "
-            "with those degrees of freedom. test.errors is the same test as test.accuracy.")
+    factors = "; ".join(
+        f"{test.dispersion:g} for {test.metric} ({test.dispersion_df:g} df; as independent images, "
+        f"{test.effective_fixed:.4g} fixed and {test.effective_broken:.4g} broken)"
+        for test in tests
+        if not test.same_test_as
+    )
+    return (
+        f"Verdicts about retraining: would the change, trained again with other seeds, be better or worse on "
+        f"average? Noise floor from {source}: runs differ from each other this many times as much as "
+        f"independent images would (1: as much, 0: not at all): {factors}. The change is referred to Student's t "
+        "with those degrees of freedom. test.errors is the same test as test.accuracy."
+    )
 
 
 def verdict_table(tests: list[paired.Test], base: list[Run], head: list[Run]) -> str:
     alpha = tests[0].alpha
-    rows = [f"| metric | {side_name(base)} | {side_name(head)} | change | {paired.confidence_label(alpha)} interval "
-            "| fixed | broken | p | verdict |",
-            "|---|---|---|---|---|---|---|---|---|"]
+    rows = [
+        f"| metric | {side_name(base)} | {side_name(head)} | change | {paired.confidence_label(alpha)} interval "
+        "| fixed | broken | p | verdict |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for test in tests:
         rows.append(
             f"| {test.metric} | {_cell([metric_value(r, EVALUATE_METRICS, test.metric) for r in base])} "
             f"| {_cell([metric_value(r, EVALUATE_METRICS, test.metric) for r in head])} | {test.change:+.4g} "
             f"| {test.change_low:+.4g} to {test.change_high:+.4g} | {test.fixed} | {test.broken} "
-            f"| {paired.format_p(test.p_value, alpha)} | **{test.verdict}**"
-            f"{' (these two models)' if test.verdict != 'noise' and not test.gates else ''} |")
+            f"| {format_p(test.p_value, alpha)} | **{test.verdict}**"
+            f"{' (these two models)' if test.verdict != 'noise' and not test.gates else ''} |"
+        )
     return "\n".join(rows)
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rev", nargs="+", default=["main"], metavar="REV",
-                        help="the base side: git revisions or experiments, one per seed (default: main)")
-    parser.add_argument("--head", nargs="+", default=[WORKSPACE], metavar="REV",
-                        help="the head side, as many as --rev (default: the workspace)")
-    parser.add_argument("--alpha", type=float, default=0.05,
-                        help="significance level of the verdicts (default: 0.05)")
-    parser.add_argument("--fail-on", action="append", default=[], choices=paired.METRIC_NAMES, metavar="METRIC",
-                        help=f"exit {EXIT_WORSE} if this metric's verdict is worse; repeatable "
-                             f"({', '.join(paired.METRIC_NAMES)})")
-    parser.add_argument("--dispersion", type=Path, metavar="VERDICT_JSON",
-                        help="a noise floor measured earlier: the verdict.json of a review with several runs per side "
-                             "(of the same kind of run), so that one run per side can gate")
-    parser.add_argument("--source", default="",
-                        help="where each side's numbers came from, a line under the title (CI says which)")
+    parser.add_argument(
+        "--rev",
+        nargs="+",
+        default=["main"],
+        metavar="REV",
+        help="the base side: git revisions or experiments, one per seed (default: main)",
+    )
+    parser.add_argument(
+        "--head",
+        nargs="+",
+        default=[WORKSPACE],
+        metavar="REV",
+        help="the head side, as many as --rev (default: the workspace)",
+    )
+    parser.add_argument("--alpha", type=float, default=0.05, help="significance level of the verdicts (default: 0.05)")
+    parser.add_argument(
+        "--fail-on",
+        action="append",
+        default=[],
+        choices=paired.METRIC_NAMES,
+        metavar="METRIC",
+        help=f"exit {EXIT_WORSE} if this metric's verdict is worse; repeatable ({', '.join(paired.METRIC_NAMES)})",
+    )
+    parser.add_argument(
+        "--dispersion",
+        type=Path,
+        metavar="VERDICT_JSON",
+        help="a noise floor measured earlier: the verdict.json of a review with several runs per side "
+        "(of the same kind of run), so that one run per side can gate",
+    )
+    parser.add_argument(
+        "--source", default="", help="where each side's numbers came from, a line under the title (CI says which)"
+    )
     parser.add_argument("--output", type=Path, default=Path("reports/compare"))
     args = parser.parse_args(argv)
     if not 0 < args.alpha < 1:
@@ -329,26 +403,38 @@ def main(argv: list[str] | None = None) -> None:
     args.output.mkdir(parents=True, exist_ok=True)
 
     title = f"# Model report: {side_name(head)} against `{side_name(base)}`"
-    real = [f"Each test image is paired across the two versions. Fixed: wrong before, right after; broken: the "
-            f"other way. The paired test at α = {args.alpha:g} asks whether fixed and broken differ by more "
-            "than chance would make them (docs/review.md says how to read it)."]
+    real = [
+        f"Each test image is paired across the two versions. Fixed: wrong before, right after; broken: the "
+        f"other way. The paired test at α = {args.alpha:g} asks whether fixed and broken differ by more "
+        "than chance would make them (docs/review.md says how to read it)."
+    ]
     if pairing:
         real.append(pairing)
     if tests:
         real.append(verdict_table(tests, base, head))
         real.append(noise_floor(tests, len(base), args.dispersion))
         if len(adjusted) > 1:
-            real.append(f"`--fail-on` gates on {len(adjusted)} tests together, so their p-values are corrected by "
-                        "Holm's method: " + ", ".join(f"{name} p = {paired.format_p(p, args.alpha)}"
-                                                      for name, p in adjusted.items()) + ".")
+            real.append(
+                f"`--fail-on` gates on {len(adjusted)} tests together, so their p-values are corrected by "
+                "Holm's method: "
+                + ", ".join(f"{name} p = {format_p(p, args.alpha)}" for name, p in adjusted.items())
+                + "."
+            )
         real += change_pictures(pairs[0][0], pairs[0][1], first_pair, args.output)
     else:
         real.append(f"No paired test: {unpaired}.")
-    sections = [title, *([args.source] if args.source else []),
-                "## Is it real?", *real,
-                "## Test set", headline_table(base, head),
-                "## Parameters changed", changed_params,
-                "## Metrics changed", changed_metrics]
+    sections = [
+        title,
+        *([args.source] if args.source else []),
+        "## Is it real?",
+        *real,
+        "## Test set",
+        headline_table(base, head),
+        "## Parameters changed",
+        changed_params,
+        "## Metrics changed",
+        changed_metrics,
+    ]
 
     plots = draw_plots({base[0].name: base[0], head[0].name: head[0]}, args.output)
     sections += ["## Plots", *[f"### {title}\n\n![{title}]({name})" for title, name in plots]]
@@ -357,31 +443,51 @@ def main(argv: list[str] | None = None) -> None:
             if Path(image).exists():
                 name = image.replace("reports/", "").replace("/", "_")
                 shutil.copyfile(image, args.output / name)
-                sections.append(f"### {Path(image).stem.replace('_', ' ').capitalize()} ({image})\n\n![{image}]({name})")
+                sections.append(
+                    f"### {Path(image).stem.replace('_', ' ').capitalize()} ({image})\n\n![{image}]({name})"
+                )
     write_text(args.output / "report.md", "\n\n".join(sections) + "\n")
-    metrics = {t.metric: {**{k: v for k, v in t.as_json().items() if k not in ("metric", "alpha")},
-                          **({"p_holm": float(f"{adjusted[t.metric]:.4g}")} if t.metric in adjusted else {})}
-               for t in tests}
-    write_json(args.output / "verdict.json", {
-        "alpha": args.alpha, "base": [run.name for run in base], "head": [run.name for run in head],
-        "pairs": [{"base": b.name, "head": h.name, "seeds": [b.seed, h.seed]} for b, h in pairs],
-        **({"dispersion_from": str(args.dispersion)} if args.dispersion else {}),
-        **({"metrics": metrics} if tests else {"metrics": {}, "unpaired": unpaired}),
-    })
+    metrics = {
+        t.metric: {
+            **{k: v for k, v in t.as_json().items() if k not in ("metric", "alpha")},
+            **({"p_holm": float(f"{adjusted[t.metric]:.4g}")} if t.metric in adjusted else {}),
+        }
+        for t in tests
+    }
+    write_json(
+        args.output / "verdict.json",
+        {
+            "alpha": args.alpha,
+            "base": [run.name for run in base],
+            "head": [run.name for run in head],
+            "pairs": [{"base": b.name, "head": h.name, "seeds": [b.seed, h.seed]} for b, h in pairs],
+            **({"dispersion_from": str(args.dispersion)} if args.dispersion else {}),
+            **({"metrics": metrics} if tests else {"metrics": {}, "unpaired": unpaired}),
+        },
+    )
     print(f"report: {args.output / 'report.md'} compares {side_name(head)} with {side_name(base)}")
     for test in tests:
         about = "" if test.gates else "these two models, "
-        print(f"report: {test.metric} {test.verdict} ({about}p = {paired.format_p(test.p_value, args.alpha)}; "
-              f"{test.fixed} fixed, {test.broken} broken)")
+        print(
+            f"report: {test.metric} {test.verdict} ({about}p = {format_p(test.p_value, args.alpha)}; "
+            f"{test.fixed} fixed, {test.broken} broken)"
+        )
 
     for line in not_gating:
         print(f"report: --fail-on {line}", file=sys.stderr)
     worse = [name for name, p in adjusted.items() if p < args.alpha and verdicts[name].verdict == "worse"]
     if worse:
-        print(f"report: worse than {side_name(base)}: " + ", ".join(
-            f"{name} (p = {paired.format_p(adjusted[name], args.alpha)}"
-            + (", Holm-adjusted" if len(adjusted) > 1 else "") + ")" for name in worse)
-            + "; failing as --fail-on asks", file=sys.stderr)
+        print(
+            f"report: worse than {side_name(base)}: "
+            + ", ".join(
+                f"{name} (p = {format_p(adjusted[name], args.alpha)}"
+                + (", Holm-adjusted" if len(adjusted) > 1 else "")
+                + ")"
+                for name in worse
+            )
+            + "; failing as --fail-on asks",
+            file=sys.stderr,
+        )
         sys.exit(EXIT_WORSE)
 
 

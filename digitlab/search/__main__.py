@@ -16,17 +16,31 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="mnist-search", description=__doc__.splitlines()[0])
     parser.add_argument("--config", type=Path, default=Path("search.yaml"), help="the search space (search.yaml)")
     parser.add_argument("--study", help="the study's name, and its experiments' prefix (default: search.yaml's)")
-    parser.add_argument("--storage", help="a database URL shared by many machines, e.g. "
-                                          "postgresql://user:password@host/db (default: .search/STUDY.journal)")
+    parser.add_argument(
+        "--storage",
+        help="a database URL shared by many machines, e.g. "
+        "postgresql://user:password@host/db (default: .search/STUDY.journal)",
+    )
     parser.add_argument("--trials", type=int, help="complete trials wanted (default: search.yaml's)")
-    parser.add_argument("--push", metavar="GIT_REMOTE",
-                        help="push each complete trial's experiment there (and its outputs to the DVC remote): "
-                             "how the machines of one study share their trials (docs/search.md)")
-    parser.add_argument("--confirm", action="store_true",
-                        help="then re-run the best trials and the default with search.yaml's confirm.seeds and "
-                             "compare them on validation: better, worse or noise")
-    parser.add_argument("--heartbeat", type=int, default=20, metavar="SECONDS",
-                        help="with --storage: a trial silent for three heartbeats is taken for dead (default 20)")
+    parser.add_argument(
+        "--push",
+        metavar="GIT_REMOTE",
+        help="push each complete trial's experiment there (and its outputs to the DVC remote): "
+        "how the machines of one study share their trials (docs/search.md)",
+    )
+    parser.add_argument(
+        "--confirm",
+        action="store_true",
+        help="then re-run the best trials and the default with search.yaml's confirm.seeds and "
+        "compare them on validation: better, worse or noise",
+    )
+    parser.add_argument(
+        "--heartbeat",
+        type=int,
+        default=20,
+        metavar="SECONDS",
+        help="with --storage: a trial silent for three heartbeats is taken for dead (default 20)",
+    )
     args = parser.parse_args(argv)
     try:
         from tqdm import tqdm
@@ -35,8 +49,9 @@ def main(argv: list[str] | None = None) -> None:
         from digitlab.search.study import search_study
         from digitlab.search.summary import write_summary
     except ImportError as error:
-        raise PipelineError(f"mnist-search needs the pipeline's packages ({error.name} is missing): "
-                            "`uv sync --frozen` installs them") from None
+        raise PipelineError(
+            f"mnist-search needs the pipeline's packages ({error.name} is missing): `uv sync --frozen` installs them"
+        ) from None
     search = load_search(args.config)
     if args.trials is not None:
         if args.trials < 1:

@@ -10,14 +10,15 @@ with Holm's correction over the candidates. The verdict is better, worse or nois
 
 from dataclasses import dataclass
 
+from digitlab.shared.errors import PipelineError
+
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 from scipy.stats import ttest_ind
 
-from digitlab.review.paired import format_p, holm
+from digitlab.comparison.significance import format_p, holm
 from digitlab.search.space import Search
 from digitlab.search.trials import describe, experiment_commit, metric, read_metrics, run_trial
-from digitlab.shared.errors import PipelineError
 
 ALPHA = 0.05
 
@@ -43,7 +44,7 @@ def candidates(study: optuna.Study, search: Search) -> list[FrozenTrial]:
     front = {t.number for t in study.best_trials}
     sign = -1 if search.objectives[0].direction == "maximize" else 1
     ranked = sorted(complete, key=lambda t: (t.number not in front, sign * t.values[0], t.number))
-    return ranked[:search.confirm.best]
+    return ranked[: search.confirm.best]
 
 
 def rerun(name: str, values: dict, search: Search, logs) -> Candidate:
@@ -67,8 +68,10 @@ def rerun(name: str, values: dict, search: Search, logs) -> Candidate:
 def confirm(study: optuna.Study, search: Search, name: str, logs) -> str:
     """Re-run the best trials and the default with the confirmation seeds; the verdict as Markdown."""
     default = rerun(f"{name}-default", {}, search, logs)
-    chosen = [(trial.number, rerun(f"{name}-confirm-{trial.number}", trial.params, search, logs))
-              for trial in candidates(study, search)]
+    chosen = [
+        (trial.number, rerun(f"{name}-confirm-{trial.number}", trial.params, search, logs))
+        for trial in candidates(study, search)
+    ]
     return verdict(default, chosen, search)
 
 
@@ -80,10 +83,12 @@ def verdict(default: Candidate, chosen: list[tuple[int, Candidate]], search: Sea
         test = ttest_ind(candidate.values, default.values, equal_var=False)
         p_values.append(1.0 if test.pvalue != test.pvalue else float(test.pvalue))  # NaN: no spread at all
     seeds = ", ".join(map(str, search.confirm.seeds))
-    rows = [f"| candidate | values | {objective.metric}, seeds {seeds} | mean | change | p (Holm) | verdict |",
-            "|---|---|---|---|---|---|---|",
-            f"| default | params.yaml | {', '.join(f'{v:.5g}' for v in default.values)} | {mean(default.values):.5g} "
-            "| | | |"]
+    rows = [
+        f"| candidate | values | {objective.metric}, seeds {seeds} | mean | change | p (Holm) | verdict |",
+        "|---|---|---|---|---|---|---|",
+        f"| default | params.yaml | {', '.join(f'{v:.5g}' for v in default.values)} | {mean(default.values):.5g} "
+        "| | | |",
+    ]
     better = []
     for (number, candidate), p in zip(chosen, holm(p_values)):
         change = mean(candidate.values) - mean(default.values)
@@ -91,13 +96,20 @@ def verdict(default: Candidate, chosen: list[tuple[int, Candidate]], search: Sea
         called = "noise" if p >= ALPHA or change == 0 else ("better" if gain > 0 else "worse")
         if called == "better":
             better.append(f"trial {number}")
-        rows.append(f"| trial {number} | {describe(candidate.params, ', ')} | {', '.join(f'{v:.5g}' for v in candidate.values)} "
-                    f"| {mean(candidate.values):.5g} | {change:+.4g} | {format_p(p, ALPHA)} | **{called}** |")
-    how = (f"on validation ({objective.metric}; Welch's t over {len(search.confirm.seeds)} seeds a side, "
-           f"Holm-corrected, alpha {ALPHA})")
+        rows.append(
+            f"| trial {number} | {describe(candidate.params, ', ')} "
+            f"| {', '.join(f'{v:.5g}' for v in candidate.values)} "
+            f"| {mean(candidate.values):.5g} | {change:+.4g} | {format_p(p, ALPHA)} | **{called}** |"
+        )
+    how = (
+        f"on validation ({objective.metric}; Welch's t over {len(search.confirm.seeds)} seeds a side, "
+        f"Holm-corrected, alpha {ALPHA})"
+    )
     if better:
-        summary = (f"{' and '.join(better)} beat{'s' * (len(better) == 1)} the default beyond seed noise {how}. "
-                   "Read the test split only now, after the choice.")
+        summary = (
+            f"{' and '.join(better)} beat{'s' * (len(better) == 1)} the default beyond seed noise {how}. "
+            "Read the test split only now, after the choice."
+        )
     else:
         summary = f"No variant beats the default beyond seed noise {how}: keep the default. That is a result."
     return summary + "\n\n" + "\n".join(rows)

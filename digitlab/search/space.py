@@ -3,11 +3,11 @@
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
-
 from digitlab.shared.errors import PipelineError
 from digitlab.shared.params import PARAMS_FILE, validate, with_overrides
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 SEARCH_FILE = Path("search.yaml")
 # The files an objective may come from: validation and training time. The test split never chooses.
@@ -47,8 +47,10 @@ class Objective(Strict):
     @model_validator(mode="after")
     def not_the_test_split(self) -> "Objective":
         if self.file not in OBJECTIVE_FILES:
-            raise ValueError(f"{self.file}: an objective comes from validation or training time only "
-                             f"({', '.join(OBJECTIVE_FILES)}); the test split never chooses")
+            raise ValueError(
+                f"{self.file}: an objective comes from validation or training time only "
+                f"({', '.join(OBJECTIVE_FILES)}); the test split never chooses"
+            )
         return self
 
 
@@ -91,6 +93,7 @@ def load_search(path: Path = SEARCH_FILE, params_file: Path = PARAMS_FILE) -> Se
             except (KeyError, TypeError):
                 raise PipelineError(f"invalid {path}: {key} is not a key of {params_file}") from None
             if problems := validate(candidate):
-                raise PipelineError(f"invalid {path}: {key} = {value!r} makes an invalid {params_file}: "
-                                    + "; ".join(problems))
+                raise PipelineError(
+                    f"invalid {path}: {key} = {value!r} makes an invalid {params_file}: " + "; ".join(problems)
+                )
     return search

@@ -10,6 +10,8 @@ import time
 import warnings
 from pathlib import Path
 
+from digitlab.shared.errors import PipelineError
+
 import optuna
 import sqlalchemy.exc
 from optuna.storages import JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
@@ -18,7 +20,6 @@ from optuna.trial import FrozenTrial, TrialState
 
 from digitlab.search.space import Choice, Search
 from digitlab.search.trials import describe, metric, push_experiment, run_trial
-from digitlab.shared.errors import PipelineError
 
 STATE_DIR = Path(".search")
 HEARTBEAT_S = 20  # a running trial says it is alive this often, and is taken for dead after three silent ones
@@ -39,28 +40,35 @@ def storage(url: str | None, study: str, heartbeat: int = HEARTBEAT_S):
         retry = RetryHeartbeatStaleTrialCallback(max_retry=2)
         for attempt in range(3):
             try:
-                return RDBStorage(url, heartbeat_interval=heartbeat, grace_period=3 * heartbeat,
-                                  heartbeat_stale_trial_callback=retry)
+                return RDBStorage(
+                    url, heartbeat_interval=heartbeat, grace_period=3 * heartbeat, heartbeat_stale_trial_callback=retry
+                )
             except ImportError as error:
-                raise PipelineError(f"--storage {url}: no database driver ({error}); install the postgres extra: "
-                                    "`uv sync --frozen --extra postgres`") from None
+                raise PipelineError(
+                    f"--storage {url}: no database driver ({error}); install the postgres extra: "
+                    "`uv sync --frozen --extra postgres`"
+                ) from None
             except sqlalchemy.exc.SQLAlchemyError as error:
                 # Machines started together all create Optuna's tables in an empty database: one wins, and
                 # the others find the tables on their next try.
                 if attempt == 2:
                     raise PipelineError(f"--storage {url}: {str(error).splitlines()[0]}") from None
                 time.sleep(1 + attempt)
-    raise PipelineError(f"--storage {url}: expected a database URL (postgresql://user@host/db), or none for "
-                        "the study in .search/")
+    raise PipelineError(
+        f"--storage {url}: expected a database URL (postgresql://user@host/db), or none for the study in .search/"
+    )
 
 
 def sampler(search: Search, shared: bool) -> optuna.samplers.BaseSampler:
     """Optuna's TPE: it models good and bad trials apart and works from a handful of trials, where a Gaussian
     process needs PyTorch and grids or random search waste this machine's few trials (docs/search.md). Seeded
     for a study of one machine; in a shared one each machine draws its own, or all would propose alike."""
-    return optuna.samplers.TPESampler(seed=None if shared else search.seed, multivariate=True,
-                                      n_startup_trials=min(5, max(2, search.trials // 3)),
-                                      constant_liar=True)  # trials running elsewhere count as poor: propose apart
+    return optuna.samplers.TPESampler(
+        seed=None if shared else search.seed,
+        multivariate=True,
+        n_startup_trials=min(5, max(2, search.trials // 3)),
+        constant_liar=True,
+    )  # trials running elsewhere count as poor: propose apart
 
 
 def suggest(trial: optuna.Trial, key: str, dimension) -> object:
@@ -74,9 +82,13 @@ def suggest(trial: optuna.Trial, key: str, dimension) -> object:
 
 def open_study(search: Search, name: str, url: str | None, heartbeat: int = HEARTBEAT_S) -> optuna.Study:
     directions = [objective.direction for objective in search.objectives]
-    study = optuna.create_study(study_name=name, storage=storage(url, name, heartbeat),
-                                sampler=sampler(search, url is not None),
-                                directions=directions, load_if_exists=True)
+    study = optuna.create_study(
+        study_name=name,
+        storage=storage(url, name, heartbeat),
+        sampler=sampler(search, url is not None),
+        directions=directions,
+        load_if_exists=True,
+    )
     if [d.name.lower() for d in study.directions] != directions:
         raise PipelineError(f"the study {name} was made with other objectives; give another --study")
     return study
@@ -101,8 +113,9 @@ def best_line(study: optuna.Study, search: Search) -> str:
     return f"{len(best)} on the Pareto front"
 
 
-def search_study(search: Search, name: str, url: str | None, progress=None, push: str | None = None,
-                 heartbeat: int = HEARTBEAT_S) -> optuna.Study:
+def search_study(
+    search: Search, name: str, url: str | None, progress=None, push: str | None = None, heartbeat: int = HEARTBEAT_S
+) -> optuna.Study:
     """Run trials until `search.trials` are complete (as many more may fail); Ctrl-C stops cleanly. With `push`
     (a git remote), each complete trial's experiment is pushed there and to the DVC remote, for other machines."""
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # this module says what happened, a line per trial
@@ -127,8 +140,11 @@ def search_study(search: Search, name: str, url: str | None, progress=None, push
         if outcome.metrics is None:
             trial.set_user_attr("log", str(outcome.log))
             trial.set_user_attr("error", outcome.error)
-            print(f"search: trial {trial.number} failed after {outcome.seconds:.0f} s: {outcome.error} "
-                  f"(log: {outcome.log})", flush=True)
+            print(
+                f"search: trial {trial.number} failed after {outcome.seconds:.0f} s: {outcome.error} "
+                f"(log: {outcome.log})",
+                flush=True,
+            )
             raise TrialFailed(outcome.error)
         durations.append(outcome.seconds)
         values = [metric(outcome.metrics, o.file, o.metric) for o in search.objectives]
@@ -141,9 +157,12 @@ def search_study(search: Search, name: str, url: str | None, progress=None, push
         if trial.state == TrialState.COMPLETE:
             result = ", ".join(f"{o.metric} {v:.5g}" for o, v in zip(search.objectives, trial.values))
             left = (search.trials - complete) * sum(durations) / len(durations)
-            print(f"search: trial {trial.number} {result} in {trial.user_attrs['seconds']:.0f} s; "
-                  f"{best_line(study, search)}; {complete} of {search.trials} complete, about "
-                  f"{left / 60:.0f} min left", flush=True)
+            print(
+                f"search: trial {trial.number} {result} in {trial.user_attrs['seconds']:.0f} s; "
+                f"{best_line(study, search)}; {complete} of {search.trials} complete, about "
+                f"{left / 60:.0f} min left",
+                flush=True,
+            )
         if progress is not None:
             progress.update(complete - progress.n)
         # Trials running on other machines count: if they complete, the study has what it asked for.
@@ -158,23 +177,33 @@ def search_study(search: Search, name: str, url: str | None, progress=None, push
         print(f"search: the study {name} has its {search.trials} complete trials already", flush=True)
         return study
     if complete + running >= search.trials:
-        print(f"search: the study {name} has {complete} complete trials and {running} running elsewhere, of "
-              f"{search.trials}", flush=True)
+        print(
+            f"search: the study {name} has {complete} complete trials and {running} running elsewhere, of "
+            f"{search.trials}",
+            flush=True,
+        )
         return study
     if complete or failed or interrupted:
-        print(f"search: resuming the study {name}: {complete} complete, {failed} failed, {interrupted} "
-              "interrupted", flush=True)
+        print(
+            f"search: resuming the study {name}: {complete} complete, {failed} failed, {interrupted} interrupted",
+            flush=True,
+        )
     started = time.perf_counter()
     try:
         study.optimize(objective, callbacks=[after_each], catch=(TrialFailed,))
     except KeyboardInterrupt:
         for trial in stopped:  # run its values first when the search resumes
             study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
-            print(f"search: interrupted; trial {trial.number} ({trial.user_attrs['experiment']}) was stopped and "
-                  "marked failed, and its values come first when you run the same command again",
-                  file=sys.stderr, flush=True)
+            print(
+                f"search: interrupted; trial {trial.number} ({trial.user_attrs['experiment']}) was stopped and "
+                "marked failed, and its values come first when you run the same command again",
+                file=sys.stderr,
+                flush=True,
+            )
         raise SystemExit(130) from None
     complete, failed, _ = finished(study)
-    print(f"search: {complete} trials complete, {failed} failed, in {(time.perf_counter() - started) / 60:.1f} min",
-          flush=True)
+    print(
+        f"search: {complete} trials complete, {failed} failed, in {(time.perf_counter() - started) / 60:.1f} min",
+        flush=True,
+    )
     return study

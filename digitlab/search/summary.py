@@ -32,9 +32,15 @@ def trials_table(study: optuna.Study, search: Search) -> str:
             note = "interrupted (Ctrl-C); run again"
         if "retry_of" in trial.user_attrs:
             note = f"trial {trial.user_attrs['retry_of']} again"
-        cells = [str(trial.number), f"`{trial.user_attrs.get('experiment', '-')}`", trial.state.name.lower(),
-                 *(_value(trial.params.get(key, "-")) for key in keys), *values,
-                 _value(trial.user_attrs.get("seconds", "-")), note.replace("|", "/")]
+        cells = [
+            str(trial.number),
+            f"`{trial.user_attrs.get('experiment', '-')}`",
+            trial.state.name.lower(),
+            *(_value(trial.params.get(key, "-")) for key in keys),
+            *values,
+            _value(trial.user_attrs.get("seconds", "-")),
+            note.replace("|", "/"),
+        ]
         rows.append("| " + " | ".join(cells) + " |")
     return "\n".join(rows)
 
@@ -71,12 +77,16 @@ def draw(study: optuna.Study, search: Search, path: Path) -> None:
 def write_summary(study: optuna.Study, search: Search, name: str, verdict: str = "") -> Path:
     complete = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
     path = REPORTS / f"{name}.md"
-    sections = [f"# Search: {name}",
-                f"{len(complete)} trials complete of {search.trials}; objectives: "
-                + ", ".join(f"{o.metric} ({o.direction})" for o in search.objectives)
-                + "; fixed: " + (", ".join(f"{k}={v}" for k, v in search.fixed.items()) or "nothing")
-                + f"; seed {search.seed}. Each trial is a DVC experiment: `dvc exp show`, `dvc exp apply NAME`.",
-                "## Trials", trials_table(study, search)]
+    sections = [
+        f"# Search: {name}",
+        f"{len(complete)} trials complete of {search.trials}; objectives: "
+        + ", ".join(f"{o.metric} ({o.direction})" for o in search.objectives)
+        + "; fixed: "
+        + (", ".join(f"{k}={v}" for k, v in search.fixed.items()) or "nothing")
+        + f"; seed {search.seed}. Each trial is a DVC experiment: `dvc exp show`, `dvc exp apply NAME`.",
+        "## Trials",
+        trials_table(study, search),
+    ]
     if complete:
         draw(study, search, REPORTS / f"{name}.png")
         title = "History" if len(search.objectives) == 1 else "Pareto front"

@@ -52,19 +52,25 @@ def table(rows: list[dict], params: list[str], metrics: list[str], width: int) -
     changed = [key for key in params if len({repr(row.get(key)) for row in shown}) > 1]
     names = short_names(changed)
     header = ["experiment", *(names[key] for key in changed), *metrics]
-    body = [[row.get("Experiment") or row.get("rev") or "-", *(cell(row.get(key)) for key in changed),
-             *(cell(row.get(metric)) for metric in metrics)] for row in shown]
+    body = [
+        [
+            row.get("Experiment") or row.get("rev") or "-",
+            *(cell(row.get(key)) for key in changed),
+            *(cell(row.get(metric)) for metric in metrics),
+        ]
+        for row in shown
+    ]
     widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
     if sum(widths) + 2 * (len(widths) - 1) > width and changed:
         # Too wide for a column per param: one column of "name=value" for the params that differ, wrapped
         # onto more lines where the terminal is narrow; names and metrics stay whole on the first line.
-        fixed = [widths[0], *widths[1 + len(changed):]]
+        fixed = [widths[0], *widths[1 + len(changed) :]]
         room = max(width - sum(fixed) - 2 * len(fixed), 20)
         header, wrapped = ["experiment", "changed", *metrics], []
         for line in body:
-            pairs = " ".join(f"{names[key]}={value}" for key, value in zip(changed, line[1:1 + len(changed)]))
+            pairs = " ".join(f"{names[key]}={value}" for key, value in zip(changed, line[1 : 1 + len(changed)]))
             parts = textwrap.wrap(pairs, room, break_long_words=False, break_on_hyphens=False) or [""]
-            wrapped.append([line[0], parts[0], *line[1 + len(changed):]])
+            wrapped.append([line[0], parts[0], *line[1 + len(changed) :]])
             wrapped += [["", part, *[""] * len(metrics)] for part in parts[1:]]
         body = wrapped
         widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
@@ -74,8 +80,9 @@ def table(rows: list[dict], params: list[str], metrics: list[str], width: int) -
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--metrics", nargs="+", default=list(HEADLINE), help="the metrics shown (default: "
-                        + " ".join(HEADLINE) + ")")
+    parser.add_argument(
+        "--metrics", nargs="+", default=list(HEADLINE), help="the metrics shown (default: " + " ".join(HEADLINE) + ")"
+    )
     args = parser.parse_args(argv)
     import dvc.api
 

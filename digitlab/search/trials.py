@@ -12,9 +12,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from digitlab.review.revisions import Run, experiment_commits
-from digitlab.search.space import OBJECTIVE_FILES
 from digitlab.shared.errors import PipelineError
+
+from digitlab.comparison.revisions import Run, experiment_commits
+from digitlab.search.space import OBJECTIVE_FILES
 
 STOP_WAIT_S = 60  # how long an interrupted `dvc exp run` may take to clean up before it is killed
 
@@ -39,8 +40,9 @@ def experiment_commit(name: str) -> str | None:
 def read_metrics(commit: str, files: list[str]) -> dict[str, dict]:
     """The JSON files of an experiment's commit, as `git show` gives them: training's, never the test split's."""
     if not set(files) <= set(OBJECTIVE_FILES):
-        raise PipelineError(f"the search reads {', '.join(OBJECTIVE_FILES)} only, not {', '.join(files)}: "
-                            "the test split never chooses")
+        raise PipelineError(
+            f"the search reads {', '.join(OBJECTIVE_FILES)} only, not {', '.join(files)}: the test split never chooses"
+        )
     experiment = Run(commit[:7], commit)
     found = {file: experiment.read_json(file) for file in files}
     for file, data in found.items():
@@ -62,8 +64,9 @@ def last_error(log: Path) -> str:
 
 def describe(values: dict, separator: str = " ") -> str:
     """A trial's values as its lines show them: train.learning_rate=0.002333 model.dense_units=128."""
-    return separator.join(f"{key}={value:.4g}" if isinstance(value, float) else f"{key}={value}"
-                          for key, value in values.items())
+    return separator.join(
+        f"{key}={value:.4g}" if isinstance(value, float) else f"{key}={value}" for key, value in values.items()
+    )
 
 
 def command(name: str, overrides: dict[str, object]) -> list[str]:
@@ -76,16 +79,19 @@ def run_trial(name: str, overrides: dict[str, object], files: list[str], logs: P
     """Run one trial to its end. Ctrl-C (KeyboardInterrupt) stops the run, waits for DVC to clean up and
     raises on, for the study to mark the trial."""
     if experiment_commit(name):
-        raise PipelineError(f"an experiment named {name} exists already (an earlier study of that name?): remove "
-                            f"it with `dvc exp remove {name}` or give another --study")
+        raise PipelineError(
+            f"an experiment named {name} exists already (an earlier study of that name?): remove "
+            f"it with `dvc exp remove {name}` or give another --study"
+        )
     logs.mkdir(parents=True, exist_ok=True)
     log = logs / f"{name}.log"
     started = time.perf_counter()
     with log.open("w") as output:
         output.write("$ " + " ".join(command(name, overrides)) + "\n")
         output.flush()
-        process = subprocess.Popen(command(name, overrides), stdout=output, stderr=subprocess.STDOUT,
-                                   start_new_session=True)  # Ctrl-C reaches the search, which stops it
+        process = subprocess.Popen(
+            command(name, overrides), stdout=output, stderr=subprocess.STDOUT, start_new_session=True
+        )  # Ctrl-C reaches the search, which stops it
         try:
             returncode = process.wait()
         except KeyboardInterrupt:
@@ -114,12 +120,13 @@ def metric(metrics: dict[str, dict], file: str, dotted: str) -> float:
     return float(value)
 
 
-
 def push_experiment(remote: str, name: str) -> None:
     """`dvc exp push`: the experiment's git ref to `remote` and its outputs to the DVC remote, so that any clone
     gets it with `dvc exp pull`. A failed push is said, not fatal: the experiment stays here."""
     pushed = subprocess.run(["dvc", "exp", "push", remote, name], capture_output=True, text=True)
     if pushed.returncode != 0:
         message = (pushed.stderr.strip().splitlines() or ["no message"])[-1]
-        print(f"search: could not push {name} to {remote}: {message}; push it later with "
-              f"`dvc exp push {remote} {name}`", flush=True)
+        print(
+            f"search: could not push {name} to {remote}: {message}; push it later with `dvc exp push {remote} {name}`",
+            flush=True,
+        )

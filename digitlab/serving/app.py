@@ -63,6 +63,9 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from digitlab.shared.errors import PipelineError
+from digitlab.shared.mnist import IMAGE_SIZE
+
 import numpy as np
 import uvicorn
 from fastapi import FastAPI, Request
@@ -72,9 +75,9 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
 from digitlab.inference.rejection import NOT_A_DIGIT
+from digitlab.inference.views import DEFAULT_VIEWS
 from digitlab.serving.options import add_accept_all_option, add_views_option, native_stderr_hidden, threshold_note
-from digitlab.serving.reader import DEFAULT_MODEL, DEFAULT_VIEWS, DigitReader, Reading
-from digitlab.shared.errors import PipelineError
+from digitlab.serving.reader import DEFAULT_MODEL, DigitReader, Reading
 
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024  # room for a full-size photo from a phone; the canvas's PNG is far smaller
 # Pillow's own decompression-bomb check first only warns, and refuses only far larger images; a 40-megapixel
@@ -123,8 +126,12 @@ def read_page_files() -> dict[str, PageFile]:
 def _page_file_route(file: PageFile):
     # no-cache: the browser may keep a copy but asks again each time (a 304 while the ETag matches),
     # so a page upgraded with the package never runs last version's script against this server.
-    headers = {"Content-Security-Policy": CONTENT_SECURITY_POLICY, "X-Content-Type-Options": "nosniff",
-               "Cache-Control": "no-cache", "ETag": file.etag}
+    headers = {
+        "Content-Security-Policy": CONTENT_SECURITY_POLICY,
+        "X-Content-Type-Options": "nosniff",
+        "Cache-Control": "no-cache",
+        "ETag": file.etag,
+    }
 
     async def serve(request: Request) -> Response:
         if _matches(request.headers.get("if-none-match"), file.etag):
@@ -159,8 +166,11 @@ class Busy(Exception):
 
 
 def _busy(why: str) -> JSONResponse:
-    return JSONResponse({"error": f"the server is busy ({why}); try again in {RETRY_AFTER_S} s"}, status_code=503,
-                        headers={"Retry-After": str(RETRY_AFTER_S), "Connection": "close"})  # its body unread
+    return JSONResponse(
+        {"error": f"the server is busy ({why}); try again in {RETRY_AFTER_S} s"},
+        status_code=503,
+        headers={"Retry-After": str(RETRY_AFTER_S), "Connection": "close"},
+    )  # its body unread
 
 
 @dataclass
@@ -186,10 +196,16 @@ class BodyReceiver:
         try:
             message = await asyncio.wait_for(self.receive(), min(BODY_IDLE_TIMEOUT_S, max(left, 0)))
         except TimeoutError:
-            waited = f"sent no byte for {BODY_IDLE_TIMEOUT_S} s" if left > BODY_IDLE_TIMEOUT_S else \
-                f"was not all sent within {BODY_TIMEOUT_S} s"
-            raise HTTPException(408, f"the upload {waited} ({self.received:,} bytes received); send it again",
-                                headers={"Connection": "close"}) from None
+            waited = (
+                f"sent no byte for {BODY_IDLE_TIMEOUT_S} s"
+                if left > BODY_IDLE_TIMEOUT_S
+                else f"was not all sent within {BODY_TIMEOUT_S} s"
+            )
+            raise HTTPException(
+                408,
+                f"the upload {waited} ({self.received:,} bytes received); send it again",
+                headers={"Connection": "close"},
+            ) from None
         size = len(message.get("body", b""))
         self.received += size
         self.load.body_bytes += size
@@ -253,14 +269,18 @@ class Batcher:
 # --- The app ------------------------------------------------------------------------------------
 
 
-def create_app(model_path: str | Path = DEFAULT_MODEL, views: int = DEFAULT_VIEWS,
-               batch_window_s: float = BATCH_WINDOW_S, accept_all: bool = False) -> FastAPI:
+def create_app(
+    model_path: str | Path = DEFAULT_MODEL,
+    views: int = DEFAULT_VIEWS,
+    batch_window_s: float = BATCH_WINDOW_S,
+    accept_all: bool = False,
+) -> FastAPI:
     """The app, with the model loaded (PipelineError if it cannot be) and warmed up; `views` and
     `accept_all` as mnist-predict's."""
     page_files = read_page_files()
     reader = DigitReader(model_path, views=views, accept_all=accept_all)
     # The first call of an onnxruntime session allocates its buffers: do it now, not on the first visitor.
-    warm_up = np.zeros((28, 28), dtype=np.uint8)
+    warm_up = np.zeros((IMAGE_SIZE, IMAGE_SIZE), dtype=np.uint8)
     warm_up[4:24, 13:16] = 255
     reader.read([warm_up])
     batcher = Batcher(reader, batch_window_s)
@@ -344,13 +364,17 @@ async def read_upload(request: Request, receive: BodyReceiver) -> tuple[bytes, s
             await form.close()  # its temporary files
     if media_type.startswith("image/") or media_type == "application/octet-stream":
         return await capped.body(), None
-    raise HTTPException(415, f"send the image as the multipart form field 'image', or as the request body with an "
-                             f"image/* content type, not {media_type or 'no content type'}")
+    raise HTTPException(
+        415,
+        f"send the image as the multipart form field 'image', or as the request body with an "
+        f"image/* content type, not {media_type or 'no content type'}",
+    )
 
 
 def _too_large(size: int, so_far: bool = False) -> str:
-    return (f"the upload is {'over ' if so_far else ''}{size:,} bytes; "
-            f"the limit is {MAX_UPLOAD_BYTES // (1024 * 1024)} MB")
+    return (
+        f"the upload is {'over ' if so_far else ''}{size:,} bytes; the limit is {MAX_UPLOAD_BYTES // (1024 * 1024)} MB"
+    )
 
 
 def prepare_upload(reader: DigitReader, data: bytes, filename: str | None) -> Reading:
@@ -369,8 +393,10 @@ def _check_pixels(data: bytes) -> str | None:
     except (Image.DecompressionBombError, UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError):
         return None  # the reader says what is wrong with it
     if width * height > MAX_PIXELS:
-        return (f"the image is {width}x{height} pixels, too large to read safely "
-                f"(the limit is {MAX_PIXELS // 1_000_000} megapixels)")
+        return (
+            f"the image is {width}x{height} pixels, too large to read safely "
+            f"(the limit is {MAX_PIXELS // 1_000_000} megapixels)"
+        )
     return None
 
 
@@ -409,10 +435,13 @@ def _is_loopback(host: str) -> bool:
 def main(argv: list[str] | None = None) -> None:
     """`mnist-app`: serve the page and the endpoint until Ctrl+C."""
     parser = argparse.ArgumentParser(prog="mnist-app", description="Serve the draw-a-digit web app.")
-    parser.add_argument("--host", default="127.0.0.1",
-                        help="address to listen on (default 127.0.0.1: this machine only)")
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)"
+    )
     parser.add_argument("--port", type=port_number, default=8000, help="port (default 8000; 0 picks a free one)")
-    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL, help=f"the trained model as ONNX (default {DEFAULT_MODEL})")
+    parser.add_argument(
+        "--model", type=Path, default=DEFAULT_MODEL, help=f"the trained model as ONNX (default {DEFAULT_MODEL})"
+    )
     add_views_option(parser)
     add_accept_all_option(parser)
     args = parser.parse_args(argv)

@@ -18,8 +18,8 @@ the other files are still read, and the exit status is 1. It is 0 when every fil
 
 "Not a digit" is such a reason: the model's confidence is below the threshold model.onnx carries (the
 train stage chose it so that reject.false_rejection of the validation digits, 0.2% by default, fall
-below it; most letters, scribbles and noise do). The line says the best guess and its confidence; in --json, `digit` is null and `error`
-is "not a digit", with `confidence` and `probabilities` still given.
+below it; most letters, scribbles and noise do). The line says the best guess and its confidence; in
+--json, `digit` is null and `error` is "not a digit", with `confidence` and `probabilities` still given.
 
 It runs the ONNX model with onnxruntime and never imports TensorFlow, so the serving-only install
 (no TensorFlow, DVC or Matplotlib; docs/using-the-model.md) is enough; --show also needs Matplotlib.
@@ -32,6 +32,8 @@ import os
 import sys
 from pathlib import Path
 
+from digitlab.shared.errors import PipelineError
+
 import numpy as np
 from PIL import Image
 
@@ -40,7 +42,6 @@ from digitlab.images.reading import NO_DIGIT
 from digitlab.inference.rejection import NOT_A_DIGIT
 from digitlab.serving.options import add_accept_all_option, add_views_option, native_stderr_hidden, threshold_note
 from digitlab.serving.reader import DEFAULT_MODEL, DigitReader, Reading
-from digitlab.shared.errors import PipelineError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 CHUNK = 500  # files read and predicted at a time: memory stays bounded and lines come out as they are ready
@@ -48,12 +49,16 @@ SHOW_LIMIT = 20  # rows of the --show figure; more would make it too tall to rea
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="mnist-predict", description=__doc__.splitlines()[0],
-                                     epilog="A folder means the images in it, sorted by name.")
+    parser = argparse.ArgumentParser(
+        prog="mnist-predict",
+        description=__doc__.splitlines()[0],
+        epilog="A folder means the images in it, sorted by name.",
+    )
     parser.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="an image, or a folder of images")
     parser.add_argument("--json", action="store_true", help="print one JSON object per image")
-    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL,
-                        help=f"the trained model as ONNX (default {DEFAULT_MODEL})")
+    parser.add_argument(
+        "--model", type=Path, default=DEFAULT_MODEL, help=f"the trained model as ONNX (default {DEFAULT_MODEL})"
+    )
     parser.add_argument("--show", type=Path, metavar="OUT.png", help="draw the images and their probabilities here")
     add_views_option(parser)
     add_accept_all_option(parser)
@@ -61,8 +66,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.show is not None and args.show.suffix.lower() != ".png":
         parser.error(f"--show {args.show}: the figure is a PNG file, give a name ending in .png")
     if args.show is not None and importlib.util.find_spec("matplotlib") is None:
-        parser.error("--show draws with Matplotlib, which the serving-only install leaves out: "
-                     "`pip install matplotlib`, or install the pipeline (`uv sync --frozen`)")
+        parser.error(
+            "--show draws with Matplotlib, which the serving-only install leaves out: "
+            "`pip install matplotlib`, or install the pipeline (`uv sync --frozen`)"
+        )
 
     try:
         with native_stderr_hidden():
@@ -73,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         shown = []
         with reader:  # its worker processes stop before the command ends, however it ends
             for start in range(0, len(files), CHUNK):
-                for reading in reader.read(files[start:start + CHUNK]):
+                for reading in reader.read(files[start : start + CHUNK]):
                     if not report(reading, args.json):
                         all_read = False
                     if len(shown) < SHOW_LIMIT:
@@ -102,8 +109,10 @@ def image_files(paths: list[Path]) -> tuple[list[Path], bool]:
             continue
         inside = sorted(file for file in path.iterdir() if file.suffix.lower() in IMAGE_SUFFIXES and file.is_file())
         if not inside:
-            print(f"error: {path}: a folder with no images in it (looked for {', '.join(IMAGE_SUFFIXES)})",
-                  file=sys.stderr)
+            print(
+                f"error: {path}: a folder with no images in it (looked for {', '.join(IMAGE_SUFFIXES)})",
+                file=sys.stderr,
+            )
             all_found = False
         files.extend(inside)
     return files, all_found
@@ -120,8 +129,11 @@ def report(reading: Reading, as_json: bool) -> bool:
         print(json.dumps(reading.to_dict()))  # JSON escapes control characters itself
     if reading.error == NOT_A_DIGIT:
         guess = int(np.argmax(reading.probabilities))
-        print(f"error: {printable(reading.path)}: {NOT_A_DIGIT} (the best guess, {guess}, has only "
-              f"{reading.confidence:.1%} confidence; --accept-all gives it anyway)", file=sys.stderr)
+        print(
+            f"error: {printable(reading.path)}: {NOT_A_DIGIT} (the best guess, {guess}, has only "
+            f"{reading.confidence:.1%} confidence; --accept-all gives it anyway)",
+            file=sys.stderr,
+        )
         return False
     if reading.error is not None:
         print(f"error: {printable(reading.path)}: {reading.error}", file=sys.stderr)
@@ -135,8 +147,9 @@ def draw(readings: list[Reading], total: int, path: Path) -> None:
     """One row per image: the file as it is, the 28x28 image the model saw, and the ten probabilities."""
     import matplotlib.pyplot as plt  # only here: the figure is optional, and Matplotlib is slow to import
 
-    figure, axes = plt.subplots(len(readings), 3, figsize=(9, 2.2 * len(readings)), squeeze=False,
-                                gridspec_kw={"width_ratios": [1, 1, 2]})
+    figure, axes = plt.subplots(
+        len(readings), 3, figsize=(9, 2.2 * len(readings)), squeeze=False, gridspec_kw={"width_ratios": [1, 1, 2]}
+    )
     for (original, seen, bars), reading in zip(axes, readings):
         for axis in (original, seen):
             axis.set_xticks([])
@@ -159,8 +172,11 @@ def draw(readings: list[Reading], total: int, path: Path) -> None:
         bars.set_xticks(range(10))
         bars.set_ylim(0, 1)
         if reading.digit is None:  # not a digit: the probabilities, none of them high enough
-            bars.set_title(f"{NOT_A_DIGIT} (best guess {int(np.argmax(reading.probabilities))}, "
-                           f"{reading.confidence:.1%})", fontsize=9, color="tab:red")
+            bars.set_title(
+                f"{NOT_A_DIGIT} (best guess {int(np.argmax(reading.probabilities))}, {reading.confidence:.1%})",
+                fontsize=9,
+                color="tab:red",
+            )
             continue
         bars.patches[reading.digit].set_color("tab:blue")
         bars.set_title(f"{reading.digit} ({reading.confidence:.1%}), runner-up {reading.runner_up}", fontsize=9)

@@ -13,23 +13,31 @@ from digitlab.serving.reader import DEFAULT_VIEWS, DigitReader
 
 def add_views_option(parser: argparse.ArgumentParser) -> None:
     """--views, for mnist-predict and mnist-app alike."""
-    parser.add_argument("--views", type=int, choices=sorted(VIEWS), default=DEFAULT_VIEWS,
-                        help="test-time augmentation: average over the image and its 4 (or 8) one-pixel shifts; "
-                        f"1 for none (default {DEFAULT_VIEWS}, as the evaluate stage)")
+    parser.add_argument(
+        "--views",
+        type=int,
+        choices=sorted(VIEWS),
+        default=DEFAULT_VIEWS,
+        help="test-time augmentation: average over the image and its 4 (or 8) one-pixel shifts; "
+        f"1 for none (default {DEFAULT_VIEWS}, as the evaluate stage)",
+    )
 
 
 def add_accept_all_option(parser: argparse.ArgumentParser) -> None:
     """--accept-all, for mnist-predict and mnist-app alike."""
-    parser.add_argument("--accept-all", action="store_true",
-                        help='give every image its most likely digit, never "not a digit"')
+    parser.add_argument(
+        "--accept-all", action="store_true", help='give every image its most likely digit, never "not a digit"'
+    )
 
 
 def threshold_note(reader: DigitReader, model: Path, accept_all: bool) -> str | None:
     """A note for a model that carries no "not a digit" threshold: every image will get a digit."""
     if reader.threshold is not None or accept_all:
         return None
-    return (f"note: {model} carries no \"not a digit\" threshold for {reader.views} views (it was trained before "
-            "there was one), so every image gets a digit; `dvc repro train` trains one that has it")
+    return (
+        f'note: {model} carries no "not a digit" threshold for {reader.views} views (it was trained before '
+        "there was one), so every image gets a digit; `dvc repro train` trains one that has it"
+    )
 
 
 @contextlib.contextmanager

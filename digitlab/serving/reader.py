@@ -26,19 +26,16 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
-from digitlab.images.reading import prepare_or_why
-from digitlab.images.reading import to_model_input
-from digitlab.inference.onnx_model import load_onnx_model
-from digitlab.inference.rejection import NOT_A_DIGIT, rejected
-from digitlab.inference.views import VIEWS, predict_probabilities
 from digitlab.shared.errors import PipelineError
 
+import numpy as np
+
+from digitlab.images.reading import prepare_or_why, to_model_input
+from digitlab.inference.onnx_model import load_onnx_model
+from digitlab.inference.rejection import NOT_A_DIGIT, rejected
+from digitlab.inference.views import DEFAULT_VIEWS, PREDICT_BATCH, VIEWS, predict_probabilities
+
 DEFAULT_MODEL = Path("data/model/model.onnx")
-# Test-time augmentation (1, 5 or 9 views): as evaluate.tta_views in params.yaml, so the model is used
-# as main's metrics measured it.
-DEFAULT_VIEWS = 5
 # Fewer images are prepared in this process: starting the worker processes (about a second) would cost more.
 PARALLEL_FROM = 64
 
@@ -57,8 +54,14 @@ class Reading:
 
     def to_dict(self) -> dict:
         """The JSON fields: everything but the image."""
-        return {"path": self.path, "digit": self.digit, "confidence": self.confidence,
-                "runner_up": self.runner_up, "probabilities": self.probabilities, "error": self.error}
+        return {
+            "path": self.path,
+            "digit": self.digit,
+            "confidence": self.confidence,
+            "runner_up": self.runner_up,
+            "probabilities": self.probabilities,
+            "error": self.error,
+        }
 
 
 def keras_file_error(path: Path) -> PipelineError:
@@ -66,17 +69,25 @@ def keras_file_error(path: Path) -> PipelineError:
     onnx = path.with_suffix(".onnx")
     return PipelineError(
         f"{path} is a Keras model; digits are read with the ONNX model the train stage writes beside it: "
-        f"give {onnx} (`dvc repro train` writes it, `dvc artifacts get <repository URL> mnist-cnn-onnx` downloads it)")
+        f"give {onnx} (`dvc repro train` writes it, `dvc artifacts get <repository URL> mnist-cnn-onnx` downloads it)"
+    )
 
 
 class DigitReader:
     """A trained model (the train stage's model.onnx), loaded once, that reads digits from images."""
 
-    def __init__(self, model_path: str | Path = DEFAULT_MODEL, batch_size: int = 500, views: int = DEFAULT_VIEWS,
-                 accept_all: bool = False):
+    def __init__(
+        self,
+        model_path: str | Path = DEFAULT_MODEL,
+        batch_size: int = PREDICT_BATCH,
+        views: int = DEFAULT_VIEWS,
+        accept_all: bool = False,
+    ):
         if views not in VIEWS:  # now, not as a KeyError at the first image
-            raise ValueError(f"views={views!r}: test-time augmentation takes "
-                             f"{', '.join(map(str, sorted(VIEWS)[:-1]))} or {sorted(VIEWS)[-1]} views")
+            raise ValueError(
+                f"views={views!r}: test-time augmentation takes "
+                f"{', '.join(map(str, sorted(VIEWS)[:-1]))} or {sorted(VIEWS)[-1]} views"
+            )
         model_path = Path(model_path)
         if model_path.suffix.lower() == ".keras":
             raise keras_file_error(model_path)
@@ -93,9 +104,12 @@ class DigitReader:
         forked: a fork of a process running onnxruntime's threads is unsafe."""
         if self.workers is None:
             self.workers = ProcessPoolExecutor(
-                os.cpu_count(), mp_context=multiprocessing.get_context("spawn"),
+                os.cpu_count(),
+                mp_context=multiprocessing.get_context("spawn"),
                 # Ctrl-C reaches the whole process group: let this process stop the work, quietly.
-                initializer=signal.signal, initargs=(signal.SIGINT, signal.SIG_IGN))
+                initializer=signal.signal,
+                initargs=(signal.SIGINT, signal.SIG_IGN),
+            )
         return self.workers
 
     def close(self) -> None:
@@ -129,7 +143,9 @@ class DigitReader:
         seen = [reading for reading in readings if reading.image is not None]
         if seen:
             batch = to_model_input(np.stack([reading.image for reading in seen]))
-            for reading, probabilities in zip(seen, predict_probabilities(self.model, batch, self.batch_size, self.views)):
+            for reading, probabilities in zip(
+                seen, predict_probabilities(self.model, batch, self.batch_size, self.views)
+            ):
                 runner_up, digit = np.argsort(probabilities)[-2:]
                 reading.confidence = round(float(probabilities[digit]), 6)
                 reading.probabilities = [round(float(p), 6) for p in probabilities]

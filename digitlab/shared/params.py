@@ -14,11 +14,11 @@ import functools
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
-from ruamel.yaml import YAML, YAMLError
-
 from digitlab.shared.errors import PipelineError
 from digitlab.shared.mnist import IMAGE_SIZE
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from ruamel.yaml import YAML, YAMLError
 
 PARAMS_FILE = Path("params.yaml")
 Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]  # NumPy's seeds stop at 2**32 - 1
@@ -66,17 +66,20 @@ class Model(Section):
             size //= 2  # the pooling after each block
         if size < 1:
             # A model validator's message starts with the key it is about (see `validate`).
-            raise ValueError("conv_filters: this many blocks shrink the 28x28 image to nothing; use fewer blocks, "
-                             "fewer convs_per_block, a smaller kernel_size or padding: same")
+            raise ValueError(
+                "conv_filters: this many blocks shrink the 28x28 image to nothing; use fewer blocks, "
+                "fewer convs_per_block, a smaller kernel_size or padding: same"
+            )
         return self
 
     @model_validator(mode="after")
     def centres_the_background_window(self) -> "Model":
         if not is_background_window(self.background_window):
-            raise ValueError(f"background_window: expected 0 (off) or an odd width of at least 3, a square "
-                             f"centred on each pixel (the default is 9), got {self.background_window}")
+            raise ValueError(
+                f"background_window: expected 0 (off) or an odd width of at least 3, a square "
+                f"centred on each pixel (the default is 9), got {self.background_window}"
+            )
         return self
-
 
 
 def is_background_window(window: int) -> bool:
@@ -120,9 +123,14 @@ class Reject(Section):
     seed: Seed
 
 
+# Test-time augmentation's view counts: the image, and its 4 one-pixel shifts, and the 4 diagonals
+# (digitlab/inference/views.py draws them in that order).
+ViewCount = Literal[1, 5, 9]
+
+
 class Evaluate(Section):
     batch_size: int = Field(ge=1, le=65536)
-    tta_views: Literal[1, 5, 9]  # the view counts of digitlab/inference/views.py's VIEWS (a test checks)
+    tta_views: ViewCount
     calibration_bins: int = Field(ge=2, le=100)
     mistakes: int = Field(ge=1, le=100)
     corruption_images: int = Field(ge=1, le=10000)
@@ -148,8 +156,12 @@ class Params(Section):
 
 def _expected(annotation: Any, constraints: list) -> str:
     """What a key of this type and these constraints accepts, in words."""
-    bounds = {name: getattr(c, name) for c in constraints for name in ("ge", "gt", "le", "lt", "min_length")
-              if getattr(c, name, None) is not None}
+    bounds = {
+        name: getattr(c, name)
+        for c in constraints
+        for name in ("ge", "gt", "le", "lt", "min_length")
+        if getattr(c, name, None) is not None
+    }
     nullable = type(None) in get_args(annotation)  # `int | None`: the only nullable kind of key here
     if nullable or annotation is int:
         limits = " and ".join(f"{sign} {bounds[name]}" for name, sign in (("ge", ">="), ("le", "<=")) if name in bounds)

@@ -12,18 +12,20 @@ that names the problem instead of a stack trace or a hang.
 import json
 import os
 
-import tensorflow as tf
-
 from digitlab.shared.errors import PipelineError
+
+import tensorflow as tf
 
 
 def cluster_task() -> tuple[dict, str, int]:
     """The cluster, task type and task index of TF_CONFIG, checked; PipelineError says what is wrong."""
     text = os.environ.get("TF_CONFIG")
     if not text:
-        raise PipelineError("train.distribute is multi_worker but TF_CONFIG is not set; set it on every "
-                            'worker, e.g. {"cluster": {"worker": ["host1:12345", "host2:12345"]}, '
-                            '"task": {"type": "worker", "index": 0}}')
+        raise PipelineError(
+            "train.distribute is multi_worker but TF_CONFIG is not set; set it on every "
+            'worker, e.g. {"cluster": {"worker": ["host1:12345", "host2:12345"]}, '
+            '"task": {"type": "worker", "index": 0}}'
+        )
     try:
         config = json.loads(text)
     except json.JSONDecodeError as error:
@@ -34,8 +36,10 @@ def cluster_task() -> tuple[dict, str, int]:
         raise PipelineError('TF_CONFIG has no "cluster": give {"cluster": {"worker": ["host:port", ...]}, ...}')
     for role, addresses in cluster.items():
         if role not in ("chief", "worker") or not isinstance(addresses, list) or not addresses:
-            raise PipelineError(f'TF_CONFIG cluster "{role}" must be "chief" or "worker" with a list of '
-                                f'"host:port" addresses, got {addresses!r}')
+            raise PipelineError(
+                f'TF_CONFIG cluster "{role}" must be "chief" or "worker" with a list of '
+                f'"host:port" addresses, got {addresses!r}'
+            )
         for address in addresses:
             host, _, port = str(address).rpartition(":")
             if not host or not port.isdigit():
@@ -46,8 +50,10 @@ def cluster_task() -> tuple[dict, str, int]:
     if role not in cluster:
         raise PipelineError(f"TF_CONFIG task type {role!r} is not in the cluster ({', '.join(cluster)})")
     if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < len(cluster[role]):
-        raise PipelineError(f"TF_CONFIG task index {index!r} is not one of the {len(cluster[role])} "
-                            f'"{role}" addresses (0 to {len(cluster[role]) - 1})')
+        raise PipelineError(
+            f"TF_CONFIG task index {index!r} is not one of the {len(cluster[role])} "
+            f'"{role}" addresses (0 to {len(cluster[role]) - 1})'
+        )
     return cluster, role, index
 
 

@@ -1,7 +1,8 @@
 """Fitting the CNN: seeding, augmented batches, the optimizer and its schedule, and `fit` itself.
 
 `fit` is what the train stage runs and what benchmarks/benchmark.py times, so both train
-the same way, on one device or many (digitlab/training/distribute.py). The model is chosen on the validation split only; the test set is not read here.
+the same way, on one device or many (digitlab/training/distribute.py). The model is chosen on the
+validation split only; the test set is not read here.
 """
 
 import hashlib
@@ -9,20 +10,21 @@ import math
 import re
 import time
 
+from digitlab.shared.errors import PipelineError
+from digitlab.shared.mnist import CLASSES
+from digitlab.shared.params import Augment, Params, Train
+
 import keras
 import numpy as np
 import tensorflow as tf
 from keras import layers
 
 from digitlab.inference.precision import share, significant
-from digitlab.shared.errors import PipelineError
-from digitlab.shared.mnist import CLASSES
-from digitlab.shared.params import Augment, Params, Train
+from digitlab.inference.views import PREDICT_BATCH
 from digitlab.training import distribute
 from digitlab.training.model import build_model
 
 # Validation images per replica and step; no effect on the results.
-VALIDATION_BATCH = 500
 
 
 def make_reproducible(seed: int) -> None:
@@ -54,8 +56,9 @@ class ElasticDistortion(layers.Layer):
         for kernel in (self.taps[:, None], self.taps[None, :]):  # a Gaussian blur is two 1-D blurs
             kernel = np.tile(kernel[:, :, None, None], (1, 1, 2, 1))
             field = tf.nn.depthwise_conv2d(field, kernel, strides=[1, 1, 1, 1], padding="SAME")
-        rows, columns = tf.meshgrid(tf.range(height, dtype=tf.float32), tf.range(width, dtype=tf.float32),
-                                    indexing="ij")
+        rows, columns = tf.meshgrid(
+            tf.range(height, dtype=tf.float32), tf.range(width, dtype=tf.float32), indexing="ij"
+        )
         # Coordinates in the image padded by one background pixel, kept inside it.
         y = tf.clip_by_value(rows + self.alpha * field[..., 0] + 1, 0, height + 1 - 1e-3)
         x = tf.clip_by_value(columns + self.alpha * field[..., 1] + 1, 0, width + 1 - 1e-3)
@@ -86,8 +89,9 @@ class StrokeWidth(layers.Layer):
     def call(self, images, training=True):
         if not training:
             return images
-        share = keras.random.uniform((tf.shape(images)[0], 1, 1, 1), -self.amount, self.amount,
-                                     seed=self.seed_generator)
+        share = keras.random.uniform(
+            (tf.shape(images)[0], 1, 1, 1), -self.amount, self.amount, seed=self.seed_generator
+        )
         bolder = tf.nn.max_pool2d(images, 3, 1, "SAME")
         thinner = -tf.nn.max_pool2d(-images, 3, 1, "SAME")
         return images + tf.where(share > 0, share * (bolder - images), -share * (thinner - images))
@@ -135,9 +139,14 @@ def loss_weights(targets: tf.Tensor, outlier_weight: float) -> tf.Tensor:
     return digit + outlier_weight * (1 - digit)
 
 
-def training_batches(arrays: dict, batch_size: int, augment: Augment, seed: int,
-                     context: tf.distribute.InputContext | None = None,
-                     outliers: np.ndarray | None = None) -> tf.data.Dataset:
+def training_batches(
+    arrays: dict,
+    batch_size: int,
+    augment: Augment,
+    seed: int,
+    context: tf.distribute.InputContext | None = None,
+    outliers: np.ndarray | None = None,
+) -> tf.data.Dataset:
     """Shuffled, augmented batches of images and targets (`training_targets`), the outliers mixed in.
 
     `batch_size` is the global batch; `context` says how many input pipelines (one per worker) and
@@ -160,8 +169,9 @@ def training_batches(arrays: dict, batch_size: int, augment: Augment, seed: int,
     return batches.prefetch(tf.data.AUTOTUNE)
 
 
-def evaluation_batches(arrays: dict, batch_size: int,
-                       context: tf.distribute.InputContext | None = None) -> tf.data.Dataset:
+def evaluation_batches(
+    arrays: dict, batch_size: int, context: tf.distribute.InputContext | None = None
+) -> tf.data.Dataset:
     """(image, one-hot, weight) batches of `batch_size` per replica. Padding images of weight 0 give
     every replica the same number of batches, so each image counts exactly once across the cluster."""
     context = context or tf.distribute.InputContext()
@@ -215,8 +225,13 @@ def make_optimizer(train: Train, steps_per_epoch: int) -> keras.optimizers.Optim
     }[train.optimizer]()
 
 
-def fit(params: Params, train: dict, val: dict, callbacks: list[keras.callbacks.Callback] = (),
-        outliers: np.ndarray | None = None) -> keras.Model:
+def fit(
+    params: Params,
+    train: dict,
+    val: dict,
+    callbacks: list[keras.callbacks.Callback] = (),
+    outliers: np.ndarray | None = None,
+) -> keras.Model:
     """Train the CNN of `params` on the `train` arrays, measuring the `val` arrays after each epoch.
     `outliers`, images that hold no digit (preprocess's nondigits_train.npz), are mixed into the
     training batches with a flat target; the loss and accuracy logged are the digits' alone.
@@ -233,12 +248,16 @@ def fit(params: Params, train: dict, val: dict, callbacks: list[keras.callbacks.
     strategy = distribute.strategy_for(config.distribute)
     replicas = strategy.num_replicas_in_sync
     if config.batch_size % replicas:
-        raise PipelineError(f"train.batch_size ({config.batch_size}) must be a multiple of the {replicas} replicas "
-                            "of train.distribute: it is the global batch, shared equally")
+        raise PipelineError(
+            f"train.batch_size ({config.batch_size}) must be a multiple of the {replicas} replicas "
+            "of train.distribute: it is the global batch, shared equally"
+        )
     batches = strategy.distribute_datasets_from_function(
-        lambda context: training_batches(train, config.batch_size, config.augment, params.seed, context, outliers))
+        lambda context: training_batches(train, config.batch_size, config.augment, params.seed, context, outliers)
+    )
     val_batches = strategy.distribute_datasets_from_function(
-        lambda context: evaluation_batches(val, VALIDATION_BATCH, context))
+        lambda context: evaluation_batches(val, PREDICT_BATCH, context)
+    )
     outlier_count = 0 if outliers is None else len(outliers)
     images = len(train["labels"]) + outlier_count
     steps_per_epoch = images // config.batch_size if replicas > 1 else math.ceil(images / config.batch_size)
@@ -250,9 +269,12 @@ def fit(params: Params, train: dict, val: dict, callbacks: list[keras.callbacks.
             optimizer = keras.optimizers.LossScaleOptimizer(optimizer)  # float16 gradients would underflow
         optimizer.build(model.trainable_variables)
     loss_function = keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing, reduction=None)
-    print(f"train: {model.count_params():,} parameters, {len(train['labels']):,} training digits and "
-          f"{outlier_count:,} non-digits, {len(val['labels']):,} validation images, {config.epochs} epochs, "
-          f"on {distribute.describe(strategy)}", flush=True)
+    print(
+        f"train: {model.count_params():,} parameters, {len(train['labels']):,} training digits and "
+        f"{outlier_count:,} non-digits, {len(val['labels']):,} validation images, {config.epochs} epochs, "
+        f"on {distribute.describe(strategy)}",
+        flush=True,
+    )
 
     def totals(loss, probabilities, targets, weights):
         """On one replica: summed loss, correct predictions and images, each image counted by its weight."""
@@ -274,9 +296,11 @@ def fit(params: Params, train: dict, val: dict, callbacks: list[keras.callbacks.
 
     def summed_over_replicas(replica_step):
         """One step on every replica, as a graph, its totals summed over them."""
+
         @tf.function
         def step(*batch):
             return [strategy.reduce("SUM", value, axis=None) for value in strategy.run(replica_step, args=batch)]
+
         return step
 
     train_step, validation_step = summed_over_replicas(train_replica), summed_over_replicas(validation_replica)
@@ -287,8 +311,10 @@ def fit(params: Params, train: dict, val: dict, callbacks: list[keras.callbacks.
         for batch in dataset:
             totals += [value.numpy() for value in step(*batch)]
             if not math.isfinite(totals[0]):
-                raise PipelineError("training diverged (the loss became NaN); no model was written. "
-                                    "Lower train.learning_rate or switch on model.batch_norm")
+                raise PipelineError(
+                    "training diverged (the loss became NaN); no model was written. "
+                    "Lower train.learning_rate or switch on model.batch_norm"
+                )
         return totals[0] / totals[2], totals[1] / totals[2]
 
     if config.ema_momentum:
@@ -317,10 +343,17 @@ def fit(params: Params, train: dict, val: dict, callbacks: list[keras.callbacks.
             val_loss, val_accuracy = mean(validation_step, val_batches)
             notify("on_test_end")
             # At the precision that every CPU agrees on: these go into tracked curves and metrics.
-            logs = {"accuracy": share(accuracy), "loss": significant(loss),
-                    "val_accuracy": share(val_accuracy), "val_loss": significant(val_loss)}
-            print(f"epoch {epoch + 1}/{config.epochs}: {time.perf_counter() - started:.0f} s, "
-                  + ", ".join(f"{name} {value:.4f}" for name, value in logs.items()), flush=True)
+            logs = {
+                "accuracy": share(accuracy),
+                "loss": significant(loss),
+                "val_accuracy": share(val_accuracy),
+                "val_loss": significant(val_loss),
+            }
+            print(
+                f"epoch {epoch + 1}/{config.epochs}: {time.perf_counter() - started:.0f} s, "
+                + ", ".join(f"{name} {value:.4f}" for name, value in logs.items()),
+                flush=True,
+            )
             notify("on_epoch_end", epoch, logs)
             if model.stop_training:  # set by a callback, such as keras.callbacks.EarlyStopping
                 print(f"train: stopped after epoch {epoch + 1} by a callback", flush=True)
@@ -333,8 +366,10 @@ def fit(params: Params, train: dict, val: dict, callbacks: list[keras.callbacks.
         text = " ".join(error.message.split())
         found = re.search(r"Error reported from .*?(?= The tasks have crashed|$)", text)
         reason = found.group(0) if found else text[-200:]
-        raise PipelineError(f"training stopped because another worker failed or could not be reached ({reason}); "
-                            "no model was written. Start every worker again") from None
+        raise PipelineError(
+            f"training stopped because another worker failed or could not be reached ({reason}); "
+            "no model was written. Start every worker again"
+        ) from None
     optimizer.finalize_variable_values(model.trainable_variables)  # the averaged weights, if train.ema_momentum
     notify("on_train_end")
     # The saved model is the same whatever the setting: float32, Keras's plain batch normalisation.

@@ -1,24 +1,25 @@
 """The CNN, built entirely from the `model` section of params.yaml.
 
-  input 28x28x1
-  -> (the background taken away: RemoveBackground, a white top-hat over background_window pixels)
-  -> for each entry of conv_filters: convs_per_block x [Conv2D -> (BatchNorm) -> activation], 2x2 pooling
-  -> flatten -> (dense_units -> (BatchNorm) -> activation) -> dropout -> 10-way softmax
+input 28x28x1
+-> (the background taken away: RemoveBackground, a white top-hat over background_window pixels)
+-> for each entry of conv_filters: convs_per_block x [Conv2D -> (BatchNorm) -> activation], 2x2 pooling
+-> flatten -> (dense_units -> (BatchNorm) -> activation) -> dropout -> 10-way softmax
 """
 
 import functools
+
+from digitlab.shared.mnist import CLASSES, IMAGE_SIZE
+from digitlab.shared.params import Model, is_background_window
 
 import keras
 import numpy as np
 import tensorflow as tf
 from keras import layers, ops
 
-from digitlab.shared.mnist import CLASSES, IMAGE_SIZE
-from digitlab.shared.params import Model
 
-
-def build_model(params: Model, precision: str = "none", replicas: int = 1, for_training: bool = False,
-                norm_momentum: float = 0.99) -> keras.Model:
+def build_model(
+    params: Model, precision: str = "none", replicas: int = 1, for_training: bool = False, norm_momentum: float = 0.99
+) -> keras.Model:
     """The CNN. With a mixed `precision` ("mixed_float16", "mixed_bfloat16") its layers compute in 16 bits,
     except the softmax output, which stays float32 so that the probabilities and the loss stay accurate.
     Trained on several `replicas`, batch normalisation uses the statistics of the global batch, so that
@@ -48,15 +49,23 @@ class FusedBatchNormalization(layers.BatchNormalization):
     Inference, masks, renormalisation and any axis but the last take Keras's own path."""
 
     def call(self, inputs, training=None, mask=None):
-        fused = (training and self.trainable and self.center and self.scale and mask is None
-                 and not self.renorm and self.axis in (-1, inputs.shape.rank - 1))
+        fused = (
+            training
+            and self.trainable
+            and self.center
+            and self.scale
+            and mask is None
+            and not self.renorm
+            and self.axis in (-1, inputs.shape.rank - 1)
+        )
         if not fused:
             return super().call(inputs, training=training, mask=mask)
         channels = inputs.shape[-1]
         # The kernel takes NHWC images; a dense layer's (batch, units) is (batch, 1, 1, units).
         images = inputs if inputs.shape.rank == 4 else tf.reshape(inputs, [-1, 1, 1, channels])
         normalised, mean, variance = tf.compat.v1.nn.fused_batch_norm(
-            images, self.gamma, self.beta, epsilon=self.epsilon, is_training=True)[:3]
+            images, self.gamma, self.beta, epsilon=self.epsilon, is_training=True
+        )[:3]
         count = tf.cast(tf.size(images) // channels, tf.float32)
         variance *= (count - 1) / count  # the kernel returns the unbiased variance
         self.moving_mean.assign(self.moving_mean * self.momentum + mean * (1.0 - self.momentum))
@@ -80,10 +89,8 @@ class RemoveBackground(layers.Layer):
 
     def __init__(self, window: int, **kwargs):
         super().__init__(**kwargs)
-        if window < 1 or window % 2 == 0:
-            # Even, the erosion's and the dilation's windows would not mirror each other, and the "opening"
-            # could rise above the image: negative ink.
-            raise ValueError(f"RemoveBackground's window must be an odd width, got {window}")
+        if window == 0 or not is_background_window(window):  # 0 is "no layer", which build_model decides
+            raise ValueError(f"RemoveBackground's window must be an odd width of at least 3, got {window}")
         self.window = window
 
     def call(self, images):

@@ -23,14 +23,15 @@ import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from digitlab.shared.errors import PipelineError
+
 import keras
 import numpy as np
 import onnx
 
 from digitlab.files.atomic import atomic_path
 from digitlab.inference.onnx_model import load_onnx_model
-from digitlab.inference.views import predict_probabilities
-from digitlab.shared.errors import PipelineError
+from digitlab.inference.views import PREDICT_BATCH, predict_probabilities
 from digitlab.training.model import RemoveBackground  # noqa: F401 - registers the layer, for load_model
 
 # The earliest time a zip member can carry (1980-01-01 00:00), as reproducible-build tools use.
@@ -43,8 +44,10 @@ def rewritten(path: Path) -> Iterator[tuple[Path, Path]]:
     beside `path`, removed afterwards, the second renamed onto `path` only if all went well."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.name}.partial") as folder, \
-            atomic_path(path) as normalised:
+    with (
+        tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.name}.partial") as folder,
+        atomic_path(path) as normalised,
+    ):
         yield Path(folder) / path.name, normalised
 
 
@@ -71,8 +74,12 @@ def numbered_shared_objects(config, numbers: dict | None = None):
     """`config` with each distinct `shared_object_id` replaced by its rank of first appearance."""
     numbers = {} if numbers is None else numbers
     if isinstance(config, dict):
-        return {key: numbers.setdefault(value, len(numbers) + 1) if key == "shared_object_id"
-                else numbered_shared_objects(value, numbers) for key, value in config.items()}
+        return {
+            key: numbers.setdefault(value, len(numbers) + 1)
+            if key == "shared_object_id"
+            else numbered_shared_objects(value, numbers)
+            for key, value in config.items()
+        }
     if isinstance(config, list):
         return [numbered_shared_objects(value, numbers) for value in config]
     return config
@@ -157,6 +164,7 @@ def in_canonical_order(graph) -> None:
     and the names it generates carry a counter of the process (`Transpose__98`, `Transpose__102`), so nodes
     that do not depend on each other (the branches of a layer that reads its input twice, as
     RemoveBackground does) came out in an order that changed with what the process had exported before."""
+
     def uncounted(name: str) -> str:
         return re.sub(r"__\d+", "__", name)
 
@@ -221,7 +229,6 @@ def load_model(path: str | Path) -> keras.Model:
 # arithmetic done in another order (onnxruntime's kernels, tf2onnx's folded constants) moves them by
 # about 1e-7; a wrong export (other weights, a layer lost) moves them by far more, and changes answers.
 PARITY_TOLERANCE = 1e-4
-PARITY_BATCH = 500  # images per call; no effect on the probabilities
 
 
 def check_parity(onnx_probabilities: np.ndarray, keras_probabilities: np.ndarray) -> float:
@@ -244,6 +251,6 @@ def check_export(model: keras.Model, onnx_path: Path, images: np.ndarray) -> flo
     """Load `onnx_path` as users will (onnxruntime) and check that it answers `images` as `model` does
     (check_parity); the largest difference of any probability."""
     onnx_model = load_onnx_model(onnx_path)
-    return check_parity(predict_probabilities(onnx_model, images, PARITY_BATCH),
-                        predict_probabilities(model, images, PARITY_BATCH))
-
+    return check_parity(
+        predict_probabilities(onnx_model, images, PREDICT_BATCH), predict_probabilities(model, images, PREDICT_BATCH)
+    )
