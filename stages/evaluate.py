@@ -30,7 +30,7 @@ Writes into REPORT_DIR:
   mistakes.png                     the most confident mistakes: image, true and predicted label, confidence
 
 Numbers that come from probabilities are written at a precision that every CPU agrees on
-(digitlab/inference/precision.py), so a rebuild changes no tracked file but speed.json.
+(digitlab/inference/rounding.py), so a rebuild changes no tracked file but speed.json.
 
 Usage: python -m stages.evaluate PREPARED_DIR MODEL_PATH(.onnx) REPORT_DIR
 """
@@ -59,8 +59,8 @@ from digitlab.evaluation.scores import (
 from digitlab.files.arrays import load_arrays
 from digitlab.files.atomic import write_json, write_text
 from digitlab.inference.onnx_model import load_onnx_model
-from digitlab.inference.precision import share, significant
 from digitlab.inference.rejection import confidences, rejected
+from digitlab.inference.rounding import share, significant
 from digitlab.inference.views import predict_probabilities
 
 # The ROC's confidences are rounded to this many decimals: its points then stay put from one CPU to

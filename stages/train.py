@@ -35,10 +35,10 @@ import numpy as np
 from dvclive import Live
 from dvclive.keras import DVCLiveCallback
 
-from digitlab.files.arrays import load_arrays
+from digitlab.files.arrays import fingerprint, load_arrays
 from digitlab.files.atomic import write_json, write_text
-from digitlab.inference.precision import share
 from digitlab.inference.rejection import choose_threshold, confidences, rejected, thresholds_metadata
+from digitlab.inference.rounding import share
 from digitlab.inference.views import DEFAULT_VIEWS, PREDICT_BATCH, VIEWS, predict_probabilities
 from digitlab.training import distribute, fitting
 from digitlab.training.saving import check_export, export_onnx, save_model
@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> None:
     outliers = load_arrays(args.prepared_dir / "nondigits_train.npz")["images"]
     if not chief:
         model = fitting.fit(params, train, val, outliers=outliers)
-        print(f"train: done, weights {fitting.fingerprint(model)}; the chief writes the model and reports")
+        print(f"train: done, weights {fingerprint(*model.get_weights())}; the chief writes the model and reports")
         return
     started = time.perf_counter()
     with Live(str(args.report_dir), dvcyaml=None, save_dvc_exp=False) as live:
@@ -147,8 +147,9 @@ def main(argv: list[str] | None = None) -> None:
         args.report_dir / "speed.json",
         {"train": {"seconds": round(seconds, 1), "images_per_second": round(images_per_second)}},
     )
+    weights = fingerprint(*model.get_weights())
     print(
-        f"train: model in {args.model_path} and {onnx_path(args.model_path)} (weights {fitting.fingerprint(model)}), "
+        f"train: model in {args.model_path} and {onnx_path(args.model_path)} (weights {weights}), "
         f"curves and metrics in {args.report_dir}/"
     )
 

@@ -91,7 +91,7 @@ def test_same_params_and_seed_give_identical_metrics(workdir):
         "val_digits",
         "val_user_digits",
     ]  # "not a digit", judged on validation
-    # Written at a precision that every CPU agrees on (digitlab/inference/precision.py).
+    # Written at a precision that every CPU agrees on (digitlab/inference/rounding.py).
     losses = [
         float(line.split()[1])
         for split in ("train", "eval")
@@ -290,7 +290,7 @@ def test_ema_momentum_validates_and_returns_the_moving_average_of_the_weights():
     probabilities = model.predict_on_batch(arrays["images"])
     assert last_logs["val_accuracy"] == pytest.approx((probabilities.argmax(1) == arrays["labels"]).mean())
     targets = np.eye(10, dtype=np.float32)[arrays["labels"]]
-    # Written with 4 significant digits (digitlab/inference/precision.py).
+    # Written with 4 significant digits (digitlab/inference/rounding.py).
     assert last_logs["val_loss"] == pytest.approx(
         float(keras.losses.categorical_crossentropy(targets, probabilities).numpy().mean()), rel=1e-3
     )

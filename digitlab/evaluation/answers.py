@@ -9,18 +9,14 @@ Each set also carries its size and a fingerprint of its images, so that two file
 answered the same images. Confidences are rounded to CONFIDENCE_DECIMALS, a precision every CPU agrees on.
 """
 
-import hashlib
 import json
 
 import numpy as np
 
+from digitlab.files.arrays import fingerprint
+from digitlab.inference.rounding import CONFIDENCE_DECIMALS, probability
+
 FILE_NAME = "answers.json"
-CONFIDENCE_DECIMALS = 2
-
-
-def fingerprint(images: np.ndarray) -> str:
-    """A short hash of the images' bytes: equal for the same images in the same order."""
-    return hashlib.sha256(np.ascontiguousarray(images).tobytes()).hexdigest()[:16]
 
 
 def digit_answers(images: np.ndarray, labels: np.ndarray, probabilities: np.ndarray, refused: np.ndarray) -> dict:
@@ -35,7 +31,7 @@ def digit_answers(images: np.ndarray, labels: np.ndarray, probabilities: np.ndar
                 "index": int(i),
                 "label": int(labels[i]),
                 "answer": int(predicted[i]),
-                "confidence": round(float(probabilities[i].max()), CONFIDENCE_DECIMALS),
+                "confidence": probability(probabilities[i].max(), CONFIDENCE_DECIMALS),
                 "refused": bool(refused[i]),
             }
             for i in wrong
@@ -54,7 +50,7 @@ def nondigit_answers(images: np.ndarray, kinds: np.ndarray, probabilities: np.nd
                 "index": int(i),
                 "kind": str(kinds[i]),
                 "answer": int(predicted[i]),
-                "confidence": round(float(probabilities[i].max()), CONFIDENCE_DECIMALS),
+                "confidence": probability(probabilities[i].max(), CONFIDENCE_DECIMALS),
             }
             for i in np.flatnonzero(~refused)
         ],

@@ -8,7 +8,7 @@ from digitlab.shared.mnist import CLASSES
 import numpy as np
 from sklearn import metrics
 
-from digitlab.inference.precision import significant
+from digitlab.inference.rounding import share, significant
 
 
 def confusion_matrix(labels: np.ndarray, predicted: np.ndarray) -> np.ndarray:
@@ -26,9 +26,9 @@ def per_class_scores(labels: np.ndarray, predicted: np.ndarray) -> list[dict]:
     return [
         {
             "digit": str(digit),
-            "precision": round(float(p), 6),
-            "recall": round(float(r), 6),
-            "f1": round(float(f), 6),
+            "precision": share(p),
+            "recall": share(r),
+            "f1": share(f),
             "support": int(s),
         }
         for digit, p, r, f, s in zip(CLASSES, precision, recall, f1, support)
@@ -62,7 +62,7 @@ def reliability(probabilities: np.ndarray, labels: np.ndarray, bins: int) -> tup
             {
                 "bin": f"{i / bins:.2f}-{(i + 1) / bins:.2f}",
                 "confidence": significant(mean_confidence),
-                "accuracy": round(accuracy, 6),
+                "accuracy": share(accuracy),
                 "count": int(members.sum()),
             }
         )

@@ -4,6 +4,7 @@ They depend on this module and not on the raw MNIST files, so that an edit to ho
 read does not retrain the model.
 """
 
+import hashlib
 from pathlib import Path
 
 from digitlab.shared.errors import PipelineError
@@ -17,6 +18,15 @@ def save_arrays(path: str | Path, **arrays: np.ndarray) -> None:
     """Store named arrays as an .npz file, written atomically."""
     with atomic_path(path) as temporary:
         np.savez(temporary, **arrays)
+
+
+def fingerprint(*arrays: np.ndarray) -> str:
+    """A short hash of the arrays' bytes: equal for the same values in the same order (test images, a model's
+    weights)."""
+    digest = hashlib.sha256()
+    for array in arrays:
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()[:16]
 
 
 def load_arrays(path: str | Path) -> dict[str, np.ndarray]:

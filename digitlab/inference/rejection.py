@@ -16,7 +16,7 @@ from digitlab.shared.errors import PipelineError
 
 import numpy as np
 
-from digitlab.inference.precision import threshold_down
+from digitlab.inference.rounding import threshold_down
 
 NOT_A_DIGIT = "not a digit"
 METADATA_KEY = "not_a_digit_thresholds"  # in model.onnx: JSON, {"1": 0.93, "5": 0.91, "9": 0.90} by view count
@@ -30,7 +30,7 @@ def confidences(probabilities: np.ndarray) -> np.ndarray:
 def choose_threshold(digit_confidences: np.ndarray, false_rejection: float) -> float:
     """The confidence below which at most `false_rejection` of these digits' confidences lie (an image
     is refused when its confidence is below it, so ties with the threshold are accepted), rounded down
-    to a precision that every CPU agrees on (digitlab/inference/precision.py). 0 refuses nothing: no
+    to a precision that every CPU agrees on (digitlab/inference/rounding.py). 0 refuses nothing: no
     confidence is below 0, whatever images come later."""
     if false_rejection == 0:
         return 0.0

@@ -35,9 +35,10 @@ import numpy as np
 
 from digitlab.comparison.revisions import WORKSPACE, Run, check_distinct, pair_by_seed, resolve
 from digitlab.comparison.significance import format_p, holm
-from digitlab.evaluation.answers import CONFIDENCE_DECIMALS, fingerprint
+from digitlab.evaluation.answers import fingerprint
 from digitlab.files.arrays import load_arrays
 from digitlab.files.atomic import write_json, write_text
+from digitlab.inference.rounding import CONFIDENCE_DECIMALS
 from digitlab.review import paired
 from digitlab.review.plots import draw_changes, draw_plots
 

@@ -33,6 +33,7 @@ import numpy as np
 from digitlab.images.reading import prepare_or_why, to_model_input
 from digitlab.inference.onnx_model import load_onnx_model
 from digitlab.inference.rejection import NOT_A_DIGIT, rejected
+from digitlab.inference.rounding import probability
 from digitlab.inference.views import DEFAULT_VIEWS, PREDICT_BATCH, VIEWS, predict_probabilities
 
 DEFAULT_MODEL = Path("data/model/model.onnx")
@@ -147,8 +148,8 @@ class DigitReader:
                 seen, predict_probabilities(self.model, batch, self.batch_size, self.views)
             ):
                 runner_up, digit = np.argsort(probabilities)[-2:]
-                reading.confidence = round(float(probabilities[digit]), 6)
-                reading.probabilities = [round(float(p), 6) for p in probabilities]
+                reading.confidence = probability(probabilities[digit])
+                reading.probabilities = [probability(p) for p in probabilities]
                 if self.threshold is not None and rejected(probabilities[digit], self.threshold):
                     reading.error = NOT_A_DIGIT
                 else:

@@ -5,7 +5,6 @@ the same way, on one device or many (digitlab/training/distribute.py). The model
 validation split only; the test set is not read here.
 """
 
-import hashlib
 import math
 import re
 import time
@@ -19,7 +18,7 @@ import numpy as np
 import tensorflow as tf
 from keras import layers
 
-from digitlab.inference.precision import share, significant
+from digitlab.inference.rounding import share, significant
 from digitlab.inference.views import PREDICT_BATCH
 from digitlab.training import distribute
 from digitlab.training.model import build_model
@@ -383,11 +382,3 @@ def plain_copy(model: keras.Model, params: Params, momentum: float = 0.99) -> ke
     copy = build_model(params.model, norm_momentum=momentum)
     copy.set_weights(model.get_weights())
     return copy
-
-
-def fingerprint(model: keras.Model) -> str:
-    """A short hash of every weight: equal on every worker after synchronous training."""
-    digest = hashlib.sha256()
-    for weights in model.get_weights():
-        digest.update(np.ascontiguousarray(weights).tobytes())
-    return digest.hexdigest()[:16]

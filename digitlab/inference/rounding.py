@@ -1,4 +1,4 @@
-"""The precision at which the model's numbers are written into tracked files.
+"""Rounding: how many digits of the model's numbers are written into tracked files.
 
 The same weights give probabilities that differ in their 7th digit from one CPU to another (float32
 sums done in another order by other kernels). Written in full, a loss, a threshold or a plot's points
@@ -13,6 +13,8 @@ import math
 SIGNIFICANT = 4  # a loss of 0.013842 is written 0.01384: a thousand times coarser than the noise
 THRESHOLD_DECIMALS = 4
 SHARE_DECIMALS = 6
+PROBABILITY_DECIMALS = 6  # what the reader answers: a probability shown to a person or a client
+CONFIDENCE_DECIMALS = 2  # the test answers' confidences in answers.json, which the review compares
 
 
 def significant(value: float, digits: int = SIGNIFICANT) -> float:
@@ -23,6 +25,11 @@ def significant(value: float, digits: int = SIGNIFICANT) -> float:
 def share(value: float) -> float:
     """A share of images, such as an accuracy: exact at SHARE_DECIMALS decimals."""
     return round(float(value), SHARE_DECIMALS)
+
+
+def probability(value: float, decimals: int = PROBABILITY_DECIMALS) -> float:
+    """A probability or confidence rounded to `decimals` decimals: 0.99999946 -> 0.999999."""
+    return round(float(value), decimals)
 
 
 def threshold_down(value: float) -> float:
