@@ -1,18 +1,12 @@
 """Stage 3, preprocess: turn the raw images into model input and carve out a validation split.
 
-Pixels become float32 in [0, 1] with a channel axis, (N, 28, 28, 1). The validation
-images are drawn from the training images, the same fraction from every class
-(stratified); the test set is converted but otherwise untouched.
+Pixels become float32 in [0, 1], (N, 28, 28, 1); validation takes the same fraction of every class
+(stratified); the test set is converted but otherwise untouched. It also makes images that hold no digit
+(digitlab/images/nondigits.py) for training, validation and test, and validation and test digits redrawn as
+users send them (digitlab/images/user_digits.py), all read as the reader reads users' images.
 
-It also makes images that hold no digit (digitlab/images/nondigits.py), read as the reader reads users'
-images, in three splits of their own: for training (reject.outlier_share of the training digits'
-count), for choosing the "not a digit" threshold (reject.val_nondigits) and for evaluate
-(reject.test_nondigits); and as many validation and test digits redrawn as users send them
-(digitlab/images/user_digits.py), which train and evaluate count the "not a digit" answer refusing.
-
-Writes OUTPUT_DIR/train.npz, val.npz and test.npz, each holding `images` and `labels`,
-nondigits_train.npz, nondigits_val.npz and nondigits_test.npz, each holding `images` and `kinds`, and
-user_digits_val.npz and user_digits_test.npz, each holding `images`, `labels` and `looks`.
+Writes OUTPUT_DIR/{train,val,test}.npz (`images`, `labels`), nondigits_{train,val,test}.npz (`images`,
+`kinds`) and user_digits_{val,test}.npz (`images`, `labels`, `looks`).
 
 Usage: python -m stages.preprocess RAW_DIR OUTPUT_DIR
 """

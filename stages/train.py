@@ -1,24 +1,14 @@
-"""Stage 4, train: fit the CNN described in params.yaml on the training split.
+"""Stage 4, train: fit the CNN described in params.yaml on the training split, chosen on validation only.
 
-Each epoch, dvclive logs accuracy and loss on the training and validation splits
-(`dvc plots show` draws them). The model is chosen on the validation split only;
-the test set is not read here. The training non-digits (nondigits_train.npz) are mixed into the
-batches with a flat target; after training, the "not a digit" threshold of each number of views is
-chosen on the validation digits (digitlab/inference/rejection.py) and written into model.onnx, and
-the shares it refuses of the validation digits, of them redrawn as users send them (user_digits_val.npz),
-of the validation non-digits (nondigits_val.npz) and of those drawn by hands training never saw are
-metrics: choose `reject.*` and `train.augment.*` by them, not by the test set.
+The training non-digits are mixed into the batches with a flat target. After training, the "not a digit"
+threshold of each view count is chosen on the validation digits and written into model.onnx, and the shares
+it refuses on validation (digits, user-style digits, non-digits) are metrics: choose `reject.*` and
+`train.augment.*` by them, never by the test set. The stage stops if model.onnx does not answer the
+validation images as model.keras does.
 
-Writes MODEL_PATH (.keras) and beside it the same model as ONNX (model.onnx: what evaluate scores and
-users run with onnxruntime; the stage stops if it does not answer the validation images as the Keras
-model does), and into REPORT_DIR: metrics.json (the validation split's accuracy and loss after the
-last epoch, the parameter count, and "not a digit" on validation at DEFAULT_VIEWS views),
-plots/metrics/{train,eval}/*.tsv (per-epoch curves), model_summary.txt, speed.json (training wall
-time and images/s: a timing, different on every run).
-
-With train.distribute set to multi_worker, every machine of the cluster runs this same command
-with its own TF_CONFIG; only the chief writes outputs, and every worker prints the fingerprint
-of its final weights, the same on all of them.
+Writes MODEL_PATH and model.onnx beside it, and into REPORT_DIR metrics.json, plots/metrics/ (dvclive's
+per-epoch curves), model_summary.txt and speed.json (a timing, apart from the metrics). With
+train.distribute multi_worker every machine runs this command with its own TF_CONFIG; only the chief writes.
 
 Usage: python -m stages.train PREPARED_DIR MODEL_PATH REPORT_DIR
 """

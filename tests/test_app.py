@@ -27,6 +27,7 @@ from PIL import Image, ImageDraw
 
 from digitlab.data.raw import load_split
 from digitlab.serving import app as web
+from digitlab.serving import batcher, limits, page
 from tests.conftest import PROJECT_ROOT, mnist_mirror
 
 FIELDS = {"path", "digit", "confidence", "runner_up", "probabilities", "error", "image"}
@@ -176,7 +177,7 @@ def test_each_page_file_is_served_with_its_content_type_policy_and_caching(clien
     assert response.headers["content-type"] == content_type
     assert response.content == (STATIC / name).read_bytes()
     assert response.headers["x-content-type-options"] == "nosniff"
-    assert response.headers["content-security-policy"] == web.CONTENT_SECURITY_POLICY
+    assert response.headers["content-security-policy"] == page.CONTENT_SECURITY_POLICY
     # Kept, but asked for again on each load: a copy from an older version of the package is never used.
     assert response.headers["cache-control"] == "no-cache"
     etag = response.headers["etag"]
@@ -345,7 +346,7 @@ def test_bad_upload_gets_422_with_a_reason_and_the_server_keeps_serving(client, 
 
 
 def test_upload_over_the_cap_gets_413_from_its_content_length(client, digits):
-    response = post_file(client, bytes(web.MAX_UPLOAD_BYTES + 1))
+    response = post_file(client, bytes(limits.MAX_UPLOAD_BYTES + 1))
     assert response.status_code == 413
     declared = int(response.request.headers["content-length"])
     assert response.json()["error"] == f"the upload is {declared:,} bytes; the limit is 10 MB"  # refused unread
@@ -438,13 +439,13 @@ def test_a_lone_request_waits_no_longer_than_the_window(small_model, digits):
     model = app.state.batcher.reader.model = CountingModel(app.state.batcher.reader.model)
     responses = post_together(app, [digits[7][1]])
     assert responses[0].json()["digit"] == 7 and model.batches == [1]
-    assert web.BATCH_WINDOW_S <= 0.01
+    assert batcher.BATCH_WINDOW_S <= 0.01
 
 
 def test_beyond_the_request_cap_an_upload_gets_503_with_retry_after_and_the_rest_are_served(
     small_model, digits, monkeypatch
 ):
-    monkeypatch.setattr(web, "MAX_REQUESTS", 4)
+    monkeypatch.setattr(limits, "MAX_REQUESTS", 4)
     app = web.create_app(small_model, views=1, batch_window_s=1.0)  # the first four wait for the window
 
     responses = post_together(app, [png for _, png in digits[:6]])
@@ -452,14 +453,14 @@ def test_beyond_the_request_cap_an_upload_gets_503_with_retry_after_and_the_rest
     statuses = [response.status_code for response in responses]
     assert sorted(statuses) == [200] * 4 + [503] * 2, statuses
     busy = next(response for response in responses if response.status_code == 503)
-    assert busy.headers["retry-after"] == str(web.RETRY_AFTER_S)
+    assert busy.headers["retry-after"] == str(limits.RETRY_AFTER_S)
     assert "busy" in busy.json()["error"] and "4 images" in busy.json()["error"]
     assert app.state.load.requests == 0 and app.state.load.body_bytes == 0  # all given back
     assert post_together(app, [digits[2][1]])[0].json()["digit"] == 2  # and served again once they are done
 
 
 def test_beyond_the_memory_cap_an_upload_gets_503(small_model, digits, monkeypatch):
-    monkeypatch.setattr(web, "MAX_BODY_BYTES", len(digits[0][1]) + 1000)  # room for about one upload
+    monkeypatch.setattr(limits, "MAX_BODY_BYTES", len(digits[0][1]) + 1000)  # room for about one upload
     app = web.create_app(small_model, views=1, batch_window_s=1.0)
     statuses = sorted(response.status_code for response in post_together(app, [digits[0][1]] * 3))
     assert statuses[0] == 200 and 503 in statuses, statuses
@@ -471,7 +472,7 @@ def real_server(app):
     """The app served by uvicorn on 127.0.0.1 (a thread of this process, so that tests can change its
     limits); its base URL."""
     sock = web.listen_socket("127.0.0.1", 0)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", limit_concurrency=web.MAX_CONNECTIONS))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", limit_concurrency=limits.MAX_CONNECTIONS))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     try:
@@ -502,7 +503,7 @@ def answer_of(sock: socket.socket) -> bytes:
 
 
 def test_slow_clients_get_408_and_are_dropped_while_others_are_served(small_model, digits, monkeypatch):
-    monkeypatch.setattr(web, "BODY_IDLE_TIMEOUT_S", 1.5)
+    monkeypatch.setattr(limits, "BODY_IDLE_TIMEOUT_S", 1.5)
     with real_server(web.create_app(small_model, views=1)) as (url, port):
         slow = [slow_upload(port) for _ in range(40)]
         started = time.monotonic()
@@ -518,8 +519,8 @@ def test_slow_clients_get_408_and_are_dropped_while_others_are_served(small_mode
 
 
 def test_a_body_trickled_byte_by_byte_gets_408_at_the_deadline(small_model, digits, monkeypatch):
-    monkeypatch.setattr(web, "BODY_IDLE_TIMEOUT_S", 1.0)
-    monkeypatch.setattr(web, "BODY_TIMEOUT_S", 2.0)
+    monkeypatch.setattr(limits, "BODY_IDLE_TIMEOUT_S", 1.0)
+    monkeypatch.setattr(limits, "BODY_TIMEOUT_S", 2.0)
     with real_server(web.create_app(small_model, views=1)) as (url, port):
         sock = slow_upload(port)
         started = time.monotonic()

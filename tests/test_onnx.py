@@ -8,6 +8,7 @@ import sys
 
 from digitlab.shared.errors import PipelineError
 
+import keras
 import numpy as np
 import pytest
 import yaml
@@ -18,7 +19,15 @@ from digitlab.inference.rejection import thresholds_metadata
 from digitlab.inference.views import predict_probabilities
 from digitlab.training import fitting
 from digitlab.training.model import build_model
-from digitlab.training.saving import PARITY_TOLERANCE, check_export, check_parity, export_onnx, load_model, save_model
+from digitlab.training.saving import (
+    PARITY_TOLERANCE,
+    check_export,
+    check_parity,
+    exactly_normalised,
+    export_onnx,
+    load_model,
+    save_model,
+)
 from stages import evaluate
 from tests.conftest import PROJECT_ROOT, make_params
 from tests.test_train import TINY
@@ -215,3 +224,30 @@ def test_evaluate_scores_the_onnx_model(workdir):
     assert roc[-1]["fpr"] == roc[-1]["tpr"] == 1.0  # every image accepted at the lowest threshold
     by_kind = json.loads((workdir / "reports/rejection.json").read_text())["nondigits_refused_by_kind"]
     assert sorted(by_kind) == ["doodles", "letters", "noise"]
+
+
+def test_no_constant_of_model_onnx_comes_from_tensorflows_arithmetic(tmp_path):
+    # TensorFlow's rsqrt is an estimate refined by a Newton step, whose last bits differ between CPUs (Intel's
+    # and AMD's). Batch normalisation's variances where it is not exactly rounded, here:
+    import tensorflow as tf
+
+    candidates = np.random.default_rng(0).uniform(0.1, 4, 4096).astype(np.float32)
+    model = tiny_model(0)
+    norms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    assert norms
+    exact = (1 / np.sqrt(candidates.astype(np.float64) + norms[0].epsilon)).astype(np.float32)
+    inexact = candidates[tf.math.rsqrt(candidates + np.float32(norms[0].epsilon)).numpy() != exact]
+    assert len(inexact) > 100  # about a quarter of them, on the CPUs seen so far
+    for layer in norms:
+        gamma, beta, mean, variance = layer.get_weights()
+        layer.set_weights([gamma, beta, mean, inexact[: len(variance)]])
+
+    copy = exactly_normalised(model)
+    for layer in norms:
+        scale, shift = copy.get_layer(layer.name).get_weights()
+        gamma, beta, mean, variance = (w.astype(np.float64) for w in layer.get_weights())
+        np.testing.assert_array_equal(scale, (gamma / np.sqrt(variance + layer.epsilon)).astype(np.float32))
+    # The export goes through that copy: its bytes are the copy's, whose constants NumPy computed.
+    export_onnx(model, tmp_path / "model.onnx")
+    export_onnx(copy, tmp_path / "copy.onnx")
+    assert (tmp_path / "model.onnx").read_bytes() == (tmp_path / "copy.onnx").read_bytes()

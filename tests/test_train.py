@@ -316,7 +316,7 @@ def test_the_same_weights_give_the_same_model_file_bytes(tmp_path):
 
 def test_rejection_is_measured_on_validation_and_a_false_rejection_of_0_refuses_nothing(workdir):
     from digitlab.inference.onnx_model import load_onnx_model
-    from digitlab.inference.views import predict_probabilities
+    from digitlab.inference.views import DEFAULT_VIEWS, PREDICT_BATCH, predict_probabilities
 
     params = yaml.safe_load((workdir / "params.yaml").read_text())
     for false_rejection in (0.5, 0):
@@ -333,10 +333,10 @@ def test_rejection_is_measured_on_validation_and_a_false_rejection_of_0_refuses_
             # The drawn ones are those with a hand: every other non-digit (fixture), not all of them.
             model = load_onnx_model(workdir / "model.onnx")
             nondigits = np.load(workdir / "prepared/nondigits_val.npz")["images"]
-            confidence = predict_probabilities(model, nondigits[1::2], 500, train.REJECT_VIEWS).max(axis=1)
+            confidence = predict_probabilities(model, nondigits[1::2], PREDICT_BATCH, DEFAULT_VIEWS).max(axis=1)
             assert reject["val_drawn_nondigits"] == pytest.approx((confidence < thresholds[5]).mean(), abs=1e-6)
             users = np.load(workdir / "prepared/user_digits_val.npz")["images"]
-            confidence = predict_probabilities(model, users, 500, train.REJECT_VIEWS).max(axis=1)
+            confidence = predict_probabilities(model, users, PREDICT_BATCH, DEFAULT_VIEWS).max(axis=1)
             assert reject["val_user_digits"] == pytest.approx((confidence < thresholds[5]).mean(), abs=1e-6)
         else:
             assert reject == {

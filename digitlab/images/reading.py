@@ -33,9 +33,8 @@ MIN_SIDE = 8  # smaller than this cannot hold a recognisable digit
 INK = 0.35  # after normalising, brighter than this is ink (below: paper, noise, JPEG ringing)
 NO_DIGIT = "no digit found"
 MIN_CONTRAST = 0.15  # ink this close to the paper's level (a fraction of black to white) is no digit
-# The pen's width, in pixels of a digit scaled into a PEN_BOX box (`pen_width`). Measured on 600 MNIST
-# validation digits: 6.3 at the 5th percentile, 8.5 at the median; on 200 of them redrawn with a fine pen
-# (digitlab/images/user_digits.py, "thinner"): 4.7 at the median. A pen finer than THIN_PEN is made MNIST_PEN.
+# The pen's width, in pixels of a digit scaled into a PEN_BOX box (`pen_width`): MNIST's median, and below its
+# 5th percentile (docs/benchmark-history.md, "Pen widths"). A pen finer than THIN_PEN is made MNIST_PEN.
 PEN_BOX = 80
 THIN_PEN = 6.0
 MNIST_PEN = 8.5

@@ -2,7 +2,11 @@
 
   reader    DigitReader: load the model once, read many images
   cli       mnist-predict
-  app       mnist-app, the draw-a-digit page and its JSON endpoint (static/ holds the page)
+  app       mnist-app: the draw-a-digit app put together, and its command line
+  page      the page's files (static/), their ETags and their routes
+  upload    an upload to POST /predict read from the request, its image prepared
+  limits    what the app takes on: bytes, pixels and time per upload, uploads at once
+  batcher   the images of requests that arrive together, predicted in one model call
   options   what mnist-predict and mnist-app share: --views, --accept-all, the no-threshold note,
             onnxruntime's start-up warnings hidden
 

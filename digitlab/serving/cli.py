@@ -1,28 +1,16 @@
 """mnist-predict: read the digit in each of your own images with the trained model.
 
-Usage:
   mnist-predict PATH...                      one line per image: `photo.jpg: 7 (99.8%), runner-up 1`
-  mnist-predict --json PATH...               one JSON object per image and line: path, digit, confidence,
-                                             runner_up, probabilities (ten floats), error
-  mnist-predict --model other.onnx PATH...   another trained model (default data/model/model.onnx, which the
-                                             train stage writes beside model.keras)
-  mnist-predict --show figure.png PATH...    also draw each image, the 28x28 image the model saw and the
-                                             ten probabilities (the first 20 images)
-  mnist-predict --accept-all PATH...         give every image its most likely digit, even one that is
-                                             "not a digit" (below)
+  mnist-predict --json PATH...               one JSON object per image and line (Reading.to_dict's fields)
+  mnist-predict --model other.onnx PATH...   another model than data/model/model.onnx
+  mnist-predict --show figure.png PATH...    also draw the first images, what the model saw, the probabilities
+  mnist-predict --accept-all PATH...         a digit for every image, even one that is "not a digit"
 
-A PATH is an image in any format Pillow reads, or a folder: the images in it (.png, .jpg, .jpeg, .webp,
-.bmp, .gif, .tif, .tiff), sorted by name, not those in its sub-folders. A file that cannot be read, or
-holds no digit, gets one line `error: FILE: reason` on stderr (with --json, also its object, digit null);
-the other files are still read, and the exit status is 1. It is 0 when every file gave a digit.
-
-"Not a digit" is such a reason: the model's confidence is below the threshold model.onnx carries (the
-train stage chose it so that reject.false_rejection of the validation digits, 0.2% by default, fall
-below it; most letters, scribbles and noise do). The line says the best guess and its confidence; in
---json, `digit` is null and `error` is "not a digit", with `confidence` and `probabilities` still given.
-
-It runs the ONNX model with onnxruntime and never imports TensorFlow, so the serving-only install
-(no TensorFlow, DVC or Matplotlib; docs/using-the-model.md) is enough; --show also needs Matplotlib.
+A PATH is an image Pillow reads, or a folder: the IMAGE_SUFFIXES files directly in it, by name. A file
+that cannot be read, holds no digit or is "not a digit" (below the threshold model.onnx carries) gets a
+line `error: FILE: reason` on stderr (with --json, also its object, digit null); the others are still
+read, and the exit status is 1 (0 when every file gave a digit). TensorFlow is never imported, so the
+serving-only install is enough (docs/using-the-model.md); --show also needs Matplotlib.
 """
 
 import argparse

@@ -6,17 +6,12 @@
     -> [{"path": "photo.jpg", "digit": 7, "confidence": 0.998, "runner_up": 1,
          "probabilities": [...10 floats...], "error": None}, ...]
 
-Each image goes through digitlab.images.reading.prepare (the MNIST look), then the model, in batches.
-An image that cannot be read, or holds no digit, gets `digit: None` and an `error` that says
-why; it never gets a guess. One the model reads with less confidence than the threshold model.onnx
-carries (chosen by the train stage, digitlab/inference/rejection.py) gets `digit: None` and `error:
-"not a digit"`, with its confidence and probabilities still given; `DigitReader(accept_all=True)`
-gives every image its most likely digit instead.
-
-The model is the ONNX file the train stage writes beside model.keras, run by onnxruntime: reading
-digits never imports TensorFlow, so it starts in a fraction of a second and needs only the serving
-install (docs/using-the-model.md). The evaluate stage checks that this file gives the Keras model's
-answers on the whole test set.
+Each image is put in the MNIST look (digitlab.images.reading), then given to the model in batches. One
+that cannot be read or holds no digit gets `digit: None` and an `error` that says why, never a guess; one
+below the threshold model.onnx carries (digitlab/inference/rejection.py) gets `error: "not a digit"`, its
+confidence and probabilities still given, unless `accept_all=True`. The model is the model.onnx that the
+train stage writes beside model.keras, after checking that it answers the validation images as model.keras
+does; onnxruntime runs it, so nothing here imports TensorFlow (docs/using-the-model.md).
 """
 
 import multiprocessing
@@ -37,7 +32,8 @@ from digitlab.inference.rounding import probability
 from digitlab.inference.views import DEFAULT_VIEWS, PREDICT_BATCH, VIEWS, predict_probabilities
 
 DEFAULT_MODEL = Path("data/model/model.onnx")
-# Fewer images are prepared in this process: starting the worker processes (about a second) would cost more.
+# Fewer images are prepared in this process: starting the worker processes would cost more than it saves
+# (benchmarks/README.md, "Using the model on your own digits").
 PARALLEL_FROM = 64
 
 

@@ -98,9 +98,12 @@ def export_onnx(model: keras.Model, path: Path, metadata: dict[str, str] | None 
     `generated__<k>`, k its rank of first appearance (inputs, then nodes in order), beside its Keras
     scope (`mnist_cnn_1/flatten_1/`), and the initializers are listed by name. The graph's doc_string,
     "converted from b'__inference___call___<n>'", names the traced TensorFlow function by a counter of
-    the process (how many functions it traced before: 445 when exported from a loaded model, 55005
-    at the end of training): it is dropped.
-    The model is called once on a dummy batch first: the export traces a built model."""
+    the process (how many functions it traced before, which differs between an export at the end of
+    training and one from a loaded model): it is dropped.
+    The model is called once on a dummy batch first: the export traces a built model. Its batch
+    normalisations are exported as the scale and shift `exactly_normalised` computes, so that no constant
+    of model.onnx comes from TensorFlow's arithmetic, which differs from one CPU to another."""
+    model = exactly_normalised(model)
     model(np.zeros((1, *model.input_shape[1:]), dtype="float32"), training=False)
     with rewritten(path) as (exported, normalised):
         with warnings.catch_warnings():  # Keras's tf2onnx_lib probes `np.object`, a FutureWarning under NumPy 2
@@ -112,6 +115,42 @@ def export_onnx(model: keras.Model, path: Path, metadata: dict[str, str] | None 
         numbered_generated_names(proto.graph)
         onnx.helper.set_model_props(proto, metadata or {})
         normalised.write_bytes(proto.SerializeToString(deterministic=True))
+
+
+class ScaleShift(keras.layers.Layer):
+    """A batch normalisation at inference, as its two constants: x * scale + shift, per channel."""
+
+    def build(self, input_shape):
+        self.scale = self.add_weight(shape=(input_shape[-1],), initializer="ones", name="scale")
+        self.shift = self.add_weight(shape=(input_shape[-1],), initializer="zeros", name="shift")
+
+    def call(self, x, training=None, mask=None):  # called as the batch normalisation was
+        return x * self.scale + self.shift
+
+
+def exactly_normalised(model: keras.Model) -> keras.Model:
+    """A copy of `model` whose batch normalisations are ScaleShift layers, their scale gamma / sqrt(variance +
+    epsilon) and shift beta - mean * scale computed by NumPy in float64 and rounded once to float32.
+
+    Exported as they are, TensorFlow folds rsqrt(variance + epsilon) into a constant with its CPU kernel, an
+    approximation (an estimate refined by a Newton step) whose last bits differ between CPUs: one model.keras
+    gave another model.onnx on an AMD EPYC than on an Intel Xeon. NumPy's square root and division are exact
+    to the rounding, on any CPU."""
+
+    def clone(layer):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            return ScaleShift(name=layer.name)
+        return layer.__class__.from_config(layer.get_config())
+
+    copy = keras.models.clone_model(model, clone_function=clone)
+    for original, layer in zip(model.layers, copy.layers):
+        if isinstance(original, keras.layers.BatchNormalization):
+            gamma, beta, mean, variance = (np.asarray(w, dtype=np.float64) for w in original.get_weights())
+            scale = gamma / np.sqrt(variance + original.epsilon)
+            layer.set_weights([scale.astype(np.float32), (beta - mean * scale).astype(np.float32)])
+        else:
+            layer.set_weights(original.get_weights())
+    return copy
 
 
 # A name tf2onnx made: an optional scope ending in "/", then `word__<n>`, then maybe an output index ":0".
