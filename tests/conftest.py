@@ -1,9 +1,11 @@
 """Shared fixtures: fixed params, small IDX files, and the MNIST files the end-to-end tests use."""
 
+import gzip
 import os
 import signal
 import site
 import socket
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +16,7 @@ from digitlab.shared.params import Params, with_overrides
 import numpy as np
 import pytest
 
-from digitlab.data.idx import write_idx
+from digitlab.data.idx import UNSIGNED_BYTE
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -96,6 +98,16 @@ def free_ports(count: int) -> list[int]:
 
 def free_port() -> int:
     return free_ports(1)[0]
+
+
+def write_idx(path: str | Path, array: np.ndarray) -> None:
+    """Write a uint8 array as an IDX file, gzip-compressed when `path` ends in .gz: the tests' stand-ins for MNIST."""
+    array = np.ascontiguousarray(array, dtype=np.uint8)
+    header = bytes([0, 0, UNSIGNED_BYTE, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+    payload = header + array.tobytes()
+    path = Path(path)
+    # mtime=0 makes the compressed bytes, and so their checksum, reproducible.
+    path.write_bytes(gzip.compress(payload, mtime=0) if path.suffix == ".gz" else payload)
 
 
 def python_in(root: Path, *argv: str) -> subprocess.CompletedProcess:

@@ -8,8 +8,9 @@ from digitlab.shared.errors import PipelineError
 import numpy as np
 import pytest
 
-from digitlab.data.idx import read_idx, write_idx
+from digitlab.data.idx import read_idx
 from digitlab.data.raw import load_split
+from tests.conftest import write_idx
 
 
 def header(ndim_code: int, *shape: int, type_code: int = 0x08) -> bytes:

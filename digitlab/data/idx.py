@@ -1,4 +1,4 @@
-"""Reading and writing IDX files, the simple binary format MNIST is published in.
+"""Reading IDX files, the simple binary format MNIST is published in.
 
 An IDX file is a header (two zero bytes, a type code, the number of dimensions,
 then each dimension as a big-endian 32-bit integer) followed by the values.
@@ -53,13 +53,3 @@ def read_idx(path: str | Path, ndim: int) -> np.ndarray:
             f"{path}: header promises shape {shape} ({expected} bytes) but the file has {len(data)} bytes; {fix}"
         )
     return np.frombuffer(data, dtype=np.uint8, offset=header_size).reshape(shape)
-
-
-def write_idx(path: str | Path, array: np.ndarray) -> None:
-    """Write a uint8 array as an IDX file, gzip-compressed when `path` ends in .gz."""
-    array = np.ascontiguousarray(array, dtype=np.uint8)
-    header = bytes([0, 0, UNSIGNED_BYTE, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
-    payload = header + array.tobytes()
-    path = Path(path)
-    # mtime=0 makes the compressed bytes, and so their checksum, reproducible.
-    path.write_bytes(gzip.compress(payload, mtime=0) if path.suffix == ".gz" else payload)

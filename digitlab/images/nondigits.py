@@ -1,28 +1,13 @@
 """Images that hold no digit, made here from a seed: what a "not a digit" answer is tuned and tested on.
 
-Nothing is downloaded. Each image is one of these kinds, drawn at 100-400 px:
-
-  letters        capital and small letters, one or two, in Pillow's own font (the same on every machine
-                 with the locked Pillow, so the set and its metrics reproduce), at several weights, slants
-                 and turns; the letters most hands write like a digit (O for 0, l for 1, S for 5...) left out
-  drawn letters  the same letters, one at a time, drawn as pen strokes by a hand (strokes.py)
-  doodles        smileys, hearts, stars, arrows, ticks, houses... drawn by a hand
-  words          short words ("cat", "hello", "HEY") written by a hand
-  symbols        + = # @ & % ? ! * $ < > ~ ^ and the like, alone or in pairs
-  numbers        two or three digits side by side ("42"): digits, but not one digit
-  scribbles      a few random strokes
-  shapes         filled or outlined squares, triangles, stars, crosses, several dots (no lone ring: a 0)
-  textures       stripes, checks, grids and dots over the whole image
-  noise          random pixels, smooth or not
-
-The hands that draw are the split's own (strokes.HANDS_OF): the validation and test non-digits are drawn
-in hands that training never sees.
-
-and each is then given one of the looks of users' digits (as benchmarks/predict_benchmark.py makes
-them): dark ink on noisy light paper as PNG or as JPEG, light ink on black, or ink on a transparent
-canvas. `nondigit_images(count, seed, split)` gives the same images for the same arguments, in any
-process; each split (train, val, test) has its own seed (`split_seeds`) and its own hands;
-`prepared_nondigits` reads them as the reader reads users' images, into model input (preprocess).
+Nothing is downloaded. Each image is one of KINDS (letters in Pillow's own font, letters, doodles and words
+drawn as pen strokes by a hand, symbols, numbers of several digits, scribbles, shapes, textures, noise; the
+list and its reasons are in docs/not-a-digit.md), drawn at 100-400 px, then given one of the LOOKS of users'
+images: dark ink on noisy light paper as PNG or JPEG, light ink on black, or ink on a transparent canvas.
+Each split (train, val, test) has its own seed (`split_seeds`) and its own hands (strokes.HANDS_OF): the
+validation and test non-digits are drawn in hands training never sees. `nondigit_images(count, seed, split)`
+gives the same images for the same arguments in any process; `prepared_nondigits` reads them as the reader
+reads users' images, into model input (preprocess).
 """
 
 import io

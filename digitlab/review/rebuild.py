@@ -1,17 +1,10 @@
 """Like with like: build a pull request's base the way its head is built, on this machine, before comparing.
 
-A model trained on another kind of CPU differs in a few borderline images, so comparing the head reproduced on
-a CI runner with the base's results committed from someone's laptop mixes the change with the machine. This
-command builds the base (a git revision, in a worktree that shares this repository's DVC cache) and the head
-(the workspace) the same way:
-  remote     a DVC remote is configured and both sides pull from it: the stages that the head must re-run
-             (`dvc status` after the pull) are re-run on both sides, the base's with `dvc repro --force
-             --downstream`; every other result on each side is the one committed, pulled. Nothing to re-run:
-             both sides are their committed results, as the same machine kind made them.
-  runner     no remote, or a pull failed (no credentials): both sides reproduced from scratch with `dvc repro`
-             (stages whose inputs the sides share run once, DVC's run cache giving the other side the same result).
-The base's results are committed in the worktree on the local branch review/base, so that the report reads
-them as a revision, and a line saying where each side's numbers came from is written to SOURCE_FILE:
+A model trained on another kind of CPU differs in a few borderline images, so this command builds the base (a
+git revision, in a worktree sharing this repository's DVC cache) and the head (the workspace) alike: with a DVC
+remote, both sides pull and re-run, base and head, the stages the head must re-run; without one, both sides are
+reproduced with `dvc repro`. The base's results are committed on the local branch review/base, and where each
+side's numbers came from is written to SOURCE_FILE (docs/review.md):
 
     python -m digitlab.review.rebuild origin/main
     python -m digitlab.review.report --rev review/base --source "$(cat reports/compare/source.md)"

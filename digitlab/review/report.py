@@ -1,24 +1,16 @@
-"""Pull-request report: is a change real? Compare the workspace (or any runs) with a git revision, in
-Markdown with PNG plots, and write the verdict as JSON for CI to gate on.
+"""Pull-request report: is a change real? Compare the workspace (or any runs) with a git revision.
 
-Writes OUTPUT_DIR/report.md for the reviewer and OUTPUT_DIR/verdict.json for CI, comparing the head side
-(default: the workspace) with the base side (default: main):
-  Is it real?          each test image paired across the versions (evaluate's answers.json): the images the
-                       change fixed and broke, as pictures, and the paired test on them with a verdict, better,
-                       worse or noise, for test accuracy and errors and the shares of test non-digits and
-                       digits refused as "not a digit" (digitlab/review/paired.py)
-  Test set             the headline scores on each side (mean and range over several runs) and their change
-  Parameters changed   `dvc params diff` as DVC prints it
-  Metrics changed      `dvc metrics diff` as DVC prints it (changed metrics only), folded away
-  Plots                PNGs drawn locally with Matplotlib from the plot data DVC uses, plus the head's most
-                       confident mistakes and sample predictions
-Several runs per side (`--rev a b c --head x y z`, a seed each) are paired seed by seed. No browser, no
-network: it reads git and the workspace only. The CI workflow posts report.md as a pull-request comment.
+Writes OUTPUT_DIR/report.md for the reviewer and OUTPUT_DIR/verdict.json for CI, the head side (default: the
+workspace) against the base side (default: main): "Is it real?" (each test image paired across the versions,
+the images fixed and broken, and the paired test's verdict, digitlab/review/paired.py), the test set's
+headline scores, `dvc params diff`, `dvc metrics diff` and the plots, drawn locally. Several runs per side
+(`--rev a b c --head x y z`, a seed each) are paired seed by seed. It reads git and the workspace only;
+docs/review.md has the rest.
 
 Usage: python -m digitlab.review.report [--rev main ...] [--head workspace ...] [--alpha 0.05]
                                         [--fail-on test.accuracy ...] [--dispersion VERDICT_JSON]
                                         [--output reports/compare]
-Exits 3 when a metric named by --fail-on is "worse" after Holm's correction, and its verdict is about retraining
+Exits 3 when a metric named by --fail-on is "worse" after Holm's correction and its verdict is about retraining
 (several runs per side, or --dispersion); after writing both files.
 """
 
