@@ -1,32 +1,13 @@
 """Benchmark of the draw-a-digit web app (digitlab/serving/app.py), as the real server process on 127.0.0.1.
 
-It starts `python -m digitlab.serving.app` on a free port and measures, sending what the page sends (a
-280x280 PNG of a drawn 7 as the multipart field `image`):
-
-  first prediction    seconds from the process's start to its first successful /predict
-                      (imports, loading the model, serving)
-  burst               BURST uploads released together, each on its own connection: how many were
-                      answered 200 and read as a 7, the statuses seen, p50 and p99 latency
-  latency             of one image, SEQUENTIAL requests one after another on one connection:
-                      p50, p90, p99, max
-  slow clients        SLOW_CLIENTS sockets that send headers and 3 bytes of a declared 100,000-byte
-                      body, then wait; one ordinary upload sent while they wait: its status and
-                      seconds; and how many slow clients the server answered (408) and dropped
-  throughput          requests/s with CLIENTS concurrent clients (threads, one connection each),
-                      CONCURRENT requests in all, and their p50 and p99 latency
-  memory              the server's VmRSS and VmHWM (peak) from /proc/PID/status after the first
-                      prediction and after TOTAL requests in all, and the growth between them
-
-With --baseline CHECKOUT it measures first the app of another checkout of this repository (for
-example today's TensorFlow path, `git worktree add /tmp/old <commit>`), with PYTHONPATH=CHECKOUT and
---baseline-model, then this one, in the same run, and prints both with their ratios.
-
-The clients run on the same machine and share its cores with the server, as in the figures
-reported. Every request and socket has a timeout and every phase a bounded count, so the run stops
-by itself (about 2 minutes per app on 2 cores). Traffic goes to 127.0.0.1 only.
-
-If data/model/model.onnx does not exist yet (training elsewhere), it retries every minute for up to
-10 minutes, then trains a stand-in on 12,000 MNIST images in a temporary folder and says so.
+It starts `python -m digitlab.serving.app` on a free port, posts what the page posts (a drawn 7 as a PNG, the
+multipart field `image`) and measures: seconds from process start to the first prediction; BURST uploads at once
+(how many answered right, statuses, p50/p99); SEQUENTIAL requests' latency on one connection; SLOW_CLIENTS sockets
+stalled mid-body, and one ordinary upload beside them; throughput of CLIENTS concurrent clients over CONCURRENT
+requests; the server's VmRSS and VmHWM after the first prediction and after TOTAL requests. The clients share the
+server's cores; every request and phase is bounded, so the run stops by itself. --baseline CHECKOUT measures another
+checkout's app first (PYTHONPATH=CHECKOUT, --baseline-model) and prints the ratios. Without data/model/model.onnx
+it waits for it up to MODEL_WAIT_S, then trains a stand-in and says so.
 
 Usage: python benchmarks/app_benchmark.py [--model data/model/model.onnx] [--output benchmarks/app_results.json]
                                           [--baseline CHECKOUT --baseline-model data/model/model.keras]
@@ -90,7 +71,7 @@ def find_model(path: Path) -> tuple[Path, str]:
 
 
 def train_stand_in() -> Path:
-    """A model trained on 12,000 MNIST images for 2 epochs (about 97% right), in a temporary folder.
+    """A model trained on 12,000 MNIST images for 2 epochs, in a temporary folder.
     Without batch normalisation: with it, 2 short epochs leave its running statistics unsettled."""
     import digitlab.shared  # noqa: F401  (sets TensorFlow's environment first)
     from digitlab.shared.mnist import SHA256

@@ -1,28 +1,16 @@
 """Benchmark: accuracy, speed and memory of the keras.io convnet, our default and our fast configuration.
 
-For each configuration (our two with each of --seeds; keras.io's with its own seed), on the
-full data set (the train/val/test arrays of data/prepared, so run `dvc repro preprocess`
-first), in its own process so that its peak memory is its own, it measures:
-
-  test accuracy          after the last epoch, predicted as the evaluate stage does
-                         (evaluate.tta_views of params.yaml; keras.io: 1 view)
-  train wall time        seconds in model.fit, without the benchmark's own test evaluations
-  time to 99.2%          train wall time until the test accuracy first reaches 99.2%
-                         (evaluated after each epoch here only, never to choose a model)
-  training images/s      training images processed per second of train wall time
-  inference images/s     the 10,000 test images predicted as the evaluate stage does
-                         (predict_probabilities, evaluate.batch_size and tta_views; the second run)
-  peak RSS               the process's maximum resident memory
-  parameters             model.count_params()
-
-and, per configuration, the mean test accuracy over the seeds and the mean training time as a
-ratio to keras.io's mean in the same run. keras.io's convnet trains once before each of our seeds
-(always with its own seed), so that its time and ours are measured alike while a shared machine's
-speed drifts (by 2x within minutes here). Writes OUTPUT.json and OUTPUT.md and prints the Markdown.
---set KEY=VALUE changes params.yaml's values for our configurations, as `dvc exp run -S` does.
+Each configuration (ours with each of --seeds, keras.io's with its own seed) trains on data/prepared's arrays (run
+`dvc repro preprocess` first) in its own process, so that its peak memory is its own. Measured: test accuracy
+(predicted as the evaluate stage does), train wall time (model.fit only), time to 99.2% test accuracy (checked after
+each epoch, never to choose a model), training and inference images/s, peak RSS, parameters; per configuration, the
+mean accuracy over the seeds and the mean training time as a ratio to keras.io's. keras.io's convnet trains again
+before each of our seeds, so that both are timed alike on a machine whose speed drifts. --set KEY=VALUE changes
+params.yaml's values for our configurations, as `dvc exp run -S` does.
 
 Usage: python benchmarks/benchmark.py [--configs keras_io default fast] [--seeds 42 43 44]
                                       [--set train.epochs=14 ...] [--output benchmarks/results]
+Writes OUTPUT.json and OUTPUT.md and prints the Markdown.
 """
 
 import argparse

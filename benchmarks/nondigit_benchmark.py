@@ -1,39 +1,17 @@
 """Benchmark: how well can "not a digit" be told from a digit? Scores compared on validation data only.
 
-The non-digits are digitlab.images.nondigits' validation split (letters, symbols, numbers of two or three
-digits, scribbles, shapes, textures, noise, in the looks of users' images), read by the reader's own
-preprocessing (data.images.prepare; those it finds blank are refused already and counted apart).
-The digits are MNIST's validation split (data/prepared/val.npz) and, as users give them, the first
---users of those made into user-style images as benchmarks/predict_benchmark.py makes them.
-
-Scores, each higher for "more like a digit", on 1 view and on the 5 test-time views averaged:
-
-  msp          the largest softmax probability (what mnist-predict prints as confidence)
-  energy       log-sum-exp of the logits (Liu et al. 2020)
-  max_logit    the largest logit
-  mahalanobis  minus the smallest Mahalanobis distance of the dense layer's features to a class mean,
-               with one covariance for all classes, fitted on --fit training images (Lee et al. 2018)
-
-For each: AUROC of MNIST validation digits against non-digits, and at thresholds that reject 0.2% and
-0.5% of the MNIST validation digits, the share of non-digits rejected (each kind apart) and of user-style
-digits rejected.
-
-With --outlier-exposure it also trains two models side by side, the same simple Keras loop and seed,
---epochs passes over the training split: one on digits alone, one that also sees the non-digits' train
-split with a uniform target (outlier exposure, Hendrycks et al. 2019; --oe-share of the digits' count),
-and scores both. Their training times and validation accuracies are reported beside.
-
-With --training-cost EPOCHS it only times the train stage's own loop (digitlab.training.fitting.fit,
-params.yaml's model and training) for EPOCHS epochs on the training digits, without and with
-data/prepared/nondigits_train.npz (what train mixes in), in turn, twice each: the cost of outlier
-exposure as ratios measured side by side on one machine (whole runs, and fastest epochs).
+Non-digits: digitlab.images.nondigits' validation split, through the reader's preprocessing (those it finds
+blank counted apart); digits: data/prepared/val.npz, and its first --users as users' images (predict_benchmark's).
+Scores (higher: "more like a digit"), 1 view and 5 averaged: msp, energy, max_logit, mahalanobis (fitted on --fit
+training images); each with its AUROC and the non-digits and user digits it rejects where it rejects 0.2% and 0.5%
+of the validation digits. --outlier-exposure also trains and scores two models side by side, on digits alone and
+with non-digits given a uniform target. --training-cost EPOCHS only times train's loop without and with them.
 
 Usage: python benchmarks/nondigit_benchmark.py [--model data/model/model.keras] [--nondigits 1400]
                                                [--outlier-exposure --epochs 3]
        python benchmarks/nondigit_benchmark.py --training-cost 2
        python benchmarks/nondigit_benchmark.py --training-cost 2 --against train.augment.shear=0
-Prints Markdown tables and writes --output (benchmarks/nondigit_results.json; with --training-cost,
-benchmarks/nondigit_training_cost.json).
+Prints Markdown tables and writes --output (JSON).
 """
 
 import argparse
@@ -226,11 +204,11 @@ def main() -> None:
 
 def training_cost(prepared: Path, epochs: int, against: list[str] | None, output: Path) -> None:
     """Time the train stage's loop without and with its non-digits, in turn (ABAB), and print the ratios:
-    of the whole runs, and of their fastest epochs after the first (which also traces the graphs). This
-    machine's epochs swing between about 13 and 21 s from one to the next whatever runs, so the
-    fastest epoch, the least disturbed, says more about the cost than the sum. With `against` (KEY=VALUE
-    overrides of params.yaml, as `dvc exp run -S` takes them), both sides train with the non-digits, the
-    first with params.yaml so overridden ("before"), the second with params.yaml as it is."""
+    of the whole runs, and of their fastest epochs after the first (which also traces the graphs). A shared
+    machine's epochs swing from one to the next whatever runs, so the fastest epoch, the least disturbed,
+    says more about the cost than the sum. With `against` (KEY=VALUE overrides of params.yaml, as
+    `dvc exp run -S` takes them), both sides train with the non-digits, the first with params.yaml so
+    overridden ("before"), the second with params.yaml as it is."""
     import keras
 
     from digitlab.training.fitting import fit

@@ -1,26 +1,15 @@
 """Benchmark: mnist-predict on digits as people give them, not as MNIST stores them, and its speed.
 
-Each of the first --count MNIST test images is turned into what a user would give the command:
-scaled up to 100-400 px, its strokes a little thicker or thinner (or as they were), placed off-centre
-on a larger canvas; half of them dark ink on noisy light paper (half of those saved as JPEG), the
-other half light ink on black, as PNG. Then it measures:
-
-  accuracy   the model on the original 28x28 test images; the command's code path (DigitReader on
-             the files); and a naive path: greyscale, inverted for the paper ones (told which they
-             are), resized to 28x28 (what one does without digitlab.images.reading). An image the reader
-             answers "not a digit" counts as wrong; the share of them is given apart (not_a_digit)
-  speed      images/s of the command's path on a folder of the same images, all PNG, decoding and
-             preparing included: the wall time of a `mnist-predict --json FOLDER` subprocess (start-up,
-             imports and model load included) and of DigitReader in this process; and of the model alone
-
-With --baseline CHECKOUT it also runs the command of another checkout of this repository (for example
-today's TensorFlow path, `git worktree add /tmp/old <commit>`), with PYTHONPATH=CHECKOUT and
---baseline-model, on the same one image and the same folder, and gives the ratios.
-
-Prints a Markdown table and writes --output (benchmarks/predict_results.json).
+The first --count MNIST test images become users' images (100-400 px, strokes thicker or thinner, off-centre;
+dark ink on noisy paper, PNG or JPEG, or light ink on black). Accuracy: of the model on the 28x28 originals, of
+the command's path (DigitReader; "not a digit" counts as wrong, its share given apart) and of a naive greyscale,
+invert and resize. Speed: images/s of a `mnist-predict --json FOLDER` subprocess (start-up included), of
+DigitReader in this process and of the model alone. With --baseline CHECKOUT it also runs another checkout's
+command (PYTHONPATH=CHECKOUT, --baseline-model) on the same image and folder, and gives the ratios.
 
 Usage: python benchmarks/predict_benchmark.py [--model data/model/model.onnx] [--mnist data/raw] [--count 10000]
                                               [--baseline CHECKOUT --baseline-model data/model/model.keras]
+Prints a Markdown table and writes --output (benchmarks/predict_results.json).
 """
 
 import argparse

@@ -1,6 +1,7 @@
-"""Drawing the stages' figures: image grids, the class distribution, the confusion heatmap.
+"""Drawing the stages' figures: image grids, the class distribution, the confusion heatmap. This
+__init__.py is the folder's one module.
 
-The comparison plots of the pull-request report live with it, in digitlab/review/plots.py.
+The comparison plots of the pull-request report live apart, in digitlab/review/plots.py.
 
 Every figure is saved atomically as PNG with fixed metadata, so that the same data
 gives byte-identical files and DVC sees no change where there is none.

@@ -1,8 +1,5 @@
-"""The prepared arrays' files: preprocess writes them, train, evaluate and sample_predict read them.
-
-They depend on this module and not on the raw MNIST files, so that an edit to how raw files are
-read does not retrain the model.
-"""
+"""The prepared arrays' files, which preprocess writes and train, evaluate and sample_predict read, and a short
+fingerprint of arrays' bytes."""
 
 import hashlib
 from pathlib import Path

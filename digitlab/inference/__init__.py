@@ -1,3 +1,3 @@
-"""Using model.onnx: loading it with onnxruntime (onnx_model), predicting over the test-time views
-(views), and its "not a digit" thresholds (rejection). Train, evaluate, sample_predict and
-digitlab/serving depend on this folder; nothing in it imports TensorFlow."""
+"""Using model.onnx: loading it with onnxruntime (onnx_model), predicting over the test-time views (views),
+its "not a digit" thresholds (rejection), and how many digits of its numbers are written (rounding). Nothing in
+it imports TensorFlow."""

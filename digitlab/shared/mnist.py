@@ -1,6 +1,6 @@
 """MNIST itself: the size of its images, its classes, its four official files, where they are
 published and their checksums. Every stage reads these facts (params.py checks the model against
-IMAGE_SIZE; fetch downloads FILES), so nothing else belongs here: an edit re-runs all six stages.
+IMAGE_SIZE; fetch downloads FILES).
 """
 
 IMAGE_SIZE = 28
