@@ -29,11 +29,11 @@ from baseline import baseline_env, describe  # benchmarks/baseline.py, beside th
 from benchmark import machine_description  # benchmarks/benchmark.py, beside this script
 from PIL import Image, ImageFilter, ImageOps
 
-from digitlab.data.raw import load_split
 from digitlab.files.atomic import write_json
 from digitlab.images.reading import to_model_input
 from digitlab.inference.rejection import NOT_A_DIGIT
 from digitlab.inference.views import predict_probabilities
+from digitlab.raw.splits import load_split
 from digitlab.serving.reader import DigitReader
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent

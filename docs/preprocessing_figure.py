@@ -16,8 +16,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 from PIL import Image, ImageFilter
 
-from digitlab.data.raw import load_split
 from digitlab.images.reading import read_image, to_mnist
+from digitlab.raw.splits import load_split
 
 
 def photo_like(digit: np.ndarray, rng) -> bytes:

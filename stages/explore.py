@@ -19,8 +19,8 @@ from digitlab.shared.params import load_params
 import numpy as np
 
 from digitlab import figures
-from digitlab.data.raw import load_split
 from digitlab.files.atomic import write_json
+from digitlab.raw.splits import load_split
 
 
 def main(argv: list[str] | None = None) -> None:

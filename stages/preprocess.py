@@ -19,11 +19,11 @@ from digitlab.shared.params import load_params
 
 import numpy as np
 
-from digitlab.data.raw import load_split
 from digitlab.files.arrays import save_arrays
 from digitlab.images.nondigits import prepared_nondigits, split_seeds
 from digitlab.images.reading import to_model_input
 from digitlab.images.user_digits import user_digits
+from digitlab.raw.splits import load_split
 
 
 def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -16,7 +16,7 @@ from digitlab.shared.params import Params, with_overrides
 import numpy as np
 import pytest
 
-from digitlab.data.idx import UNSIGNED_BYTE
+from digitlab.raw.idx import UNSIGNED_BYTE
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -144,7 +144,7 @@ def digits() -> tuple[np.ndarray, np.ndarray]:
     mirror = mnist_mirror()
     if mirror is None:
         pytest.skip("no MNIST files: run `dvc repro fetch`, or set MNIST_MIRROR to a folder holding them")
-    from digitlab.data.raw import load_split
+    from digitlab.raw.splits import load_split
 
     images, labels = load_split(mirror, "test")
     return images[:20], labels[:20]
@@ -175,10 +175,10 @@ def small_keras_model(tmp_path_factory) -> Path:
     mirror = mnist_mirror()
     if mirror is None:
         pytest.skip("no MNIST files: run `dvc repro fetch`, or set MNIST_MIRROR to a folder holding them")
-    from digitlab.data.raw import load_split
     from digitlab.images.nondigits import prepared_nondigits
     from digitlab.images.reading import to_model_input
     from digitlab.inference.rejection import choose_threshold, thresholds_metadata
+    from digitlab.raw.splits import load_split
     from digitlab.training.fitting import fit
     from digitlab.training.saving import export_onnx, save_model
     from stages.train import validation_confidences

@@ -25,7 +25,7 @@ import uvicorn
 from fastapi.testclient import TestClient
 from PIL import Image, ImageDraw
 
-from digitlab.data.raw import load_split
+from digitlab.raw.splits import load_split
 from digitlab.serving import app as web
 from digitlab.serving import batcher, limits, page
 from tests.conftest import PROJECT_ROOT, mnist_mirror

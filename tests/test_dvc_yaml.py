@@ -92,7 +92,7 @@ def test_only_train_runs_the_training_code_and_train_not_the_raw_files_code():
     # An edit to how raw files are read must not retrain the model (minutes), nor one to the training
     # code re-run the stages before it.
     assert {frozenset(stages_running(path)) for path in files_in("digitlab/training")} == {frozenset({"train"})}
-    assert not stages_running("digitlab/data/raw.py") & {"train", "evaluate", "sample_predict"}
+    assert not stages_running("digitlab/raw/splits.py") & {"train", "evaluate", "sample_predict"}
 
 
 def test_bytecode_is_not_hashed_with_the_code():

@@ -8,8 +8,8 @@ from digitlab.shared.errors import PipelineError
 import numpy as np
 import pytest
 
-from digitlab.data.idx import read_idx
-from digitlab.data.raw import load_split
+from digitlab.raw.idx import read_idx
+from digitlab.raw.splits import load_split
 from tests.conftest import write_idx
 
 

@@ -13,7 +13,7 @@ import time
 import httpx
 from PIL import Image
 
-from digitlab.data.raw import load_split
+from digitlab.raw.splits import load_split
 from tests.conftest import PROJECT_ROOT, free_port, mnist_mirror
 
 

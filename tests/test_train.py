@@ -390,8 +390,8 @@ def test_a_quick_run_on_a_subset_reads_new_digits_as_well_as_its_training_batche
     mirror = mnist_mirror()
     if mirror is None:
         pytest.skip("no MNIST files: run `dvc repro fetch`, or set MNIST_MIRROR to a folder holding them")
-    from digitlab.data.raw import load_split
     from digitlab.images.reading import to_model_input
+    from digitlab.raw.splits import load_split
 
     images, labels = load_split(mirror, "train")
     test_images, test_labels = load_split(mirror, "test")

@@ -11,7 +11,7 @@ from digitlab.shared.mnist import CLASSES, FILES, IMAGE_SIZE
 
 import numpy as np
 
-from digitlab.data.idx import read_idx
+from digitlab.raw.idx import read_idx
 
 
 def load_split(raw_dir: str | Path, split: str) -> tuple[np.ndarray, np.ndarray]:

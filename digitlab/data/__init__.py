@@ -1,1 +1,0 @@
-"""The raw MNIST files as fetch downloaded them: the IDX format (idx), the train and test splits (raw)."""

@@ -1,0 +1,1 @@
+"""The raw MNIST files as fetch downloaded them: the IDX format (idx), the train and test splits (splits)."""
