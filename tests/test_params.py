@@ -42,7 +42,7 @@ def test_the_tests_fixed_params_have_the_keys_of_params_yaml():
 
 
 def test_mnist_predict_and_the_app_use_the_model_as_the_evaluate_stage_does():
-    from digitlab.inference.views import DEFAULT_VIEWS
+    from digitlab.shared.tta import DEFAULT_VIEWS
 
     assert DEFAULT_VIEWS == yaml.safe_load((PROJECT_ROOT / PARAMS_FILE).read_text())["evaluate"]["tta_views"]
 

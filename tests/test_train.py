@@ -315,8 +315,10 @@ def test_the_same_weights_give_the_same_model_file_bytes(tmp_path):
 
 
 def test_rejection_is_measured_on_validation_and_a_false_rejection_of_0_refuses_nothing(workdir):
+    from digitlab.shared.tta import DEFAULT_VIEWS
+
     from digitlab.inference.onnx_model import load_onnx_model
-    from digitlab.inference.views import DEFAULT_VIEWS, PREDICT_BATCH, predict_probabilities
+    from digitlab.inference.views import PREDICT_BATCH, predict_probabilities
 
     params = yaml.safe_load((workdir / "params.yaml").read_text())
     for false_rejection in (0.5, 0):

@@ -1,28 +1,22 @@
 """Test-time augmentation's views: the image itself, then copies shifted by one pixel; predicting over them.
 
 A digit drawn a pixel off is still the same digit, so averaging the views' probabilities smooths out
-the model's sensitivity to where exactly the strokes fall. The one definition of the view counts that
-params.yaml (evaluate.tta_views), the evaluate stage, mnist-predict and mnist-app accept, and the one
-way to predict over them: train (for its "not a digit" thresholds), evaluate and the reader all call it.
+the model's sensitivity to where exactly the strokes fall. The views are digitlab/shared/tta.py's; this is the
+one way to predict over them: train (for its "not a digit" thresholds), evaluate and the reader all call it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, get_args
+from typing import TYPE_CHECKING
 
-from digitlab.shared.params import ViewCount
+from digitlab.shared.tta import VIEWS
 
 import numpy as np
 
 if TYPE_CHECKING:
     import keras
 
-# (rows down, columns right) of the views: the image, its one-pixel shifts, the diagonals. n views are the first n.
-OFFSETS = [(0, 0), (-1, 0), (1, 0), (0, -1), (0, 1), (-1, -1), (-1, 1), (1, -1), (1, 1)]
-VIEWS = {count: OFFSETS[:count] for count in get_args(ViewCount)}
-# The views mnist-predict and the app use unless told otherwise, and at which train reports "not a digit".
-DEFAULT_VIEWS = 5
 # Images per prediction call wherever the pipeline predicts, evaluate's own evaluate.batch_size aside: no effect on
 # the probabilities; a bound on memory.
 PREDICT_BATCH = 500

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from digitlab.shared.errors import PipelineError
 from digitlab.shared.mnist import IMAGE_SIZE
+from digitlab.shared.tta import DEFAULT_VIEWS
 
 import numpy as np
 import uvicorn
@@ -31,7 +32,6 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
 from digitlab.inference.rejection import NOT_A_DIGIT
-from digitlab.inference.views import DEFAULT_VIEWS
 from digitlab.serving import limits
 from digitlab.serving.batcher import BATCH_WINDOW_S, Batcher
 from digitlab.serving.options import add_accept_all_option, add_views_option, native_stderr_hidden, threshold_note

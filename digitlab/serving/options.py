@@ -7,8 +7,10 @@ import os
 import sys
 from pathlib import Path
 
+from digitlab.shared.tta import DEFAULT_VIEWS
+
 from digitlab.inference.views import VIEWS
-from digitlab.serving.reader import DEFAULT_VIEWS, DigitReader
+from digitlab.serving.reader import DigitReader
 
 
 def add_views_option(parser: argparse.ArgumentParser) -> None:

@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal, get_args, get_origin
 
 from digitlab.shared.errors import PipelineError
 from digitlab.shared.mnist import IMAGE_SIZE
+from digitlab.shared.tta import ViewCount
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from ruamel.yaml import YAML, YAMLError
@@ -121,11 +122,6 @@ class Reject(Section):
     val_nondigits: int = Field(ge=10, le=100000)
     test_nondigits: int = Field(ge=10, le=100000)
     seed: Seed
-
-
-# Test-time augmentation's view counts: the image, and its 4 one-pixel shifts, and the 4 diagonals
-# (digitlab/inference/views.py draws them in that order).
-ViewCount = Literal[1, 5, 9]
 
 
 class Evaluate(Section):

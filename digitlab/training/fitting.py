@@ -23,8 +23,6 @@ from digitlab.inference.views import PREDICT_BATCH
 from digitlab.training import distribute
 from digitlab.training.model import build_model
 
-# Validation images per replica and step; no effect on the results.
-
 
 def make_reproducible(seed: int) -> None:
     """Same params and seed, same machine: same weights and metrics."""
@@ -246,133 +244,227 @@ def fit(
     make_reproducible(params.seed)
     strategy = distribute.strategy_for(config.distribute)
     replicas = strategy.num_replicas_in_sync
-    if config.batch_size % replicas:
-        raise PipelineError(
-            f"train.batch_size ({config.batch_size}) must be a multiple of the {replicas} replicas "
-            "of train.distribute: it is the global batch, shared equally"
-        )
+    check_global_batch(config.batch_size, replicas)
     batches = strategy.distribute_datasets_from_function(
         lambda context: training_batches(train, config.batch_size, config.augment, params.seed, context, outliers)
     )
     val_batches = strategy.distribute_datasets_from_function(
+        # Validation images per replica and step; no effect on the results.
         lambda context: evaluation_batches(val, PREDICT_BATCH, context)
     )
     outlier_count = 0 if outliers is None else len(outliers)
-    images = len(train["labels"]) + outlier_count
-    steps_per_epoch = images // config.batch_size if replicas > 1 else math.ceil(images / config.batch_size)
+    steps_per_epoch = epoch_steps(len(train["labels"]) + outlier_count, config.batch_size, replicas)
+    model, optimizer, momentum = training_model(strategy, params, steps_per_epoch)
+    loss_function = keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing, reduction=None)
+    announce(model, strategy, config, len(train["labels"]), outlier_count, len(val["labels"]))
+    steps = ReplicaSteps(strategy, model, optimizer, loss_function, params.reject.outlier_weight)
+    callbacks = connected(callbacks, model, optimizer, config.ema_momentum)
+    run_epochs(model, config, steps, batches, val_batches, callbacks)
+    optimizer.finalize_variable_values(model.trainable_variables)  # the averaged weights, if train.ema_momentum
+    notify(callbacks, "on_train_end")
+    # The saved model is the same whatever the setting: float32, Keras's plain batch normalisation.
+    return plain_copy(model, params, momentum)
+
+
+def check_global_batch(batch_size: int, replicas: int) -> None:
+    """Raises PipelineError unless the global batch splits equally over the replicas."""
+    if batch_size % replicas:
+        raise PipelineError(
+            f"train.batch_size ({batch_size}) must be a multiple of the {replicas} replicas "
+            "of train.distribute: it is the global batch, shared equally"
+        )
+
+
+def epoch_steps(images: int, batch_size: int, replicas: int) -> int:
+    """Training steps in an epoch of `images`: with more than one replica, full batches only (training_batches)."""
+    return images // batch_size if replicas > 1 else math.ceil(images / batch_size)
+
+
+def training_model(
+    strategy: tf.distribute.Strategy, params: Params, steps_per_epoch: int
+) -> tuple[keras.Model, keras.optimizers.Optimizer, float]:
+    """In `strategy`'s scope: the model to train, its optimizer built on its weights, and the batch
+    normalisation momentum chosen for the run's length (norm_momentum)."""
+    config = params.train
     with strategy.scope():
         momentum = norm_momentum(config.epochs * steps_per_epoch)
-        model = build_model(params.model, config.mixed_precision, replicas, for_training=True, norm_momentum=momentum)
+        model = build_model(
+            params.model,
+            config.mixed_precision,
+            strategy.num_replicas_in_sync,
+            for_training=True,
+            norm_momentum=momentum,
+        )
         optimizer = make_optimizer(config, steps_per_epoch)
         if config.mixed_precision == "mixed_float16":
             optimizer = keras.optimizers.LossScaleOptimizer(optimizer)  # float16 gradients would underflow
         optimizer.build(model.trainable_variables)
-    loss_function = keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing, reduction=None)
+    return model, optimizer, momentum
+
+
+def announce(
+    model: keras.Model, strategy: tf.distribute.Strategy, config: Train, digits: int, outliers: int, val_images: int
+) -> None:
+    """The training log's first line: what is trained, on what, and where."""
     print(
-        f"train: {model.count_params():,} parameters, {len(train['labels']):,} training digits and "
-        f"{outlier_count:,} non-digits, {len(val['labels']):,} validation images, {config.epochs} epochs, "
+        f"train: {model.count_params():,} parameters, {digits:,} training digits and "
+        f"{outliers:,} non-digits, {val_images:,} validation images, {config.epochs} epochs, "
         f"on {distribute.describe(strategy)}",
         flush=True,
     )
 
-    def totals(loss, probabilities, targets, weights):
-        """On one replica: summed loss, correct predictions and images, each image counted by its weight."""
-        correct = tf.cast(tf.argmax(probabilities, -1) == tf.argmax(targets, -1), tf.float32)
-        return tf.reduce_sum(loss * weights), tf.reduce_sum(correct * weights), tf.reduce_sum(weights)
 
-    def train_replica(images, targets):
+def totals(loss, probabilities, targets, weights):
+    """On one replica: summed loss, correct predictions and images, each image counted by its weight."""
+    correct = tf.cast(tf.argmax(probabilities, -1) == tf.argmax(targets, -1), tf.float32)
+    return tf.reduce_sum(loss * weights), tf.reduce_sum(correct * weights), tf.reduce_sum(weights)
+
+
+def summed_over_replicas(strategy: tf.distribute.Strategy, replica_step):
+    """One step on every replica, as a graph, its totals summed over them."""
+
+    @tf.function
+    def step(*batch):
+        return [strategy.reduce("SUM", value, axis=None) for value in strategy.run(replica_step, args=batch)]
+
+    return step
+
+
+class ReplicaSteps:
+    """The training step and the validation step, each run on every replica of `strategy` as one graph
+    (`train` and `validate`), their totals (`totals`) summed over the replicas."""
+
+    def __init__(
+        self,
+        strategy: tf.distribute.Strategy,
+        model: keras.Model,
+        optimizer: keras.optimizers.Optimizer,
+        loss_function: keras.losses.Loss,
+        outlier_weight: float,
+    ):
+        self.model = model
+        self.optimizer = optimizer
+        self.loss_function = loss_function
+        self.outlier_weight = outlier_weight
+        self.train = summed_over_replicas(strategy, self.train_replica)
+        self.validate = summed_over_replicas(strategy, self.validation_replica)
+
+    def train_replica(self, images, targets):
+        model, optimizer = self.model, self.optimizer
         with tf.GradientTape() as tape:
             probabilities = model(images, training=True)
-            loss = loss_function(targets, probabilities)
-            weighted = loss * loss_weights(targets, params.reject.outlier_weight)
+            loss = self.loss_function(targets, probabilities)
+            weighted = loss * loss_weights(targets, self.outlier_weight)
             scaled = optimizer.scale_loss(tf.nn.compute_average_loss(weighted))
         optimizer.apply(tape.gradient(scaled, model.trainable_variables), model.trainable_variables)
         return totals(loss, probabilities, targets, is_digit(targets))  # the digits' figures, as validation's
 
-    def validation_replica(images, targets, weights):
-        probabilities = model(images, training=False)
-        return totals(loss_function(targets, probabilities), probabilities, targets, weights)
+    def validation_replica(self, images, targets, weights):
+        probabilities = self.model(images, training=False)
+        return totals(self.loss_function(targets, probabilities), probabilities, targets, weights)
 
-    def summed_over_replicas(replica_step):
-        """One step on every replica, as a graph, its totals summed over them."""
 
-        @tf.function
-        def step(*batch):
-            return [strategy.reduce("SUM", value, axis=None) for value in strategy.run(replica_step, args=batch)]
+def epoch_mean(step, dataset) -> tuple[float, float]:
+    """Mean loss and accuracy over a whole epoch of `dataset`, on every replica of every worker."""
+    sums = np.zeros(3)
+    for batch in dataset:
+        sums += [value.numpy() for value in step(*batch)]
+        if not math.isfinite(sums[0]):
+            raise PipelineError(
+                "training diverged (the loss became NaN); no model was written. "
+                "Lower train.learning_rate or switch on model.batch_norm"
+            )
+    return sums[0] / sums[2], sums[1] / sums[2]
 
-        return step
 
-    train_step, validation_step = summed_over_replicas(train_replica), summed_over_replicas(validation_replica)
-
-    def mean(step, dataset) -> tuple[float, float]:
-        """Mean loss and accuracy over a whole epoch of `dataset`, on every replica of every worker."""
-        totals = np.zeros(3)
-        for batch in dataset:
-            totals += [value.numpy() for value in step(*batch)]
-            if not math.isfinite(totals[0]):
-                raise PipelineError(
-                    "training diverged (the loss became NaN); no model was written. "
-                    "Lower train.learning_rate or switch on model.batch_norm"
-                )
-        return totals[0] / totals[2], totals[1] / totals[2]
-
-    if config.ema_momentum:
+def connected(
+    callbacks: list[keras.callbacks.Callback],
+    model: keras.Model,
+    optimizer: keras.optimizers.Optimizer,
+    ema_momentum: float,
+) -> list[keras.callbacks.Callback]:
+    """The callbacks to call, each given the model."""
+    if ema_momentum:
         # Validate on the averaged weights (Keras's callback swaps them in around each validation),
-        # then keep them (finalize_variable_values below).
+        # then keep them (finalize_variable_values in `fit`).
         model.optimizer = optimizer
         callbacks = [keras.callbacks.SwapEMAWeights(), *callbacks]
-
-    # Called one by one, not through keras.callbacks.CallbackList: its pythonify_logs has a bare
-    # `except:` that swallowed the SystemExit of a SIGTERM (digitlab/shared/errors.py) landing inside it.
     for callback in callbacks:
         callback.set_model(model)
+    return callbacks
 
-    def notify(hook: str, *args) -> None:
-        for callback in callbacks:
-            getattr(callback, hook)(*args)
 
+def notify(callbacks: list[keras.callbacks.Callback], hook: str, *args) -> None:
+    """Calls `hook` of each callback in turn. Not through keras.callbacks.CallbackList: its pythonify_logs
+    has a bare `except:` that swallowed the SystemExit of a SIGTERM (digitlab/shared/errors.py) landing inside it."""
+    for callback in callbacks:
+        getattr(callback, hook)(*args)
+
+
+def run_epochs(
+    model: keras.Model,
+    config: Train,
+    steps: ReplicaSteps,
+    batches: tf.distribute.DistributedDataset,
+    val_batches: tf.distribute.DistributedDataset,
+    callbacks: list[keras.callbacks.Callback],
+) -> None:
+    """`config.epochs` epochs, or fewer if a callback sets `model.stop_training`. Raises PipelineError if
+    another worker of train.distribute multi_worker fails."""
     model.stop_training = False
-    notify("on_train_begin")
+    notify(callbacks, "on_train_begin")
     try:
         for epoch in range(config.epochs):
             started = time.perf_counter()
-            notify("on_epoch_begin", epoch)
-            loss, accuracy = mean(train_step, batches)
-            notify("on_test_begin")
-            val_loss, val_accuracy = mean(validation_step, val_batches)
-            notify("on_test_end")
-            # At the precision that every CPU agrees on: these go into tracked curves and metrics.
-            logs = {
-                "accuracy": share(accuracy),
-                "loss": significant(loss),
-                "val_accuracy": share(val_accuracy),
-                "val_loss": significant(val_loss),
-            }
+            logs = train_and_validate(epoch, steps, batches, val_batches, callbacks)
             print(
                 f"epoch {epoch + 1}/{config.epochs}: {time.perf_counter() - started:.0f} s, "
                 + ", ".join(f"{name} {value:.4f}" for name, value in logs.items()),
                 flush=True,
             )
-            notify("on_epoch_end", epoch, logs)
+            notify(callbacks, "on_epoch_end", epoch, logs)
             if model.stop_training:  # set by a callback, such as keras.callbacks.EarlyStopping
                 print(f"train: stopped after epoch {epoch + 1} by a callback", flush=True)
                 break
     except tf.errors.OpError as error:
         if config.distribute != "multi_worker":
             raise
-        # The useful part of TensorFlow's message, e.g. "Error reported from /job:worker/task:1: The
-        # following tasks are unhealthy (stopped sending heartbeats): /job:worker/replica:0/task:1".
-        text = " ".join(error.message.split())
-        found = re.search(r"Error reported from .*?(?= The tasks have crashed|$)", text)
-        reason = found.group(0) if found else text[-200:]
-        raise PipelineError(
-            f"training stopped because another worker failed or could not be reached ({reason}); "
-            "no model was written. Start every worker again"
-        ) from None
-    optimizer.finalize_variable_values(model.trainable_variables)  # the averaged weights, if train.ema_momentum
-    notify("on_train_end")
-    # The saved model is the same whatever the setting: float32, Keras's plain batch normalisation.
-    return plain_copy(model, params, momentum)
+        raise worker_failure(error) from None
+
+
+def train_and_validate(
+    epoch: int,
+    steps: ReplicaSteps,
+    batches: tf.distribute.DistributedDataset,
+    val_batches: tf.distribute.DistributedDataset,
+    callbacks: list[keras.callbacks.Callback],
+) -> dict[str, float]:
+    """One epoch of training, then validation: the logs that Keras callbacks get."""
+    notify(callbacks, "on_epoch_begin", epoch)
+    loss, accuracy = epoch_mean(steps.train, batches)
+    notify(callbacks, "on_test_begin")
+    val_loss, val_accuracy = epoch_mean(steps.validate, val_batches)
+    notify(callbacks, "on_test_end")
+    # At the precision that every CPU agrees on: these go into tracked curves and metrics.
+    return {
+        "accuracy": share(accuracy),
+        "loss": significant(loss),
+        "val_accuracy": share(val_accuracy),
+        "val_loss": significant(val_loss),
+    }
+
+
+def worker_failure(error: tf.errors.OpError) -> PipelineError:
+    """The error to raise when another worker failed: the useful part of TensorFlow's message, e.g. "Error
+    reported from /job:worker/task:1: The following tasks are unhealthy (stopped sending heartbeats):
+    /job:worker/replica:0/task:1"."""
+    text = " ".join(error.message.split())
+    found = re.search(r"Error reported from .*?(?= The tasks have crashed|$)", text)
+    reason = found.group(0) if found else text[-200:]
+    return PipelineError(
+        f"training stopped because another worker failed or could not be reached ({reason}); "
+        "no model was written. Start every worker again"
+    )
 
 
 def plain_copy(model: keras.Model, params: Params, momentum: float = 0.99) -> keras.Model:
