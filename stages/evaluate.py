@@ -13,11 +13,11 @@ changes no tracked file but speed.json, a timing.
 Usage: python -m stages.evaluate PREPARED_DIR MODEL_PATH(.onnx) REPORT_DIR
 """
 
-import argparse
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from digitlab.shared.command import stage_paths
 from digitlab.shared.errors import PipelineError, run_stage
 from digitlab.shared.params import Evaluate, load_params
 
@@ -103,11 +103,7 @@ class Results:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("prepared_dir", type=Path)
-    parser.add_argument("model_path", type=Path)
-    parser.add_argument("report_dir", type=Path)
-    args = parser.parse_args(argv)
+    args = stage_paths(__doc__, ["prepared_dir", "model_path", "report_dir"], argv)
     params = load_params().evaluate
     results = evaluate(args.prepared_dir, args.model_path, params)
     write_reports(args.report_dir, results)

@@ -9,9 +9,7 @@ Writes into OUTPUT_DIR:
 Usage: python -m stages.explore RAW_DIR OUTPUT_DIR
 """
 
-import argparse
-from pathlib import Path
-
+from digitlab.shared.command import stage_paths
 from digitlab.shared.errors import run_stage
 from digitlab.shared.mnist import CLASSES
 from digitlab.shared.params import load_params
@@ -24,10 +22,7 @@ from digitlab.raw.splits import load_split
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("raw_dir", type=Path)
-    parser.add_argument("output_dir", type=Path)
-    args = parser.parse_args(argv)
+    args = stage_paths(__doc__, ["raw_dir", "output_dir"], argv)
     params = load_params().explore
 
     splits = {split: load_split(args.raw_dir, split) for split in ("train", "test")}

@@ -10,12 +10,12 @@ sha256 matches, so a failed or interrupted download leaves nothing behind.
 Usage: python -m stages.fetch OUTPUT_DIR
 """
 
-import argparse
 import os
 import shutil
 import sys
 from pathlib import Path
 
+from digitlab.shared.command import stage_paths
 from digitlab.shared.errors import PipelineError, run_stage
 from digitlab.shared.mnist import PUBLIC_MIRRORS, SHA256
 from digitlab.shared.params import load_params
@@ -73,9 +73,7 @@ def fetch_file(name: str, output_dir: Path, timeout_s: float) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("output_dir", type=Path)
-    args = parser.parse_args(argv)
+    args = stage_paths(__doc__, ["output_dir"], argv)
     params = load_params().fetch
 
     for name in SHA256:

@@ -11,9 +11,7 @@ Writes OUTPUT_DIR/{train,val,test}.npz (`images`, `labels`), nondigits_{train,va
 Usage: python -m stages.preprocess RAW_DIR OUTPUT_DIR
 """
 
-import argparse
-from pathlib import Path
-
+from digitlab.shared.command import stage_paths
 from digitlab.shared.errors import PipelineError, run_stage
 from digitlab.shared.params import load_params
 
@@ -44,10 +42,7 @@ def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("raw_dir", type=Path)
-    parser.add_argument("output_dir", type=Path)
-    args = parser.parse_args(argv)
+    args = stage_paths(__doc__, ["raw_dir", "output_dir"], argv)
     all_params = load_params()
     params = all_params.data
 

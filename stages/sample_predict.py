@@ -10,11 +10,10 @@ The model is MODEL_PATH, the ONNX export (model.onnx) run by onnxruntime, as use
 Usage: python -m stages.sample_predict PREPARED_DIR MODEL_PATH(.onnx) OUTPUT_DIR
 """
 
-import argparse
 import csv
 import io
-from pathlib import Path
 
+from digitlab.shared.command import stage_paths
 from digitlab.shared.errors import run_stage
 from digitlab.shared.params import load_params
 
@@ -28,11 +27,7 @@ from digitlab.inference.views import predict_probabilities
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("prepared_dir", type=Path)
-    parser.add_argument("model_path", type=Path)
-    parser.add_argument("output_dir", type=Path)
-    args = parser.parse_args(argv)
+    args = stage_paths(__doc__, ["prepared_dir", "model_path", "output_dir"], argv)
     all_params = load_params()
     params, views = all_params.sample_predict, all_params.evaluate.tta_views  # predicted as evaluate predicts
 

@@ -13,10 +13,10 @@ train.distribute multi_worker every machine runs this command with its own TF_CO
 Usage: python -m stages.train PREPARED_DIR MODEL_PATH REPORT_DIR
 """
 
-import argparse
 import time
 from pathlib import Path
 
+from digitlab.shared.command import stage_paths
 from digitlab.shared.errors import run_stage
 from digitlab.shared.params import load_params
 from digitlab.shared.tta import DEFAULT_VIEWS
@@ -69,11 +69,7 @@ def validation_confidences(model: keras.Model, images: np.ndarray) -> dict[int, 
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("prepared_dir", type=Path)
-    parser.add_argument("model_path", type=Path)
-    parser.add_argument("report_dir", type=Path)
-    args = parser.parse_args(argv)
+    args = stage_paths(__doc__, ["prepared_dir", "model_path", "report_dir"], argv)
     params = load_params()
     chief = distribute.is_chief(params.train.distribute)
 

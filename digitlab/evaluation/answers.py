@@ -21,40 +21,28 @@ FILE_NAME = "answers.json"
 
 def digit_answers(images: np.ndarray, labels: np.ndarray, probabilities: np.ndarray, refused: np.ndarray) -> dict:
     """The test digits' answers: those misread or refused, each with its label, answer and confidence."""
-    predicted = probabilities.argmax(axis=1)
-    wrong = np.flatnonzero((predicted != labels) | refused)
-    return {
-        "count": len(labels),
-        "fingerprint": fingerprint(images),
-        "wrong": [
-            {
-                "index": int(i),
-                "label": int(labels[i]),
-                "answer": int(predicted[i]),
-                "confidence": probability(probabilities[i].max(), CONFIDENCE_DECIMALS),
-                "refused": bool(refused[i]),
-            }
-            for i in wrong
-        ],
-    }
+    wrong = np.flatnonzero((probabilities.argmax(axis=1) != labels) | refused)
+    return answer_set(
+        images, probabilities, wrong, lambda i: ({"label": int(labels[i])}, {"refused": bool(refused[i])})
+    )
 
 
 def nondigit_answers(images: np.ndarray, kinds: np.ndarray, probabilities: np.ndarray, refused: np.ndarray) -> dict:
     """The test non-digits' answers: those accepted as a digit, each with its kind, answer and confidence."""
+    return answer_set(images, probabilities, np.flatnonzero(~refused), lambda i: ({"kind": str(kinds[i])}, {}))
+
+
+def answer_set(images: np.ndarray, probabilities: np.ndarray, wrong: np.ndarray, fields) -> dict:
+    """How many images, their fingerprint, and a row for each of the `wrong` ones: its index, what `fields(i)` gives
+    before and after its answer and confidence."""
     predicted = probabilities.argmax(axis=1)
-    return {
-        "count": len(kinds),
-        "fingerprint": fingerprint(images),
-        "wrong": [
-            {
-                "index": int(i),
-                "kind": str(kinds[i]),
-                "answer": int(predicted[i]),
-                "confidence": probability(probabilities[i].max(), CONFIDENCE_DECIMALS),
-            }
-            for i in np.flatnonzero(~refused)
-        ],
-    }
+
+    def row(i: int) -> dict:
+        before, after = fields(i)
+        confidence = probability(probabilities[i].max(), CONFIDENCE_DECIMALS)
+        return {"index": int(i), **before, "answer": int(predicted[i]), "confidence": confidence, **after}
+
+    return {"count": len(images), "fingerprint": fingerprint(images), "wrong": [row(i) for i in wrong]}
 
 
 def to_json(answers: dict) -> str:
