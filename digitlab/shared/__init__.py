@@ -1,5 +1,5 @@
 """What every stage shares, fetch included: params.yaml validated (params), MNIST's facts (mnist), one-line
-errors (errors), test-time augmentation's views (tta), and the environment TensorFlow and Matplotlib need (here),
+errors (errors), a stage's command line (command), test-time augmentation's views (tta), and the environment TensorFlow and Matplotlib need (here),
 TensorFlow's quiet start included."""
 
 import importlib.abc
