@@ -1,6 +1,6 @@
 """What every stage shares, fetch included: params.yaml validated (params), MNIST's facts (mnist), one-line
-errors (errors), a stage's command line (command), test-time augmentation's views (tta), and the environment TensorFlow and Matplotlib need (here),
-TensorFlow's quiet start included."""
+errors (errors), a stage's command line (command), test-time augmentation's views (tta), and the environment
+TensorFlow and Matplotlib need (here), TensorFlow's quiet start included."""
 
 import importlib.abc
 import importlib.util
