@@ -504,3 +504,17 @@ def test_the_table_keeps_names_params_and_metrics_whole_within_the_width():
         "model.shear",
         "test.accuracy",
     ]
+
+
+@pytest.mark.parametrize("name", ["search.yaml", "search-full.yaml"])
+def test_the_committed_studies_are_valid_and_choose_on_validation_only(name):
+    from digitlab.search.space import load_search
+
+    search = load_search(PROJECT_ROOT / name, PROJECT_ROOT / "params.yaml")
+    assert {objective.file for objective in search.objectives} <= {
+        "reports/train/metrics.json",
+        "reports/train/speed.json",
+    }
+    if name == "search-full.yaml":  # all the training images, at least 12 trials, re-run with 3 seeds
+        assert "data.max_train_samples" not in search.fixed and search.trials >= 12
+        assert len(search.confirm.seeds) == 3
