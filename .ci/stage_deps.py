@@ -44,13 +44,18 @@ def stage_module(command: str) -> str:
     return found.group(1)
 
 
-def computed(pipeline: dict, root: Path = ROOT) -> dict[str, list[str]]:
-    """Each stage's deps as they should be: its data deps as dvc.yaml has them, then its code, file by file."""
+def import_graph(root: Path = ROOT) -> grimp.ImportGraph:
+    """The imports of the project at `root`, its packages found there first."""
     sys.path.insert(0, str(root))
     try:
-        graph = grimp.build_graph(*PACKAGES, cache_dir=None)
+        return grimp.build_graph(*PACKAGES, cache_dir=None)
     finally:
         sys.path.remove(str(root))
+
+
+def computed(pipeline: dict, root: Path = ROOT) -> dict[str, list[str]]:
+    """Each stage's deps as they should be: its data deps as dvc.yaml has them, then its code, file by file."""
+    graph = import_graph(root)
     return {
         name: [d for d in stage["deps"] if str(d).split("/")[0] not in PACKAGES]
         + code_of(stage_module(stage["cmd"]), graph, root)

@@ -13,18 +13,17 @@ import shutil
 import subprocess
 import sys
 
-import grimp
 import pytest
 import yaml
 
 from tests.conftest import PROJECT_ROOT, python_in
 
-PACKAGES = ("stages", "digitlab")
 PIPELINE = yaml.safe_load((PROJECT_ROOT / "dvc.yaml").read_text())["stages"]
 _spec = importlib.util.spec_from_file_location("stage_deps", PROJECT_ROOT / ".ci" / "stage_deps.py")
 stage_deps = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(stage_deps)
-GRAPH = grimp.build_graph(*PACKAGES, cache_dir=None)
+PACKAGES = stage_deps.PACKAGES
+GRAPH = stage_deps.import_graph()
 
 
 def code_run_by(module: str) -> set[str]:

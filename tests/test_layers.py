@@ -14,8 +14,6 @@ LINT_IMPORTS = str(Path(sys.executable).parent / "lint-imports")
 
 
 def lint_imports(root: Path) -> subprocess.CompletedProcess:
-    if root == PROJECT_ROOT:
-        return subprocess.run([LINT_IMPORTS, "--no-cache"], cwd=root, capture_output=True, text=True)
     return python_in(root, LINT_IMPORTS, "--no-cache")
 
 
