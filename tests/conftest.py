@@ -1,6 +1,7 @@
 """Shared fixtures: fixed params, small IDX files, and the MNIST files the end-to-end tests use."""
 
 import gzip
+import importlib.util
 import os
 import signal
 import site
@@ -117,6 +118,14 @@ def python_in(root: Path, *argv: str) -> subprocess.CompletedProcess:
     setup = f"import sys; sys.path[:0] = [{str(root)!r}, *{site.getsitepackages()!r}]; sys.argv = {list(argv)!r}"
     run = "import runpy; runpy.run_path(sys.argv[0], run_name='__main__')"
     return subprocess.run([sys.executable, "-S", "-c", f"{setup}; {run}"], cwd=root, capture_output=True, text=True)
+
+
+def ci_script(name: str):
+    """`.ci/NAME.py` as a module (.ci/ is not a package): e.g. stage_deps, which computes code from the imports."""
+    spec = importlib.util.spec_from_file_location(name, PROJECT_ROOT / ".ci" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def make_params(overrides: dict | None = None) -> Params:

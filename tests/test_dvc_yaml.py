@@ -7,7 +7,6 @@ agrees, that the check fails when it does not, and, in a scratch copy, that `dvc
 stages that import an edited file.
 """
 
-import importlib.util
 import json
 import shutil
 import subprocess
@@ -16,12 +15,10 @@ import sys
 import pytest
 import yaml
 
-from tests.conftest import PROJECT_ROOT, python_in
+from tests.conftest import PROJECT_ROOT, ci_script, python_in
 
 PIPELINE = yaml.safe_load((PROJECT_ROOT / "dvc.yaml").read_text())["stages"]
-_spec = importlib.util.spec_from_file_location("stage_deps", PROJECT_ROOT / ".ci" / "stage_deps.py")
-stage_deps = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(stage_deps)
+stage_deps = ci_script("stage_deps")
 PACKAGES = stage_deps.PACKAGES
 GRAPH = stage_deps.import_graph()
 

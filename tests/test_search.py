@@ -1,4 +1,4 @@
-"""mnist-search (digitlab/search/): Optuna proposes, real `dvc exp run` runs and records, in a small git + DVC
+"""The search, `python -m digitlab.search`: Optuna proposes, real `dvc exp run` runs and records, in a small git + DVC
 repository whose one stage stands in for training (it scores the params in a moment), so that a study of
 several trials, a failure and Ctrl-C take seconds. The search code cannot tell the stand-in from the pipeline:
 it runs `dvc exp run --temp` and reads reports/train/*.json back from each experiment's git ref.

@@ -1,20 +1,44 @@
-"""The serving-only install, made as a user makes it (`uv sync --frozen --no-default-groups`, into a new
-environment): it holds no TensorFlow, Keras, DVC or Matplotlib, and its mnist-predict and mnist-app read
-digits with the train stage's ONNX model (docs/using-the-model.md). The wheel holds the library, not
-the pipeline's stage scripts."""
+"""The serving-only install, made as a user makes it (`uv sync --frozen --no-default-groups --no-editable`, into a
+new environment): it holds no TensorFlow, Keras, DVC or Matplotlib, and its mnist-predict and mnist-app read digits
+with the train stage's ONNX model (docs/using-the-model.md). Its wheel holds digitlab/serving/ and the modules that
+imports, file by file (pyproject.toml's list, checked against grimp's imports), nothing else."""
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 import time
+import tomllib
+import zipfile
 
 import httpx
 from PIL import Image
 
 from digitlab.raw.splits import load_split
-from tests.conftest import PROJECT_ROOT, free_port, mnist_mirror
+from tests.conftest import PROJECT_ROOT, ci_script, free_port, mnist_mirror
+
+stage_deps = ci_script("stage_deps")
+
+
+def serving_code() -> set[str]:
+    """The files digitlab/serving/'s modules run, as grimp finds them: the modules and what they import."""
+    graph = stage_deps.import_graph()
+    modules = {"digitlab.serving"} | graph.find_descendants("digitlab.serving")
+    return {file for module in modules for file in stage_deps.code_of(module, graph)}
+
+
+SERVING_FILES = serving_code() | {
+    str(page.relative_to(PROJECT_ROOT)) for page in (PROJECT_ROOT / "digitlab/serving/static").iterdir()
+}
+
+
+def test_the_wheels_file_list_is_what_serving_imports():
+    listed = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())["tool"]["hatch"]["build"]["targets"]
+    listed = listed["wheel"]["only-include"]
+    assert "digitlab/serving" in listed
+    assert set(listed) - {"digitlab/serving"} == {f for f in serving_code() if not f.startswith("digitlab/serving/")}
 
 
 def test_the_serving_only_install_reads_digits_without_tensorflow(small_model, tmp_path):
@@ -23,7 +47,7 @@ def test_the_serving_only_install_reads_digits_without_tensorflow(small_model, t
     venv = tmp_path / "serving"
     env = os.environ | {"UV_PROJECT_ENVIRONMENT": str(venv)}
     subprocess.run(
-        [uv, "sync", "--frozen", "--no-default-groups", "--python", sys.executable, "--quiet"],
+        [uv, "sync", "--frozen", "--no-default-groups", "--no-editable", "--python", sys.executable, "--quiet"],
         cwd=PROJECT_ROOT,
         env=env,
         check=True,
@@ -42,6 +66,9 @@ def test_the_serving_only_install_reads_digits_without_tensorflow(small_model, t
         check=True,
     )
     assert missing.stdout.strip() == "[]"
+    [site_packages] = venv.glob("lib/python*/site-packages")
+    installed = {str(f.relative_to(site_packages)) for f in (site_packages / "digitlab").rglob("*") if f.is_file()}
+    assert {f for f in installed if "__pycache__" not in f} == SERVING_FILES
 
     images, labels = load_split(mnist_mirror(), "test")
     digit = tmp_path / "digit.png"
@@ -81,19 +108,17 @@ def test_the_serving_only_install_reads_digits_without_tensorflow(small_model, t
         server.wait(timeout=10)
 
 
-def test_the_wheel_holds_the_library_and_the_page_but_not_the_pipelines_scripts(tmp_path):
-    import zipfile
-
+def test_the_wheel_holds_what_serving_imports_and_nothing_else(tmp_path):
     uv = shutil.which("uv")
     assert uv, "uv is not on PATH: install it as the README says (.ci/run does)"
-    # Built from a copy: setuptools writes build/ and *.egg-info/ beside pyproject.toml.
-    source = tmp_path / "source"
-    for name in ("digitlab", "stages"):
-        shutil.copytree(PROJECT_ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("pyproject.toml", "README.md"):
-        shutil.copy2(PROJECT_ROOT / name, source / name)
-    subprocess.run([uv, "build", "--wheel", "--out-dir", tmp_path / "dist", "--quiet", source], check=True, timeout=300)
-    [wheel] = (tmp_path / "dist").glob("*.whl")
-    names = zipfile.ZipFile(wheel).namelist()
-    assert {name.split("/")[0] for name in names if not name.split("/")[0].endswith(".dist-info")} == {"digitlab"}
-    assert "digitlab/serving/static/index.html" in names and "digitlab/inference/onnx_model.py" in names
+    subprocess.run([uv, "build", "--wheel", "--out-dir", tmp_path, "--quiet", PROJECT_ROOT], check=True, timeout=300)
+    [wheel] = tmp_path.glob("*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        names = archive.namelist()
+        commands = archive.read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
+    assert {name for name in names if ".dist-info/" not in name} == SERVING_FILES
+    # Each command the install puts on the PATH runs a module the wheel holds.
+    assert re.findall(r"^([\w-]+) = ([\w.]+):", commands, re.M) == [
+        ("mnist-app", "digitlab.serving.app"),
+        ("mnist-predict", "digitlab.serving.cli"),
+    ]

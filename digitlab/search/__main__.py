@@ -1,7 +1,7 @@
-"""mnist-search: search.yaml's study, run as DVC experiments; its summary in reports/search/ (docs/search.md).
+"""The search: search.yaml's study, run as DVC experiments; its summary in reports/search/ (docs/search.md).
 
-Usage: mnist-search [--config search.yaml] [--study NAME] [--trials N] [--confirm]
-                    [--storage postgresql://... --push GIT_REMOTE [--heartbeat SECONDS]]
+Usage: python -m digitlab.search [--config search.yaml] [--study NAME] [--trials N] [--confirm]
+                                 [--storage postgresql://... --push GIT_REMOTE [--heartbeat SECONDS]]
 Run it again to resume; Ctrl-C stops the running experiment and marks its trial.
 """
 
@@ -13,7 +13,7 @@ from digitlab.shared.errors import PipelineError, run_stage
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="mnist-search", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m digitlab.search", description=__doc__.splitlines()[0])
     parser.add_argument("--config", type=Path, default=Path("search.yaml"), help="the search space (search.yaml)")
     parser.add_argument("--study", help="the study's name, and its experiments' prefix (default: search.yaml's)")
     parser.add_argument(
@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> None:
         from digitlab.search.summary import write_summary
     except ImportError as error:
         raise PipelineError(
-            f"mnist-search needs the pipeline's packages ({error.name} is missing): `uv sync --frozen` installs them"
+            f"the search needs the pipeline's packages ({error.name} is missing): `uv sync --frozen` installs them"
         ) from None
     search = load_search(args.config)
     if args.trials is not None:
@@ -76,9 +76,5 @@ def main(argv: list[str] | None = None) -> None:
     print(f"search: {write_summary(study, search, name, verdict)} (`dvc exp show` lists every trial)")
 
 
-def cli() -> None:
-    run_stage(main)
-
-
 if __name__ == "__main__":
-    cli()
+    run_stage(main)

@@ -40,7 +40,7 @@ def candidates(study: optuna.Study, search: Search) -> list[FrozenTrial]:
     """The best `confirm.best` complete trials by the first objective (on the Pareto front first, with two)."""
     complete = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
     if not complete:
-        raise PipelineError("the study has no complete trial to confirm; run mnist-search first")
+        raise PipelineError("the study has no complete trial to confirm; run `python -m digitlab.search` first")
     front = {t.number for t in study.best_trials}
     sign = -1 if search.objectives[0].direction == "maximize" else 1
     ranked = sorted(complete, key=lambda t: (t.number not in front, sign * t.values[0], t.number))
