@@ -21,6 +21,7 @@ from pathlib import Path
 
 import digitlab.shared  # noqa: F401  (sets TensorFlow's environment before keras is imported)
 from digitlab.shared.params import Params, load_params, with_overrides
+from digitlab.shared.tta import VIEWS
 
 import keras
 import numpy as np
@@ -32,7 +33,7 @@ from digitlab.files.arrays import load_arrays
 from digitlab.files.atomic import write_json
 from digitlab.images.nondigits import KINDS, prepared_nondigits
 from digitlab.images.reading import prepare, to_model_input
-from digitlab.inference.views import VIEWS, shifted
+from digitlab.inference.views import shifted
 from digitlab.training.model import build_model
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent

@@ -18,12 +18,13 @@ from datetime import date
 from pathlib import Path
 
 from digitlab.shared.params import load_params
+from digitlab.shared.tta import VIEWS
 
 from benchmark import machine_description  # benchmarks/benchmark.py, beside this script
 
 from digitlab.evaluation.scores import cross_entropy, reliability
 from digitlab.files.arrays import load_arrays
-from digitlab.inference.views import VIEWS, predict_probabilities
+from digitlab.inference.views import predict_probabilities
 from digitlab.training.saving import load_model
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent

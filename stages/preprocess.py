@@ -81,12 +81,12 @@ def main(argv: list[str] | None = None) -> None:
             f"(of {count:,} made; {blank} the reader finds blank are left out)",
             flush=True,
         )
-    # Validation and test digits as users send them, as many as the non-digits of the split: what "not a digit"
-    # must not refuse (validation: to choose by; test: read once, by evaluate).
+    # Validation and test digits as users send them: what "not a digit" must not refuse (validation: to choose by;
+    # test: read once, by evaluate).
     seeds = split_seeds(reject.seed)
     for split, (x, y) in {
-        "val": (images[val][: reject.val_nondigits], labels[val][: reject.val_nondigits]),
-        "test": (test_images[: reject.test_nondigits], test_labels[: reject.test_nondigits]),
+        "val": (images[val][: reject.val_user_digits], labels[val][: reject.val_user_digits]),
+        "test": (test_images[: reject.test_user_digits], test_labels[: reject.test_user_digits]),
     }.items():
         digits, blank = user_digits(x, y, seeds[split])
         save_arrays(args.output_dir / f"user_digits_{split}.npz", **digits)

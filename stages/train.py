@@ -19,7 +19,7 @@ from pathlib import Path
 from digitlab.shared.command import stage_paths
 from digitlab.shared.errors import run_stage
 from digitlab.shared.params import load_params
-from digitlab.shared.tta import DEFAULT_VIEWS
+from digitlab.shared.tta import DEFAULT_VIEWS, VIEWS
 
 import keras
 import numpy as np
@@ -30,7 +30,7 @@ from digitlab.files.arrays import fingerprint, load_arrays
 from digitlab.files.atomic import write_json, write_text
 from digitlab.inference.rejection import choose_threshold, confidences, rejected, thresholds_metadata
 from digitlab.inference.rounding import share
-from digitlab.inference.views import PREDICT_BATCH, VIEWS, predict_probabilities
+from digitlab.inference.views import PREDICT_BATCH, predict_probabilities
 from digitlab.training import distribute, fitting
 from digitlab.training.saving import check_export, export_onnx, save_model
 

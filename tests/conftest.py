@@ -71,6 +71,8 @@ BASE_PARAMS = {
         "false_rejection": 0.002,
         "val_nondigits": 1400,
         "test_nondigits": 1400,
+        "val_user_digits": 1400,
+        "test_user_digits": 1400,
         "seed": 0,
     },
     "evaluate": {

@@ -34,6 +34,8 @@ QUICK = {
     "sample_predict.count": 9,
     "reject.val_nondigits": 140,  # a tenth of the non-digits: preprocess makes them in a second, not seven
     "reject.test_nondigits": 140,
+    "reject.val_user_digits": 140,
+    "reject.test_user_digits": 140,
 }
 
 

@@ -74,6 +74,8 @@ def test_stage_writes_the_three_splits_of_non_digits(tiny_raw_dir, tmp_path, mon
             "reject.outlier_share": 0.5,
             "reject.val_nondigits": 14,
             "reject.test_nondigits": 21,
+            "reject.val_user_digits": 11,
+            "reject.test_user_digits": 17,
         }
     )
     monkeypatch.setattr(preprocess, "load_params", lambda: params)
@@ -89,9 +91,9 @@ def test_stage_writes_the_three_splits_of_non_digits(tiny_raw_dir, tmp_path, mon
     # The drawn ones in the test split's own hands, the others in none.
     drawn = np.isin(made["test"]["kinds"], list(DRAWN))
     assert set(made["test"]["hands"][drawn]) <= set(HANDS_OF["test"]) and set(made["test"]["hands"][~drawn]) == {""}
-    # Digits as users send them, for validation and for the test: as many as the split's non-digits asked, or
-    # all of the split's digits where it has fewer.
-    for split, asked in (("val", 14), ("test", 21)):
+    # Digits as users send them, for validation and for the test: as many as asked, or all of the split's digits
+    # where it has fewer.
+    for split, asked in (("val", 11), ("test", 17)):
         digits = len(load_arrays(tmp_path / "prepared" / f"{split}.npz")["labels"])
         users = load_arrays(tmp_path / "prepared" / f"user_digits_{split}.npz")
         assert min(asked, digits) - 2 <= len(users["labels"]) <= min(asked, digits), split

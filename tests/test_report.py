@@ -7,6 +7,7 @@ runs the report against HEAD as CI does against the base branch, and reads the r
 import copy
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -47,7 +48,6 @@ TRAIN_METRICS = {
     "reject": {"val_nondigits": 0.969697, "val_digits": 0.0018},
 }
 METRIC_COUNT = 6 + 4 + 4 + 2
-DVC_YAML = {"metrics": ["reports/evaluate/metrics.json", "reports/train/metrics.json"]}
 # No stage needs to name these: `dvc params diff` compares the whole of params.yaml.
 PARAMS = {"seed": 42, "train": {"epochs": 12, "learning_rate": 0.003}}
 
@@ -94,7 +94,8 @@ def repo(tmp_path) -> Path:
     """A git + DVC repository whose HEAD holds params.yaml and the three metrics files."""
     repo = tmp_path / "repo"
     repo.mkdir()
-    (repo / "dvc.yaml").write_text(yaml.safe_dump(DVC_YAML))
+    # The project's own dvc.yaml: the review finds the files it reads there (digitlab/review/outputs.py).
+    shutil.copy2(PROJECT_ROOT / "dvc.yaml", repo / "dvc.yaml")
     (repo / "params.yaml").write_text(yaml.safe_dump(PARAMS))
     write_json(repo / "reports/evaluate/metrics.json", TEST_METRICS)
     write_json(repo / "reports/train/metrics.json", TRAIN_METRICS)
@@ -181,6 +182,25 @@ def test_unknown_revision_is_one_line_error(repo):
         "named in `dvc exp show`"
     ]
     assert not (repo / "compare").exists()
+
+
+def test_the_files_it_reads_are_where_dvc_yaml_says(repo):
+    # evaluate's metrics moved, in dvc.yaml and on disk: the headline follows them.
+    dvc_yaml = repo / "dvc.yaml"
+    dvc_yaml.write_text(dvc_yaml.read_text().replace("reports/evaluate/metrics.json", "reports/scores/metrics.json"))
+    (repo / "reports/scores").mkdir()
+    (repo / "reports/evaluate/metrics.json").rename(repo / "reports/scores/metrics.json")
+    run(["git", "add", "-A"], repo)
+    run(["git", "commit", "-qm", "evaluate's metrics elsewhere"], repo)
+    assert "| test.accuracy | 0.9957 | 0.9957 | 0 |" in report_md(repo)
+
+    # A file dvc.yaml no longer declares is a one-line error that names it.
+    dvc_yaml.write_text(dvc_yaml.read_text().replace("reports/scores/metrics.json:", "reports/scores/scores.json:"))
+    result = report(repo)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "error: dvc.yaml: stage evaluate has no out named metrics.json; the review reads it from there"
+    ]
 
 
 def test_plots_compare_the_revision_with_the_workspace(repo):

@@ -412,11 +412,13 @@ def test_a_quick_run_on_a_subset_reads_new_digits_as_well_as_its_training_batche
     assert accuracy > 0.85 and accuracy >= logs["accuracy"], (logs, accuracy)  # 91% against 71% on its batches
 
 
-def test_importing_the_training_code_prints_none_of_tensorflows_start_up_lines():
+@pytest.mark.parametrize("imports", ["import digitlab.training.model", "import digitlab.shared; import keras"])
+def test_tensorflows_start_up_lines_are_dropped_whoever_imports_it(imports):
     # On a machine without a GPU, TensorFlow logs oneDNN's notice and "Could not find cuda drivers" (INFO)
-    # and "failed call to cuInit" (ERROR) before TF_CPP_MIN_LOG_LEVEL applies; digitlab.training drops them.
+    # and "failed call to cuInit" (ERROR) before TF_CPP_MIN_LOG_LEVEL applies; digitlab.shared, imported first
+    # by every module of the project, drops them.
     result = subprocess.run(
-        [sys.executable, "-c", "import digitlab.training; import sys; print('x', file=sys.stderr)"],
+        [sys.executable, "-c", f"{imports}; import sys; assert 'tensorflow' in sys.modules; sys.stderr.write('x\\n')"],
         cwd=PROJECT_ROOT,
         env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)},
         capture_output=True,

@@ -15,12 +15,12 @@ import seaborn as sns
 from digitlab.comparison.revisions import Run
 from digitlab.evaluation.scores import confusion_matrix
 from digitlab.figures import draw_digit, grouped_bars, save
+from digitlab.review.outputs import written_by
 
-CURVES = "reports/train/plots/metrics/{split}/{metric}.tsv"
 SPLITS = {"train": "train", "eval": "validation"}
-PER_CLASS = "reports/evaluate/per_class.json"
-CALIBRATION = "reports/evaluate/calibration.json"
-CONFUSION = "reports/evaluate/plots/sklearn/confusion_matrix.json"
+# Inside the folders dvclive writes (train's and evaluate's `plots` outputs in dvc.yaml): dvclive's own layout.
+CURVE = "metrics/{split}/{metric}.tsv"
+CONFUSION = "sklearn/confusion_matrix.json"
 
 
 def read_tsv(text: str) -> tuple[list[int], list[float]]:
@@ -89,7 +89,7 @@ def draw_plots(runs: dict[str, Run], output: Path) -> list[tuple[str, str]]:
         series = {}
         for label, run in runs.items():
             for split, name in SPLITS.items():
-                text = run.read(CURVES.format(split=split, metric=metric))
+                text = run.read(f"{written_by('train', 'plots')}/{CURVE.format(split=split, metric=metric)}")
                 if text:
                     series[f"{label}: {name}"] = read_tsv(text)
         if series:
@@ -98,7 +98,8 @@ def draw_plots(runs: dict[str, Run], output: Path) -> list[tuple[str, str]]:
             )
             drawn.append((f"{metric.capitalize()} per epoch", f"{metric}.png"))
 
-    per_class = {label: rows for label, run in runs.items() if (rows := run.read_json(PER_CLASS))}
+    per_class_file = written_by("evaluate", "per_class.json")
+    per_class = {label: rows for label, run in runs.items() if (rows := run.read_json(per_class_file))}
     if per_class:
         digits = [row["digit"] for row in next(iter(per_class.values()))]
         compare_bars(
@@ -110,7 +111,8 @@ def draw_plots(runs: dict[str, Run], output: Path) -> list[tuple[str, str]]:
         )
         drawn.append(("Per-class F1", "per_class_f1.png"))
 
-    calibration = {label: rows for label, run in runs.items() if (rows := run.read_json(CALIBRATION))}
+    calibration_file = written_by("evaluate", "calibration.json")
+    calibration = {label: rows for label, run in runs.items() if (rows := run.read_json(calibration_file))}
     if calibration:
         compare_lines(
             {
@@ -128,7 +130,7 @@ def draw_plots(runs: dict[str, Run], output: Path) -> list[tuple[str, str]]:
 
     matrices = {}
     for label, run in runs.items():
-        if pairs := run.read_json(CONFUSION):
+        if pairs := run.read_json(f"{written_by('evaluate', 'plots')}/{CONFUSION}"):
             matrices[label] = confusion_matrix(
                 np.array([int(p["actual"]) for p in pairs]), np.array([int(p["predicted"]) for p in pairs])
             )

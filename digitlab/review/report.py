@@ -32,24 +32,27 @@ from digitlab.files.arrays import load_arrays
 from digitlab.files.atomic import write_json, write_text
 from digitlab.inference.rounding import CONFIDENCE_DECIMALS
 from digitlab.review import paired
+from digitlab.review.outputs import read_by, written_by
 from digitlab.review.plots import draw_changes, draw_plots
 
-ANSWERS = "reports/evaluate/answers.json"
-TEST_IMAGES = {"digits": "data/prepared/test.npz", "nondigits": "data/prepared/nondigits_test.npz"}
-IMAGES = ("reports/evaluate/mistakes.png", "reports/predict/samples.png")
-EVALUATE_METRICS = "reports/evaluate/metrics.json"
+# The pipeline's files, by the stage that writes (or reads) them; their paths are dvc.yaml's (review/outputs.py).
+ANSWERS = ("evaluate", "answers.json")
+TEST_IMAGES = {"digits": "test.npz", "nondigits": "nondigits_test.npz"}  # evaluate's dependencies
+IMAGES = (("evaluate", "mistakes.png"), ("sample_predict", "samples.png"))
+EVALUATE = ("evaluate", "metrics.json")
 EXIT_WORSE = 3
-# The rows of the report's headline table, in this order: (metrics file, metric) as `dvc metrics diff` names them.
+# The rows of the report's headline table, in this order: (stage, metrics file, metric) as `dvc metrics diff`
+# names the metric.
 HEADLINE = (
-    (EVALUATE_METRICS, "test.accuracy"),
-    (EVALUATE_METRICS, "test.errors"),
-    (EVALUATE_METRICS, "test.loss"),
-    (EVALUATE_METRICS, "test.macro_f1"),
-    (EVALUATE_METRICS, "test.ece"),
-    (EVALUATE_METRICS, "reject.nondigits"),  # "not a digit": test non-digits refused...
-    (EVALUATE_METRICS, "reject.digits"),  # ... and test digits refused
-    (EVALUATE_METRICS, "robust.mean_accuracy"),  # under MNIST-C's 15 corruptions
-    ("reports/train/metrics.json", "eval.accuracy"),  # on the validation images, the only non-test row
+    (*EVALUATE, "test.accuracy"),
+    (*EVALUATE, "test.errors"),
+    (*EVALUATE, "test.loss"),
+    (*EVALUATE, "test.macro_f1"),
+    (*EVALUATE, "test.ece"),
+    (*EVALUATE, "reject.nondigits"),  # "not a digit": test non-digits refused...
+    (*EVALUATE, "reject.digits"),  # ... and test digits refused
+    (*EVALUATE, "robust.mean_accuracy"),  # under MNIST-C's 15 corruptions
+    ("train", "metrics.json", "eval.accuracy"),  # on the validation images, the only non-test row
 )
 
 
@@ -95,7 +98,8 @@ def _change(base: list, head: list) -> str:
 def headline_table(base: list[Run], head: list[Run]) -> str:
     """The HEADLINE metrics on each side and their change, as a Markdown table."""
     rows = []
-    for path, name in HEADLINE:
+    for stage, file, name in HEADLINE:
+        path = written_by(stage, file)
         base_values = [metric_value(run, path, name) for run in base]
         head_values = [metric_value(run, path, name) for run in head]
         if any(value is not None for value in base_values + head_values):
@@ -172,22 +176,23 @@ def paired_tests(
     """The paired test of each metric over all pairs of runs, the first pair's answers, and why no test was
     possible ("" if one was)."""
     runs = [run for pair in pairs for run in pair]
+    answers = written_by(*ANSWERS)
     for run in runs:
-        if run.read(ANSWERS) is None:
+        if run.read(answers) is None:
             return (
                 [],
                 [],
                 (
-                    f"`{run.name}` has no {ANSWERS}, written by evaluate since this report pairs "
+                    f"`{run.name}` has no {answers}, written by evaluate since this report pairs "
                     "images; run `dvc repro` there and commit it"
                 ),
             )
     first = runs[0]
     for run in runs[1:]:  # every run of both sides, not only each pair, must have answered the same images
-        if why := paired.mismatch(first.read_json(ANSWERS), run.read_json(ANSWERS)):
+        if why := paired.mismatch(first.read_json(answers), run.read_json(answers)):
             return [], [], f"`{first.name}` and `{run.name}` cannot be paired: {why}"
-    base = [b.read_json(ANSWERS) for b, _ in pairs]
-    head = [h.read_json(ANSWERS) for _, h in pairs]
+    base = [b.read_json(answers) for b, _ in pairs]
+    head = [h.read_json(answers) for _, h in pairs]
     tests = [
         paired.compare(
             metric,
@@ -224,13 +229,14 @@ def _answer(row: dict) -> str:
 
 def change_pictures(base: Run, head: Run, pair: tuple[dict, dict], output: Path) -> list[str]:
     """Pictures of the test images the first pair's change fixed and broke; Markdown for the report."""
-    held = {name: load_arrays(path) for name, path in TEST_IMAGES.items() if Path(path).exists()}
+    paths = {name: read_by("evaluate", file) for name, file in TEST_IMAGES.items()}
+    held = {name: load_arrays(path) for name, path in paths.items() if Path(path).exists()}
     if set(held) != set(TEST_IMAGES) or any(
         fingerprint(held[name]["images"]) != pair[0][name]["fingerprint"] for name in held
     ):
         return [
-            "(No pictures: the workspace's data/prepared is not the test set these versions answered; "
-            "`dvc pull` or `dvc repro` it to see them.)"
+            f"(No pictures: the workspace's {Path(paths['digits']).parent} is not the test set these versions "
+            "answered; `dvc pull` or `dvc repro` it to see them.)"
         ]
     names = [base.name[:12], head.name[:12]]
 
@@ -329,10 +335,11 @@ def verdict_table(tests: list[paired.Test], base: list[Run], head: list[Run]) ->
         "| fixed | broken | p | verdict |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
+    metrics = written_by(*EVALUATE)
     for test in tests:
         rows.append(
-            f"| {test.metric} | {_cell([metric_value(r, EVALUATE_METRICS, test.metric) for r in base])} "
-            f"| {_cell([metric_value(r, EVALUATE_METRICS, test.metric) for r in head])} | {test.change:+.4g} "
+            f"| {test.metric} | {_cell([metric_value(r, metrics, test.metric) for r in base])} "
+            f"| {_cell([metric_value(r, metrics, test.metric) for r in head])} | {test.change:+.4g} "
             f"| {test.change_low:+.4g} to {test.change_high:+.4g} | {test.fixed} | {test.broken} "
             f"| {format_p(test.p_value, alpha)} | **{test.verdict}**"
             f"{' (these two models)' if test.verdict != 'noise' and not test.gates else ''} |"
@@ -432,7 +439,7 @@ def main(argv: list[str] | None = None) -> None:
     plots = draw_plots({base[0].name: base[0], head[0].name: head[0]}, args.output)
     sections += ["## Plots", *[f"### {title}\n\n![{title}]({name})" for title, name in plots]]
     if head[0].commit is None:
-        for image in IMAGES:
+        for image in (written_by(*stage_and_file) for stage_and_file in IMAGES):
             if Path(image).exists():
                 name = image.replace("reports/", "").replace("/", "_")
                 shutil.copyfile(image, args.output / name)

@@ -7,9 +7,8 @@ import os
 import sys
 from pathlib import Path
 
-from digitlab.shared.tta import DEFAULT_VIEWS
+from digitlab.shared.tta import DEFAULT_VIEWS, VIEWS
 
-from digitlab.inference.views import VIEWS
 from digitlab.serving.reader import DigitReader
 
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from digitlab.shared.errors import PipelineError
-from digitlab.shared.tta import DEFAULT_VIEWS
+from digitlab.shared.tta import DEFAULT_VIEWS, VIEWS
 
 import numpy as np
 
@@ -30,7 +30,7 @@ from digitlab.images.reading import prepare_or_why, to_model_input
 from digitlab.inference.onnx_model import load_onnx_model
 from digitlab.inference.rejection import NOT_A_DIGIT, rejected
 from digitlab.inference.rounding import probability
-from digitlab.inference.views import PREDICT_BATCH, VIEWS, predict_probabilities
+from digitlab.inference.views import PREDICT_BATCH, predict_probabilities
 
 DEFAULT_MODEL = Path("data/model/model.onnx")
 # Fewer images are prepared in this process: starting the worker processes would cost more than it saves

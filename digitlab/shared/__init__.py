@@ -2,6 +2,7 @@
 errors (errors), a stage's command line (command), test-time augmentation's views (tta), and the environment
 TensorFlow and Matplotlib need (here), TensorFlow's quiet start included."""
 
+import contextlib
 import importlib.abc
 import importlib.util
 import os
@@ -44,23 +45,22 @@ class QuietTensorFlow(importlib.abc.MetaPathFinder):
         return spec
 
 
-class filtered_stderr:
+@contextlib.contextmanager
+def filtered_stderr():
     """File descriptor 2 captured, and written back without START_UP_NOISE's lines (C++ writes there too)."""
-
-    def __enter__(self):
-        sys.stderr.flush()
-        self.saved = os.dup(2)
-        self.captured = tempfile.TemporaryFile()
-        os.dup2(self.captured.fileno(), 2)
-
-    def __exit__(self, *exc):
-        os.dup2(self.saved, 2)
-        os.close(self.saved)
-        self.captured.seek(0)
-        for line in self.captured.read().decode(errors="replace").splitlines():
-            if not START_UP_NOISE.match(line):
-                print(line, file=sys.stderr)
-        self.captured.close()
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            for line in captured.read().decode(errors="replace").splitlines():
+                if not START_UP_NOISE.match(line):
+                    print(line, file=sys.stderr)
 
 
 if "tensorflow" not in sys.modules and not any(isinstance(f, QuietTensorFlow) for f in sys.meta_path):

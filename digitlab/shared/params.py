@@ -121,6 +121,8 @@ class Reject(Section):
     false_rejection: float = Field(ge=0, lt=1)
     val_nondigits: int = Field(ge=10, le=100000)
     test_nondigits: int = Field(ge=10, le=100000)
+    val_user_digits: int = Field(ge=10, le=100000)
+    test_user_digits: int = Field(ge=10, le=100000)
     seed: Seed
 
 
