@@ -30,6 +30,7 @@ from benchmark import machine_description  # benchmarks/benchmark.py, beside thi
 from PIL import Image, ImageFilter, ImageOps
 
 from digitlab.files.atomic import write_json
+from digitlab.images.nondigits import with_look
 from digitlab.images.reading import to_model_input
 from digitlab.inference.rejection import NOT_A_DIGIT
 from digitlab.inference.views import predict_probabilities
@@ -57,12 +58,8 @@ def user_image(digit: np.ndarray, rng: np.random.Generator, on_paper: bool) -> t
     top, left = int(rng.integers(0, height - side + 1)), int(rng.integers(0, breadth - side + 1))
     placed = np.zeros((height, breadth), dtype=np.float32)
     placed[top : top + side, left : left + side] = np.asarray(ink, dtype=np.float32) / 255
-    if on_paper:  # dark ink (about 40) on light paper (about 220, noisy)
-        paper = rng.normal(220, 10, size=placed.shape)
-        pixels = paper * (1 - placed) + 40 * placed
-    else:
-        pixels = placed * 255
-    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)), stroke
+    # The looks of users' images, as the pipeline's user digits and non-digits get them (digitlab/images/).
+    return with_look(placed, "paper PNG" if on_paper else "light on black", rng), stroke
 
 
 def write_images(images: np.ndarray, folder: Path, png_folder: Path) -> list[dict]:
