@@ -138,8 +138,8 @@ def to_mnist(ink: np.ndarray) -> np.ndarray | None:
 def to_box(digit: Image.Image) -> Image.Image:
     """The cropped digit scaled into MNIST's 20x20 box, keeping its aspect ratio; a pen much finer than MNIST's
     made as broad as MNIST's median first. A thin pen is what a user's digit differs by most from MNIST's
-    (a fine pen, a photo of pencil, a large drawing): the model refused such digits four to ten times as
-    often as others (benchmarks/README.md, "Drawn non-digits and users' digits")."""
+    (a fine pen, a photo of pencil, a large drawing): the model refused such digits far more often than
+    others (the figures: benchmarks/README.md, "Drawn non-digits and users' digits")."""
 
     def scaled(image: Image.Image, box: int) -> Image.Image:
         factor = box / max(image.size)
