@@ -77,7 +77,7 @@ def train_stand_in() -> Path:
     from digitlab.shared.mnist import SHA256
     from digitlab.shared.params import Params, load_params, with_overrides
 
-    from digitlab.images.reading import to_model_input
+    from digitlab.images.mnist_look import to_model_input
     from digitlab.raw.splits import load_split
     from digitlab.training.fitting import fit
 

@@ -31,8 +31,8 @@ from predict_benchmark import user_image
 
 from digitlab.files.arrays import load_arrays
 from digitlab.files.atomic import write_json
+from digitlab.images.mnist_look import prepare, to_model_input
 from digitlab.images.nondigits import KINDS, prepared_nondigits
-from digitlab.images.reading import prepare, to_model_input
 from digitlab.inference.views import shifted
 from digitlab.training.model import build_model
 

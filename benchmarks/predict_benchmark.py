@@ -30,8 +30,8 @@ from benchmark import machine_description  # benchmarks/benchmark.py, beside thi
 from PIL import Image, ImageFilter, ImageOps
 
 from digitlab.files.atomic import write_json
+from digitlab.images.mnist_look import to_model_input
 from digitlab.images.nondigits import with_look
-from digitlab.images.reading import to_model_input
 from digitlab.inference.rejection import NOT_A_DIGIT
 from digitlab.inference.views import predict_probabilities
 from digitlab.raw.splits import load_split
@@ -77,7 +77,7 @@ def write_images(images: np.ndarray, folder: Path, png_folder: Path) -> list[dic
 
 
 def naive_digits(model, files: list[Path], made: list[dict], views: int) -> np.ndarray:
-    """Greyscale, invert the paper ones, squash to 28x28: what a user without digitlab.images.reading does."""
+    """Greyscale, invert the paper ones, squash to 28x28: what a user without digitlab.images.mnist_look does."""
     images = []
     for path, kind in zip(files, made):
         with Image.open(path) as image:

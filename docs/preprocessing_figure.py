@@ -1,4 +1,4 @@
-"""Draw docs/preprocessing.png: what digitlab.images.reading does to an image before the model sees it.
+"""Draw docs/preprocessing.png: what digitlab.images.mnist_look does to an image before the model sees it.
 
 Three inputs unlike MNIST, made from MNIST test digits: dark ink on noisy, unevenly lit paper
 saved as JPEG; a thin digit small and off-centre on a large dark canvas; a drawing on a
@@ -16,7 +16,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from PIL import Image, ImageFilter
 
-from digitlab.images.reading import read_image, to_mnist
+from digitlab.images.mnist_look import read_image, to_mnist
 from digitlab.raw.splits import load_split
 
 

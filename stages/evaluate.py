@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from digitlab.shared.command import stage_paths
-from digitlab.shared.errors import PipelineError, run_stage
+from digitlab.shared.errors import UserError, run_command
 from digitlab.shared.params import Evaluate, load_params
 
 import numpy as np
@@ -170,7 +170,7 @@ def not_a_digit(
 ) -> Refusals:
     """Reads the test non-digits and user digits, and refuses what falls below the model's threshold."""
     if params.tta_views not in model.thresholds:
-        raise PipelineError(
+        raise UserError(
             f'{model_path} carries no "not a digit" threshold for {params.tta_views} views; '
             "run `dvc repro --force train`"
         )
@@ -301,4 +301,4 @@ def write_reports(report_dir: Path, results: Results) -> None:
 
 
 if __name__ == "__main__":
-    run_stage(main)
+    run_command(main)

@@ -10,7 +10,7 @@ Usage: python -m stages.explore RAW_DIR OUTPUT_DIR
 """
 
 from digitlab.shared.command import stage_paths
-from digitlab.shared.errors import run_stage
+from digitlab.shared.errors import run_command
 from digitlab.shared.mnist import CLASSES
 from digitlab.shared.params import load_params
 
@@ -63,4 +63,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    run_stage(main)
+    run_command(main)

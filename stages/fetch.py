@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from digitlab.shared.command import stage_paths
-from digitlab.shared.errors import PipelineError, run_stage
+from digitlab.shared.errors import UserError, run_command
 from digitlab.shared.mnist import PUBLIC_MIRRORS, SHA256
 from digitlab.shared.params import load_params
 
@@ -29,7 +29,7 @@ def sources() -> list[str]:
     if mirror.startswith(("http://", "https://")):
         return [mirror.rstrip("/") + "/", *PUBLIC_MIRRORS]
     if mirror and not Path(mirror).is_dir():
-        raise PipelineError(
+        raise UserError(
             f"MNIST_MIRROR={mirror!r} is neither a directory nor an http(s) URL; "
             "point it at a folder holding the four .gz files, or unset it to download"
         )
@@ -65,7 +65,7 @@ def fetch_file(name: str, output_dir: Path, timeout_s: float) -> None:
         target.chmod(0o644)  # pooch's temporary file was private to its owner
         print(f"fetched {name} from {source} (sha256 verified)")
         return
-    raise PipelineError(
+    raise UserError(
         f"could not fetch {name}; tried "
         + "; ".join(failures)
         + ". Check your network, or set MNIST_MIRROR to a folder holding the official files"
@@ -82,4 +82,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    run_stage(main)
+    run_command(main)

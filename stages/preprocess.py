@@ -12,14 +12,14 @@ Usage: python -m stages.preprocess RAW_DIR OUTPUT_DIR
 """
 
 from digitlab.shared.command import stage_paths
-from digitlab.shared.errors import PipelineError, run_stage
+from digitlab.shared.errors import UserError, run_command
 from digitlab.shared.params import load_params
 
 import numpy as np
 
 from digitlab.files.arrays import save_arrays
+from digitlab.images.mnist_look import to_model_input
 from digitlab.images.nondigits import prepared_nondigits, split_seeds
-from digitlab.images.reading import to_model_input
 from digitlab.images.user_digits import user_digits
 from digitlab.raw.splits import load_split
 
@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> None:
 
     train, val = stratified_split(labels, params.validation_fraction, params.split_seed)
     if len(train) == 0 or len(val) == 0:
-        raise PipelineError(
+        raise UserError(
             f"data.validation_fraction={params.validation_fraction} leaves an empty split of "
             f"{len(labels)} images; choose a fraction between 0.05 and 0.5"
         )
@@ -99,4 +99,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    run_stage(main)
+    run_command(main)

@@ -14,7 +14,7 @@ import csv
 import io
 
 from digitlab.shared.command import stage_paths
-from digitlab.shared.errors import run_stage
+from digitlab.shared.errors import run_command
 from digitlab.shared.params import load_params
 
 import numpy as np
@@ -60,4 +60,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    run_stage(main)
+    run_command(main)

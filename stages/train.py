@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from digitlab.shared.command import stage_paths
-from digitlab.shared.errors import run_stage
+from digitlab.shared.errors import run_command
 from digitlab.shared.params import load_params
 from digitlab.shared.tta import DEFAULT_VIEWS, VIEWS
 
@@ -142,4 +142,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    run_stage(main)
+    run_command(main)

@@ -186,8 +186,8 @@ def small_keras_model(tmp_path_factory) -> Path:
     mirror = mnist_mirror()
     if mirror is None:
         pytest.skip("no MNIST files: run `dvc repro fetch`, or set MNIST_MIRROR to a folder holding them")
+    from digitlab.images.mnist_look import to_model_input
     from digitlab.images.nondigits import prepared_nondigits
-    from digitlab.images.reading import to_model_input
     from digitlab.inference.rejection import choose_threshold, thresholds_metadata
     from digitlab.raw.splits import load_split
     from digitlab.training.fitting import fit

@@ -16,7 +16,7 @@ import zlib
 from html.parser import HTMLParser
 from importlib import resources
 
-from digitlab.shared.errors import PipelineError
+from digitlab.shared.errors import UserError
 
 import httpx
 import numpy as np
@@ -540,7 +540,7 @@ def test_a_body_trickled_byte_by_byte_gets_408_at_the_deadline(small_model, digi
 
 
 def test_create_app_with_a_missing_model_says_so(tmp_path):
-    with pytest.raises(PipelineError, match="not found"):
+    with pytest.raises(UserError, match="not found"):
         web.create_app(tmp_path / "missing.onnx")
 
 
@@ -629,7 +629,7 @@ def test_mnist_app_predicts_with_the_evaluate_stages_views_and_says_not_a_digit_
 
     def create_app(model_path, views, accept_all):  # records what mnist-app asks for, then stops it before serving
         given.append((views, accept_all))
-        raise PipelineError("stop here")
+        raise UserError("stop here")
 
     monkeypatch.setattr(web, "create_app", create_app)
     with pytest.raises(SystemExit):

@@ -3,7 +3,7 @@
 import errno
 import os
 
-from digitlab.shared.errors import PipelineError
+from digitlab.shared.errors import UserError
 
 import pytest
 
@@ -37,7 +37,7 @@ def test_nan_is_refused_in_json(tmp_path):
 def test_unwritable_folder_is_a_clear_error(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("")
-    with pytest.raises(PipelineError, match="cannot write to"):
+    with pytest.raises(UserError, match="cannot write to"):
         write_json(blocker / "sub" / "m.json", {})
 
 
@@ -49,6 +49,6 @@ def test_full_disk_is_a_clear_error_and_keeps_the_previous_file(tmp_path, monkey
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     monkeypatch.setattr(os, "replace", disk_full)
-    with pytest.raises(PipelineError, match="the disk is full"):
+    with pytest.raises(UserError, match="the disk is full"):
         write_json(target, {"a": 1})
     assert target.read_text() == "previous" and [p.name for p in tmp_path.iterdir()] == ["stats.json"]

@@ -231,7 +231,7 @@ def test_a_huge_image_is_refused_without_decoding_it(tmp_path):
     script = textwrap.dedent("""
         import re, sys
         from pathlib import Path
-        from digitlab.images.reading import ImageError, prepare
+        from digitlab.images.mnist_look import ImageError, prepare
 
         def peak_mb():
             return int(re.search(r"VmHWM:\\s+(\\d+) kB", Path("/proc/self/status").read_text())[1]) // 1024
@@ -442,7 +442,7 @@ def test_the_reader_refuses_a_number_of_views_it_has_none_for(small_model):
 def test_views_averages_the_prediction_over_shifted_copies(small_model, small_keras_model, digits, tmp_path, capsys):
     """--views 5 gives what the evaluate stage's evaluate.tta_views 5 gives: the mean over the image and its shifts,
     here computed with the Keras model the ONNX file was exported from."""
-    from digitlab.images.reading import prepare, to_model_input
+    from digitlab.images.mnist_look import prepare, to_model_input
     from digitlab.inference.views import shifted
     from digitlab.training.saving import load_model
 

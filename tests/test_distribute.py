@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from digitlab.shared.errors import PipelineError
+from digitlab.shared.errors import UserError
 
 import keras
 import numpy as np
@@ -61,10 +61,10 @@ TWO_CPU_DEVICES = """
 import sys, tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-from digitlab.shared.errors import run_stage
+from digitlab.shared.errors import run_command
 from stages import train
 sys.argv[1:] = ["prepared", "model.keras", "reports"]
-run_stage(train.main)
+run_command(train.main)
 """
 
 
@@ -247,7 +247,7 @@ def test_a_malformed_tf_config_gives_one_line_naming_the_problem(tf_config, mess
         monkeypatch.delenv("TF_CONFIG", raising=False)
     else:
         monkeypatch.setenv("TF_CONFIG", tf_config)
-    with pytest.raises(PipelineError) as raised:
+    with pytest.raises(UserError) as raised:
         train.main(["prepared", "model.keras", "reports"])
     assert message in str(raised.value) and "\n" not in str(raised.value)
     assert not (folder / "model.keras").exists() and not (folder / "reports").exists()

@@ -66,7 +66,7 @@ def test_the_check_passes_here_and_fails_after_an_import_dvc_yaml_does_not_list(
     # Without --check it rewrites the deps, and keeps dvc.yaml's comments.
     assert stage_deps_in_copy().returncode == 0
     rewritten = (tmp_path / "dvc.yaml").read_text()
-    assert "digitlab/images/reading.py" in yaml.safe_load(rewritten)["stages"]["train"]["deps"]
+    assert "digitlab/images/mnist_look.py" in yaml.safe_load(rewritten)["stages"]["train"]["deps"]
     assert rewritten.splitlines()[0] == (PROJECT_ROOT / "dvc.yaml").read_text().splitlines()[0]
     assert stage_deps_in_copy("--check").returncode == 0
 
@@ -168,5 +168,5 @@ def test_dvc_status_after_an_edit_lists_exactly_the_stages_that_import_the_file(
         if set(stages) != stages_running(name)
     }
     assert not wrong, wrong
-    assert rerun["digitlab/images/reading.py"] == ["preprocess"]  # not fetch: it downloads nothing
+    assert rerun["digitlab/images/mnist_look.py"] == ["preprocess"]  # not fetch: it downloads nothing
     assert rerun["digitlab/serving/reader.py"] == []

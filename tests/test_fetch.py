@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 
-from digitlab.shared.errors import PipelineError
+from digitlab.shared.errors import UserError
 
 import pytest
 import yaml
@@ -150,7 +150,7 @@ def test_error_lists_every_source_tried(pinned, tmp_path, monkeypatch):
     with serve(empty) as url:
         monkeypatch.setenv("MNIST_MIRROR", str(empty))
         monkeypatch.setattr(fetch, "PUBLIC_MIRRORS", (url + "/",))
-        with pytest.raises(PipelineError) as error:
+        with pytest.raises(UserError) as error:
             fetch.main([str(tmp_path / "out")])
     message = str(error.value)
     assert "could not fetch a.gz" in message and str(empty) in message and url in message
@@ -160,7 +160,7 @@ def test_error_lists_every_source_tried(pinned, tmp_path, monkeypatch):
 def test_checksum_mismatch_names_file_and_both_sums_and_leaves_nothing(pinned, mirror_dir, tmp_path, monkeypatch):
     (mirror_dir / "b.gz").write_bytes(b"tampered")
     monkeypatch.setenv("MNIST_MIRROR", str(mirror_dir))
-    with pytest.raises(PipelineError) as error:
+    with pytest.raises(UserError) as error:
         fetch.main([str(tmp_path / "out")])
     message = str(error.value)
     assert "b.gz" in message and "does not match the known hash" in message and fetch.SHA256["b.gz"] in message
@@ -171,7 +171,7 @@ def test_checksum_mismatch_names_file_and_both_sums_and_leaves_nothing(pinned, m
 def test_truncated_file_fails_its_checksum(pinned, mirror_dir, tmp_path, monkeypatch):
     (mirror_dir / "a.gz").write_bytes(FILES["a.gz"][:4])
     monkeypatch.setenv("MNIST_MIRROR", str(mirror_dir))
-    with pytest.raises(PipelineError, match=r"a.gz.*does not match the known hash"):
+    with pytest.raises(UserError, match=r"a.gz.*does not match the known hash"):
         fetch.main([str(tmp_path / "out")])
 
 
@@ -181,7 +181,7 @@ def test_failed_fetch_keeps_the_file_already_there(pinned, mirror_dir, tmp_path,
     (out / "a.gz").write_bytes(b"what the user had")
     (mirror_dir / "a.gz").write_bytes(b"corrupt")
     monkeypatch.setenv("MNIST_MIRROR", str(mirror_dir))
-    with pytest.raises(PipelineError):
+    with pytest.raises(UserError):
         fetch.main([str(out)])
     assert (out / "a.gz").read_bytes() == b"what the user had"
     assert [p.name for p in out.iterdir()] == ["a.gz"]
@@ -190,7 +190,7 @@ def test_failed_fetch_keeps_the_file_already_there(pinned, mirror_dir, tmp_path,
 @pytest.mark.parametrize("value", ["/no/such/folder", "ftp://example.org/mnist"])
 def test_mirror_that_is_neither_directory_nor_url_is_rejected(pinned, tmp_path, monkeypatch, value):
     monkeypatch.setenv("MNIST_MIRROR", value)
-    with pytest.raises(PipelineError, match="neither a directory nor an http"):
+    with pytest.raises(UserError, match="neither a directory nor an http"):
         fetch.main([str(tmp_path / "out")])
 
 
@@ -245,6 +245,6 @@ def test_interrupted_download_leaves_no_partial_file(tmp_path, signal_name, exit
         server.shutdown()
         server.server_close()
     assert partial, "the download was not under way when the signal came"
-    assert process.returncode == exit_code, errors  # the orderly exit of run_stage, not a crash
+    assert process.returncode == exit_code, errors  # the orderly exit of run_command, not a crash
     assert [p.name for p in out.iterdir()] == ["train-images-idx3-ubyte.gz"]
     assert (out / "train-images-idx3-ubyte.gz").read_bytes() == b"what the user had"

@@ -1,9 +1,9 @@
-"""IDX parsing: good files round-trip; every kind of damaged file gets a clear PipelineError."""
+"""IDX parsing: good files round-trip; every kind of damaged file gets a clear UserError."""
 
 import gzip
 import struct
 
-from digitlab.shared.errors import PipelineError
+from digitlab.shared.errors import UserError
 
 import numpy as np
 import pytest
@@ -55,7 +55,7 @@ def test_gzip_output_is_byte_reproducible(tmp_path):
 def test_malformed_file_is_reported(tmp_path, content, message):
     path = tmp_path / "labels.idx"
     path.write_bytes(content)
-    with pytest.raises(PipelineError, match=message.replace("(", r"\(").replace(")", r"\)")) as error:
+    with pytest.raises(UserError, match=message.replace("(", r"\(").replace(")", r"\)")) as error:
         read_idx(path, ndim=1)
     assert str(path) in str(error.value) and "dvc repro fetch" in str(error.value)
 
@@ -63,12 +63,12 @@ def test_malformed_file_is_reported(tmp_path, content, message):
 def test_truncated_gzip_is_reported(tmp_path):
     path = tmp_path / "labels.idx.gz"
     path.write_bytes(gzip.compress(header(1, 1000) + bytes(1000))[:-20])
-    with pytest.raises(PipelineError, match="not a complete gzip file"):
+    with pytest.raises(UserError, match="not a complete gzip file"):
         read_idx(path, ndim=1)
 
 
 def test_missing_file_is_reported(tmp_path):
-    with pytest.raises(PipelineError, match="not found; run `dvc repro fetch`"):
+    with pytest.raises(UserError, match="not found; run `dvc repro fetch`"):
         read_idx(tmp_path / "absent.gz", ndim=1)
 
 
@@ -80,17 +80,17 @@ def test_load_split_returns_images_and_labels(tiny_raw_dir):
 
 def test_load_split_rejects_count_mismatch(tiny_raw_dir):
     write_idx(tiny_raw_dir / "train-labels-idx1-ubyte.gz", np.zeros(39, dtype=np.uint8))
-    with pytest.raises(PipelineError, match="40 images but .* 39 labels"):
+    with pytest.raises(UserError, match="40 images but .* 39 labels"):
         load_split(tiny_raw_dir, "train")
 
 
 def test_load_split_rejects_labels_outside_0_to_9(tiny_raw_dir):
     write_idx(tiny_raw_dir / "t10k-labels-idx1-ubyte.gz", np.full(20, 10, dtype=np.uint8))
-    with pytest.raises(PipelineError, match="label 10 is outside 0-9"):
+    with pytest.raises(UserError, match="label 10 is outside 0-9"):
         load_split(tiny_raw_dir, "test")
 
 
 def test_load_split_rejects_images_that_are_not_28x28(tiny_raw_dir):
     write_idx(tiny_raw_dir / "t10k-images-idx3-ubyte.gz", np.zeros((20, 32, 32), dtype=np.uint8))
-    with pytest.raises(PipelineError, match="expected 28x28"):
+    with pytest.raises(UserError, match="expected 28x28"):
         load_split(tiny_raw_dir, "test")

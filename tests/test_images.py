@@ -7,7 +7,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from digitlab.images.reading import ImageError, centre_of_mass, prepare, prepared_as_model_input, read_image, to_mnist
+from digitlab.images.mnist_look import (
+    ImageError,
+    centre_of_mass,
+    prepare,
+    prepared_as_model_input,
+    read_image,
+    to_mnist,
+)
 
 
 def bar(width: int, height: int, size=(200, 300), at=(40, 60), ink=255, paper=0) -> np.ndarray:

@@ -9,8 +9,8 @@ import numpy as np
 from PIL import ImageFont
 
 from digitlab.images import nondigits
-from digitlab.images.nondigits import DRAWN, KINDS, LOOKS, nondigit_images, split_seeds
-from digitlab.images.reading import prepare
+from digitlab.images.mnist_look import prepare
+from digitlab.images.nondigits import HAND_DRAWN, KINDS, LOOKS, nondigit_images, split_seeds
 from digitlab.images.strokes import HANDS, HANDS_OF
 
 from .conftest import PROJECT_ROOT
@@ -42,9 +42,9 @@ def test_no_hand_draws_for_two_splits_and_each_split_uses_all_of_its_own():
     assert sorted(hand for hands in HANDS_OF.values() for hand in hands) == sorted(HANDS)  # each hand in one split
     for split, hands in HANDS_OF.items():
         made = nondigit_images(len(KINDS) * 40, 0, split)
-        used = {hand for _, kind, _, hand in made if kind in DRAWN}
+        used = {hand for _, kind, _, hand in made if kind in HAND_DRAWN}
         assert used == set(hands), (split, used)  # every drawn image is in one of the split's own hands...
-        assert {hand for _, kind, _, hand in made if kind not in DRAWN} == {None}  # ...and only those are drawn
+        assert {hand for _, kind, _, hand in made if kind not in HAND_DRAWN} == {None}  # ...and only those are drawn
 
 
 def test_every_kind_comes_in_every_look_and_nearly_all_hold_ink_the_reader_finds():

@@ -5,7 +5,7 @@ the small model of conftest (trained as the train stage trains, non-digits inclu
 
 import json
 
-from digitlab.shared.errors import PipelineError
+from digitlab.shared.errors import UserError
 
 import keras
 import numpy as np
@@ -46,7 +46,7 @@ def test_thresholds_round_trip_through_the_metadata_and_a_malformed_entry_is_one
     thresholds = {1: 0.9312345678901234, 5: 0.91, 9: 0.9}
     assert thresholds_from_metadata(thresholds_metadata(thresholds), "m.onnx") == thresholds
     assert thresholds_from_metadata({}, "old.onnx") == {}  # trained before thresholds: none
-    with pytest.raises(PipelineError, match=f"m.onnx: its {METADATA_KEY} metadata is malformed"):
+    with pytest.raises(UserError, match=f"m.onnx: its {METADATA_KEY} metadata is malformed"):
         thresholds_from_metadata({METADATA_KEY: "[0.9"}, "m.onnx")
 
 

@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 
-from digitlab.shared.errors import PipelineError
+from digitlab.shared.errors import UserError
 
 import keras
 import numpy as np
@@ -166,24 +166,24 @@ def test_the_exported_model_gives_the_keras_models_probabilities(tmp_path):
 def test_parity_refuses_other_answers_or_probabilities_beyond_the_tolerance():
     keras = np.array([[0.6, 0.4], [0.3, 0.7]])
     assert check_parity(keras + 1e-6, keras) == pytest.approx(1e-6)
-    with pytest.raises(PipelineError, match=r"same answer for 50.00% of the images \(must be all\)"):
+    with pytest.raises(UserError, match=r"same answer for 50.00% of the images \(must be all\)"):
         check_parity(np.array([[0.4, 0.6], [0.3, 0.7]]), keras)
-    with pytest.raises(PipelineError, match=r"same answer for 100.00%.*differ by up to 0.001"):
+    with pytest.raises(UserError, match=r"same answer for 100.00%.*differ by up to 0.001"):
         check_parity(keras + [[1e-3, -1e-3], [0, 0]], keras)
 
 
 def test_the_export_check_refuses_another_models_file(tmp_path):
     export_onnx(tiny_model(1), tmp_path / "model.onnx")  # a differently seeded model's export
     images = np.random.default_rng(1).random((30, 28, 28, 1), dtype=np.float32)
-    with pytest.raises(PipelineError, match="model.onnx is not the Keras model.*dvc repro --force train"):
+    with pytest.raises(UserError, match="model.onnx is not the Keras model.*dvc repro --force train"):
         check_export(tiny_model(0), tmp_path / "model.onnx", images)
 
 
 def test_unreadable_onnx_file_is_reported(tmp_path):
-    with pytest.raises(PipelineError, match="not found; run `dvc repro train`"):
+    with pytest.raises(UserError, match="not found; run `dvc repro train`"):
         load_onnx_model(tmp_path / "model.onnx")
     (tmp_path / "model.onnx").write_text("not a model")
-    with pytest.raises(PipelineError, match="is not a readable ONNX model"):
+    with pytest.raises(UserError, match="is not a readable ONNX model"):
         load_onnx_model(tmp_path / "model.onnx")
 
 

@@ -2,7 +2,7 @@
 
 import copy
 
-from digitlab.shared.errors import PipelineError
+from digitlab.shared.errors import UserError
 from digitlab.shared.params import PARAMS_FILE, load_params, validate, with_overrides
 
 import pytest
@@ -107,7 +107,7 @@ def _write(tmp_path, params) -> str:
 def test_load_params_lists_every_problem_on_one_line(tmp_path):
     params = with_value("train.epochs", "ten")
     params["model"]["dropout"] = 1.5
-    with pytest.raises(PipelineError) as error:
+    with pytest.raises(UserError) as error:
         load_params(_write(tmp_path, params))
     message = str(error.value)
     assert "train.epochs" in message and "model.dropout" in message and "\n" not in message
@@ -115,7 +115,7 @@ def test_load_params_lists_every_problem_on_one_line(tmp_path):
 
 def test_load_params_rejects_blocks_that_shrink_the_image_to_nothing(tmp_path):
     params = with_value("model.conv_filters", [8, 8, 8, 8])
-    with pytest.raises(PipelineError, match="model.conv_filters: this many blocks shrink"):
+    with pytest.raises(UserError, match="model.conv_filters: this many blocks shrink"):
         load_params(_write(tmp_path, params))
 
 
@@ -123,7 +123,7 @@ def test_load_params_rejects_blocks_that_shrink_the_image_to_nothing(tmp_path):
 def test_load_params_refuses_a_background_window_that_is_not_odd_and_at_least_3(tmp_path, window):
     params = with_value("model.background_window", window)
     with pytest.raises(
-        PipelineError,
+        UserError,
         match=rf"model.background_window: expected 0 \(off\) or an odd width of "
         rf"at least 3.*got {window}$",
     ):
@@ -139,12 +139,12 @@ def test_load_params_takes_any_odd_background_window_or_none(tmp_path):
 
 
 def test_load_params_reports_invalid_yaml(tmp_path):
-    with pytest.raises(PipelineError, match="is not valid YAML"):
+    with pytest.raises(UserError, match="is not valid YAML"):
         load_params(_write(tmp_path, "train: [unclosed"))
 
 
 def test_load_params_reports_a_missing_file(tmp_path):
-    with pytest.raises(PipelineError, match="not found"):
+    with pytest.raises(UserError, match="not found"):
         load_params(tmp_path / "params.yaml")
 
 

@@ -1,6 +1,6 @@
 """Using a trained model: loading its file fails clearly, and batched prediction matches Keras's own."""
 
-from digitlab.shared.errors import PipelineError
+from digitlab.shared.errors import UserError
 
 import numpy as np
 import pytest
@@ -18,13 +18,13 @@ def test_saved_model_loads_back(tmp_path):
 
 
 def test_missing_model_file_is_reported(tmp_path):
-    with pytest.raises(PipelineError, match="not found; run `dvc repro train`"):
+    with pytest.raises(UserError, match="not found; run `dvc repro train`"):
         load_model(tmp_path / "model.keras")
 
 
 def test_file_that_is_not_a_keras_model_is_reported(tmp_path):
     (tmp_path / "model.keras").write_text("not a model")
-    with pytest.raises(PipelineError, match="is not a readable Keras model"):
+    with pytest.raises(UserError, match="is not a readable Keras model"):
         load_model(tmp_path / "model.keras")
 
 

@@ -1,13 +1,13 @@
 """Preprocessing: scaling, the stratified split, and arrays stored without pickle."""
 
-from digitlab.shared.errors import PipelineError
+from digitlab.shared.errors import UserError
 
 import numpy as np
 import pytest
 
 from digitlab.files.arrays import load_arrays, save_arrays
-from digitlab.images.nondigits import DRAWN, KINDS
-from digitlab.images.reading import to_model_input
+from digitlab.images.mnist_look import to_model_input
+from digitlab.images.nondigits import HAND_DRAWN, KINDS
 from digitlab.images.strokes import HANDS_OF
 from stages import preprocess
 from tests.conftest import make_params
@@ -44,7 +44,7 @@ def test_arrays_round_trip_without_pickle(tmp_path):
 
 def test_object_arrays_are_refused(tmp_path):
     np.savez(tmp_path / "evil.npz", payload=np.array([{"a": 1}], dtype=object))
-    with pytest.raises(PipelineError, match="not a readable .npz file"):
+    with pytest.raises(UserError, match="not a readable .npz file"):
         load_arrays(tmp_path / "evil.npz")
 
 
@@ -89,7 +89,7 @@ def test_stage_writes_the_three_splits_of_non_digits(tiny_raw_dir, tmp_path, mon
         assert made[split]["images"].dtype == np.float32 and made[split]["images"].max() <= 1.0
     assert set(made["test"]["kinds"]) == set(KINDS)
     # The drawn ones in the test split's own hands, the others in none.
-    drawn = np.isin(made["test"]["kinds"], list(DRAWN))
+    drawn = np.isin(made["test"]["kinds"], list(HAND_DRAWN))
     assert set(made["test"]["hands"][drawn]) <= set(HANDS_OF["test"]) and set(made["test"]["hands"][~drawn]) == {""}
     # Digits as users send them, for validation and for the test: as many as asked, or all of the split's digits
     # where it has fewer.

@@ -241,13 +241,13 @@ REFUSED = [
 
 
 def test_a_search_that_could_not_run_or_would_read_the_test_split_is_refused_before_any_trial(repo):
-    from digitlab.shared.errors import PipelineError
+    from digitlab.shared.errors import UserError
 
     from digitlab.search.space import load_search
 
     for change, message in REFUSED:
         write_search(repo, {**SEARCH, **change})
-        with pytest.raises(PipelineError, match="invalid .*search.yaml") as refused:
+        with pytest.raises(UserError, match="invalid .*search.yaml") as refused:
             load_search(repo / "search.yaml", repo / "params.yaml")
         assert message in str(refused.value)
     # As the command says it: one line, exit 1, and no experiment run.
@@ -257,14 +257,14 @@ def test_a_search_that_could_not_run_or_would_read_the_test_split_is_refused_bef
 
 
 def test_the_search_reads_no_file_of_the_test_split(repo, monkeypatch):
-    from digitlab.shared.errors import PipelineError
+    from digitlab.shared.errors import UserError
 
     from digitlab.search.trials import read_metrics
 
     commit = run(["git", "rev-parse", "HEAD"], repo).stdout.strip()
     monkeypatch.chdir(repo)
     assert read_metrics(commit, ["reports/train/metrics.json"])["reports/train/metrics.json"]["eval"]
-    with pytest.raises(PipelineError, match="the test split never chooses"):
+    with pytest.raises(UserError, match="the test split never chooses"):
         read_metrics(commit, ["reports/evaluate/metrics.json"])
 
 

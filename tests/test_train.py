@@ -7,7 +7,7 @@ import subprocess
 import sys
 import time
 
-from digitlab.shared.errors import PipelineError
+from digitlab.shared.errors import UserError
 from digitlab.shared.params import Augment, Train
 
 import keras
@@ -155,7 +155,7 @@ def test_stroke_width_makes_strokes_thinner_or_bolder_by_at_most_a_pixel_a_side(
 def test_diverging_training_stops_with_a_clear_error_and_writes_no_model(workdir):
     poisoned = np.full((200, 28, 28, 1), np.nan, dtype=np.float32)
     save_arrays(workdir / "prepared" / "train.npz", images=poisoned, labels=np.zeros(200, np.uint8))
-    with pytest.raises(PipelineError, match="training diverged"):
+    with pytest.raises(UserError, match="training diverged"):
         run_train(workdir)
     assert not (workdir / "model.keras").exists()
 
@@ -181,7 +181,7 @@ def test_sigterm_during_training_keeps_the_previous_model(workdir):
     process.send_signal(signal.SIGTERM)
     output.append(process.communicate(timeout=60)[0])
     assert any(line.startswith("epoch 2/") for line in output), "".join(output)  # interrupted mid-training
-    assert process.returncode == 128 + signal.SIGTERM, "".join(output)  # the orderly exit of run_stage, not a crash
+    assert process.returncode == 128 + signal.SIGTERM, "".join(output)  # the orderly exit of run_command, not a crash
     assert (workdir / "model.keras").read_bytes() == b"previous model"
     assert not list(workdir.glob(".*partial*"))
 
@@ -357,7 +357,7 @@ def test_train_stops_when_model_onnx_does_not_answer_as_the_keras_model(workdir,
         export_onnx(build_model(make_params(TINY).model), path, metadata)  # new, untrained weights
 
     monkeypatch.setattr(train, "export_onnx", export_another_model)
-    with pytest.raises(PipelineError, match="model.onnx is not the Keras model"):
+    with pytest.raises(UserError, match="model.onnx is not the Keras model"):
         run_train(workdir)
 
 
@@ -392,7 +392,7 @@ def test_a_quick_run_on_a_subset_reads_new_digits_as_well_as_its_training_batche
     mirror = mnist_mirror()
     if mirror is None:
         pytest.skip("no MNIST files: run `dvc repro fetch`, or set MNIST_MIRROR to a folder holding them")
-    from digitlab.images.reading import to_model_input
+    from digitlab.images.mnist_look import to_model_input
     from digitlab.raw.splits import load_split
 
     images, labels = load_split(mirror, "train")

@@ -11,7 +11,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from digitlab.shared.errors import PipelineError
+from digitlab.shared.errors import UserError
 
 import yaml
 
@@ -65,10 +65,8 @@ def resolve(name: str) -> Run:
     if len(commits) == 1:
         return Run(name, commits[0])
     if len(commits) > 1:
-        raise PipelineError(
-            f"{len(commits)} experiments are named {name!r}; give one by its commit (`dvc exp show --sha`)"
-        )
-    raise PipelineError(
+        raise UserError(f"{len(commits)} experiments are named {name!r}; give one by its commit (`dvc exp show --sha`)")
+    raise UserError(
         f"unknown git revision or experiment {name!r}; give a branch, tag, commit or an "
         "experiment named in `dvc exp show`"
     )
@@ -81,14 +79,12 @@ def check_distinct(runs: list[Run], option: str) -> None:
     for run in runs:
         key = run.commit or run.name
         if key in seen:
-            raise PipelineError(
-                f"{option} gives one run twice ({seen[key]!r} and {run.name!r}); give each seed's run once"
-            )
+            raise UserError(f"{option} gives one run twice ({seen[key]!r} and {run.name!r}); give each seed's run once")
         seen[key] = run.name
     seeds = [run.seed for run in runs]
     for seed in {seed for seed in seeds if seed is not None and seeds.count(seed) > 1}:
         names = ", ".join(repr(run.name) for run in runs if run.seed == seed)
-        raise PipelineError(
+        raise UserError(
             f"{option} gives {seeds.count(seed)} runs of seed {seed} ({names}): the same params and "
             "seed train the same model; give runs of different seeds"
         )
@@ -99,7 +95,7 @@ def pair_by_seed(base: list[Run], head: list[Run]) -> tuple[list[tuple[Run, Run]
     if len(base) == len(head) == 1:
         return [(base[0], head[0])], ""
     if len(base) != len(head):
-        raise PipelineError(
+        raise UserError(
             f"{len(base)} runs on the base side and {len(head)} on the head side; give as many on each (one per seed)"
         )
     base_seeds, head_seeds = [run.seed for run in base], [run.seed for run in head]

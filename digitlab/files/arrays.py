@@ -4,7 +4,7 @@ fingerprint of arrays' bytes."""
 import hashlib
 from pathlib import Path
 
-from digitlab.shared.errors import PipelineError
+from digitlab.shared.errors import UserError
 
 import numpy as np
 
@@ -32,8 +32,6 @@ def load_arrays(path: str | Path) -> dict[str, np.ndarray]:
         with np.load(path, allow_pickle=False) as stored:
             return {name: stored[name] for name in stored.files}
     except FileNotFoundError as error:
-        raise PipelineError(f"{path} not found; run `dvc repro` to produce it") from error
+        raise UserError(f"{path} not found; run `dvc repro` to produce it") from error
     except (ValueError, OSError) as error:
-        raise PipelineError(
-            f"{path} is not a readable .npz file ({error}); run `dvc repro --force preprocess`"
-        ) from error
+        raise UserError(f"{path} is not a readable .npz file ({error}); run `dvc repro --force preprocess`") from error

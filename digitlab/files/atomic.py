@@ -17,7 +17,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from digitlab.shared.errors import PipelineError
+from digitlab.shared.errors import UserError
 
 
 @contextlib.contextmanager
@@ -32,7 +32,7 @@ def atomic_path(destination: str | os.PathLike) -> Iterator[Path]:
         )
         os.close(handle)
     except OSError as error:
-        raise PipelineError(
+        raise UserError(
             f"cannot write to {destination.parent}: {error.strerror}; check that the folder is writable"
         ) from error
     temporary = Path(temporary)
@@ -42,11 +42,9 @@ def atomic_path(destination: str | os.PathLike) -> Iterator[Path]:
             os.replace(temporary, destination)
         except OSError as error:
             if error.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise PipelineError(
-                    f"cannot write {destination}: the disk is full; free some space and rerun"
-                ) from error
+                raise UserError(f"cannot write {destination}: the disk is full; free some space and rerun") from error
             if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-                raise PipelineError(f"cannot write {destination}: {error.strerror}; check its permissions") from error
+                raise UserError(f"cannot write {destination}: {error.strerror}; check its permissions") from error
             raise
     finally:
         temporary.unlink(missing_ok=True)

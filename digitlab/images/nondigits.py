@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from digitlab.images import strokes
-from digitlab.images.reading import prepared_as_model_input
+from digitlab.images.mnist_look import prepared_as_model_input
 from digitlab.images.strokes import HANDS_OF, LETTERS
 
 KINDS = (
@@ -32,7 +32,8 @@ KINDS = (
     "textures",
     "noise",
 )
-DRAWN = {"drawn letters": strokes.drawn_letter, "doodles": strokes.doodle, "words": strokes.word}
+# The kinds drawn as pen strokes in one of strokes.py's hands; the others are RENDERED, below, in no hand.
+HAND_DRAWN = {"drawn letters": strokes.drawn_letter, "doodles": strokes.doodle, "words": strokes.word}
 LOOKS = ("paper PNG", "paper JPEG", "light on black", "transparent")
 SYMBOLS = "+=#@&%?!*$<>~^"
 
@@ -52,8 +53,8 @@ def nondigit_images(count: int, seed: int, split: str) -> list[tuple[Image.Image
     for index in range(count):
         kind, look = KINDS[index % len(KINDS)], LOOKS[(index // len(KINDS)) % len(LOOKS)]
         side = int(rng.integers(100, 401))
-        hand = hands[int(rng.integers(len(hands)))] if kind in DRAWN else None
-        ink = DRAWN[kind](rng, side, hand) if hand else DRAW[kind](rng, side)  # float 0..1, ink bright
+        hand = hands[int(rng.integers(len(hands)))] if kind in HAND_DRAWN else None
+        ink = HAND_DRAWN[kind](rng, side, hand) if hand else RENDERED[kind](rng, side)  # float 0..1, ink bright
         made.append((with_look(ink, look, rng), kind, look, hand))
     return made
 
@@ -200,7 +201,8 @@ def noise(rng: np.random.Generator, side: int) -> np.ndarray:
     )
 
 
-DRAW = {
+# The kinds drawn without a hand: fonts, lines, shapes, textures, noise.
+RENDERED = {
     "letters": letters,
     "symbols": symbols,
     "numbers": numbers,

@@ -12,8 +12,8 @@ plain test digits. The same (digits, seed) give the same images in any process.
 import numpy as np
 from PIL import Image, ImageFilter
 
+from digitlab.images.mnist_look import prepared_as_model_input
 from digitlab.images.nondigits import LOOKS, with_look
-from digitlab.images.reading import prepared_as_model_input
 
 STROKES = ("thinner", "as written", "bolder")
 

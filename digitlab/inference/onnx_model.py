@@ -8,7 +8,7 @@ without TensorFlow").
 
 from pathlib import Path
 
-from digitlab.shared.errors import PipelineError
+from digitlab.shared.errors import UserError
 
 import numpy as np
 
@@ -37,12 +37,12 @@ def load_onnx_model(path: str | Path) -> OnnxModel:
     """Load the model.onnx written by the train stage beside model.keras."""
     path = Path(path)
     if not path.is_file():
-        raise PipelineError(f"model file {path} not found; run `dvc repro train` to export it")
+        raise UserError(f"model file {path} not found; run `dvc repro train` to export it")
     try:
         return OnnxModel(path)
-    except PipelineError:
+    except UserError:
         raise
     except Exception as error:  # onnxruntime raises its own exception types, not exported by name
-        raise PipelineError(
+        raise UserError(
             f"{path} is not a readable ONNX model ({type(error).__name__}); run `dvc repro --force train`"
         ) from error

@@ -12,7 +12,7 @@ Why this method and not another: benchmarks/README.md, "Not a digit".
 
 import json
 
-from digitlab.shared.errors import PipelineError
+from digitlab.shared.errors import UserError
 
 import numpy as np
 
@@ -54,6 +54,4 @@ def thresholds_from_metadata(metadata: dict[str, str], source: str) -> dict[int,
     try:
         return {int(views): float(threshold) for views, threshold in json.loads(metadata[METADATA_KEY]).items()}
     except (ValueError, TypeError, AttributeError):
-        raise PipelineError(
-            f"{source}: its {METADATA_KEY} metadata is malformed; run `dvc repro --force train`"
-        ) from None
+        raise UserError(f"{source}: its {METADATA_KEY} metadata is malformed; run `dvc repro --force train`") from None

@@ -10,7 +10,7 @@ import struct
 import zlib
 from pathlib import Path
 
-from digitlab.shared.errors import PipelineError
+from digitlab.shared.errors import UserError
 
 import numpy as np
 
@@ -24,11 +24,9 @@ def _read_bytes(path: Path) -> bytes:
                 return stream.read()
         return path.read_bytes()
     except FileNotFoundError as error:
-        raise PipelineError(f"{path} not found; run `dvc repro fetch` to download it") from error
+        raise UserError(f"{path} not found; run `dvc repro fetch` to download it") from error
     except (gzip.BadGzipFile, EOFError, zlib.error) as error:
-        raise PipelineError(
-            f"{path} is not a complete gzip file ({error}); delete it and run `dvc repro fetch`"
-        ) from error
+        raise UserError(f"{path} is not a complete gzip file ({error}); delete it and run `dvc repro fetch`") from error
 
 
 def read_idx(path: str | Path, ndim: int) -> np.ndarray:
@@ -37,19 +35,19 @@ def read_idx(path: str | Path, ndim: int) -> np.ndarray:
     data = _read_bytes(path)
     fix = "delete it and run `dvc repro fetch` to download it again"
     if len(data) < 4 or data[0] != 0 or data[1] != 0:
-        raise PipelineError(f"{path} is not an IDX file (bad magic number); {fix}")
+        raise UserError(f"{path} is not an IDX file (bad magic number); {fix}")
     type_code, dims = data[2], data[3]
     if type_code != UNSIGNED_BYTE:
-        raise PipelineError(f"{path}: unsupported IDX type code {type_code:#04x}, expected 0x08; {fix}")
+        raise UserError(f"{path}: unsupported IDX type code {type_code:#04x}, expected 0x08; {fix}")
     if dims != ndim:
-        raise PipelineError(f"{path}: IDX file has {dims} dimensions, expected {ndim}; {fix}")
+        raise UserError(f"{path}: IDX file has {dims} dimensions, expected {ndim}; {fix}")
     header_size = 4 + 4 * dims
     if len(data) < header_size:
-        raise PipelineError(f"{path}: IDX header is truncated; {fix}")
+        raise UserError(f"{path}: IDX header is truncated; {fix}")
     shape = struct.unpack(f">{dims}I", data[4:header_size])
     expected = header_size + int(np.prod(shape, dtype=np.int64))
     if len(data) != expected:
-        raise PipelineError(
+        raise UserError(
             f"{path}: header promises shape {shape} ({expected} bytes) but the file has {len(data)} bytes; {fix}"
         )
     return np.frombuffer(data, dtype=np.uint8, offset=header_size).reshape(shape)

@@ -6,7 +6,7 @@ Explore and preprocess read them; train and later stages see only the prepared a
 
 from pathlib import Path
 
-from digitlab.shared.errors import PipelineError
+from digitlab.shared.errors import UserError
 from digitlab.shared.mnist import CLASSES, FILES, IMAGE_SIZE
 
 import numpy as np
@@ -20,12 +20,12 @@ def load_split(raw_dir: str | Path, split: str) -> tuple[np.ndarray, np.ndarray]
     images = read_idx(images_file, ndim=3)
     labels = read_idx(labels_file, ndim=1)
     if images.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE):
-        raise PipelineError(f"{images_file}: images are {images.shape[1:]}, expected 28x28")
+        raise UserError(f"{images_file}: images are {images.shape[1:]}, expected 28x28")
     if len(images) != len(labels):
-        raise PipelineError(
+        raise UserError(
             f"{images_file} holds {len(images)} images but {labels_file} holds {len(labels)} labels; "
             "run `dvc repro fetch` to download both again"
         )
     if labels.size and labels.max() > CLASSES[-1]:
-        raise PipelineError(f"{labels_file}: label {labels.max()} is outside 0-9; run `dvc repro fetch`")
+        raise UserError(f"{labels_file}: label {labels.max()} is outside 0-9; run `dvc repro fetch`")
     return images, labels

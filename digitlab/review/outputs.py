@@ -6,7 +6,7 @@ dvc.yaml holds each path once; a stage or file it lacks is a one-line error that
 from functools import cache
 from pathlib import Path
 
-from digitlab.shared.errors import PipelineError
+from digitlab.shared.errors import UserError
 
 import yaml
 
@@ -18,19 +18,19 @@ def _stages() -> dict:
     try:
         return yaml.safe_load(DVC_YAML.read_text())["stages"]
     except (OSError, yaml.YAMLError, KeyError, TypeError) as error:
-        raise PipelineError(
+        raise UserError(
             f"cannot read the stages of {DVC_YAML} ({error}); run the review in the project's root"
         ) from None
 
 
 def _named(stage: str, kind: str, name: str) -> str:
     if stage not in _stages():
-        raise PipelineError(f"{DVC_YAML} has no stage {stage}, whose files the review reads")
+        raise UserError(f"{DVC_YAML} has no stage {stage}, whose files the review reads")
     declared = [entry if isinstance(entry, str) else next(iter(entry)) for entry in _stages()[stage].get(kind, [])]
     for path in declared:
         if Path(path).name == name:
             return path
-    raise PipelineError(f"{DVC_YAML}: stage {stage} has no {kind[:-1]} named {name}; the review reads it from there")
+    raise UserError(f"{DVC_YAML}: stage {stage} has no {kind[:-1]} named {name}; the review reads it from there")
 
 
 def written_by(stage: str, name: str) -> str:

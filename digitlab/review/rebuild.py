@@ -18,7 +18,7 @@ import platform
 import subprocess
 from pathlib import Path
 
-from digitlab.shared.errors import PipelineError, run_stage
+from digitlab.shared.errors import UserError, run_command
 
 import yaml
 
@@ -33,7 +33,7 @@ def run(args: list[str], cwd: Path, quiet: bool = False) -> str:
     result = subprocess.run(args, cwd=cwd, text=True, capture_output=quiet)
     if result.returncode != 0:
         last = ((result.stderr or "").strip().splitlines() or ["see the output above"])[-1]
-        raise PipelineError(f"`{' '.join(args)}` failed in {cwd}: {last}")
+        raise UserError(f"`{' '.join(args)}` failed in {cwd}: {last}")
     return result.stdout or ""
 
 
@@ -133,4 +133,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    run_stage(main)
+    run_command(main)

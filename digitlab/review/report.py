@@ -21,7 +21,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from digitlab.shared.errors import PipelineError, run_stage
+from digitlab.shared.errors import UserError, run_command
 
 import numpy as np
 
@@ -61,7 +61,7 @@ def command(*args: str) -> str:
     result = subprocess.run(args, capture_output=True, text=True)
     if result.returncode != 0:
         last_line = (result.stderr.strip().splitlines() or ["no message"])[-1]
-        raise PipelineError(f"`{' '.join(args)}` failed: {last_line}")
+        raise UserError(f"`{' '.join(args)}` failed: {last_line}")
     return result.stdout
 
 
@@ -156,12 +156,12 @@ def read_floor(path: Path) -> dict[str, paired.NoiseFloor]:
             for name, m in metrics.items()
         }
     except (OSError, ValueError, KeyError, TypeError) as error:
-        raise PipelineError(
+        raise UserError(
             f"--dispersion {path}: not a verdict.json with a noise floor per metric ({error}); give "
             "the verdict.json of a review with several runs per side"
         ) from None
     if not any(floor.measured for floor in floors.values()):
-        raise PipelineError(
+        raise UserError(
             f"--dispersion {path}: its review had one run per side, so it measured no noise floor; "
             "give the verdict.json of a review with several runs per side"
         )
@@ -385,7 +385,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--output", type=Path, default=Path("reports/compare"))
     args = parser.parse_args(argv)
     if not 0 < args.alpha < 1:
-        raise PipelineError(f"--alpha must be between 0 and 1, got {args.alpha}")
+        raise UserError(f"--alpha must be between 0 and 1, got {args.alpha}")
     floors = read_floor(args.dispersion) if args.dispersion else None
     base, head = [resolve(name) for name in args.rev], [resolve(name) for name in args.head]
     check_distinct(base, "--rev")
@@ -398,7 +398,7 @@ def main(argv: list[str] | None = None) -> None:
     verdicts = {test.metric: test for test in tests}
     for name in args.fail_on:
         if name not in verdicts:
-            raise PipelineError(f"--fail-on {name}: no verdict, because {unpaired}")
+            raise UserError(f"--fail-on {name}: no verdict, because {unpaired}")
     adjusted, not_gating = gate(tests, args.fail_on) if tests else ({}, [])
     args.output.mkdir(parents=True, exist_ok=True)
 
@@ -492,4 +492,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    run_stage(main)
+    run_command(main)

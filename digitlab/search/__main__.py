@@ -9,7 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from digitlab.shared.errors import PipelineError, run_stage
+from digitlab.shared.errors import UserError, run_command
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -49,16 +49,16 @@ def main(argv: list[str] | None = None) -> None:
         from digitlab.search.study import search_study
         from digitlab.search.summary import write_summary
     except ImportError as error:
-        raise PipelineError(
+        raise UserError(
             f"the search needs the pipeline's packages ({error.name} is missing): `uv sync --frozen` installs them"
         ) from None
     search = load_search(args.config)
     if args.trials is not None:
         if args.trials < 1:
-            raise PipelineError(f"--trials must be at least 1, got {args.trials}")
+            raise UserError(f"--trials must be at least 1, got {args.trials}")
         search = search.model_copy(update={"trials": args.trials})
     if args.heartbeat < 1:
-        raise PipelineError(f"--heartbeat must be at least 1 second, got {args.heartbeat}")
+        raise UserError(f"--heartbeat must be at least 1 second, got {args.heartbeat}")
     name = args.study or search.study
     progress = tqdm(total=search.trials, unit="trial", file=sys.stderr) if sys.stderr.isatty() else None
     try:
@@ -77,4 +77,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    run_stage(main)
+    run_command(main)

@@ -10,7 +10,7 @@ with Holm's correction over the candidates. The verdict is better, worse or nois
 
 from dataclasses import dataclass
 
-from digitlab.shared.errors import PipelineError
+from digitlab.shared.errors import UserError
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -40,7 +40,7 @@ def candidates(study: optuna.Study, search: Search) -> list[FrozenTrial]:
     """The best `confirm.best` complete trials by the first objective (on the Pareto front first, with two)."""
     complete = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
     if not complete:
-        raise PipelineError("the study has no complete trial to confirm; run `python -m digitlab.search` first")
+        raise UserError("the study has no complete trial to confirm; run `python -m digitlab.search` first")
     front = {t.number for t in study.best_trials}
     sign = -1 if search.objectives[0].direction == "maximize" else 1
     ranked = sorted(complete, key=lambda t: (t.number not in front, sign * t.values[0], t.number))
@@ -59,7 +59,7 @@ def rerun(name: str, values: dict, search: Search, logs) -> Candidate:
             print(f"search: confirming {experiment} with {describe(values) or 'the default'}", flush=True)
             outcome = run_trial(experiment, {**search.fixed, **values, "seed": seed}, [objective.file], logs)
             if outcome.metrics is None:
-                raise PipelineError(f"the confirmation run {experiment} failed: {outcome.error} (log: {outcome.log})")
+                raise UserError(f"the confirmation run {experiment} failed: {outcome.error} (log: {outcome.log})")
             outcome_metrics = outcome.metrics
         found.append(metric(outcome_metrics, objective.file, objective.metric))
     return Candidate(name, values, found)

@@ -3,7 +3,7 @@
 from pathlib import Path
 from typing import Any, Literal
 
-from digitlab.shared.errors import PipelineError
+from digitlab.shared.errors import UserError
 from digitlab.shared.params import PARAMS_FILE, validate, with_overrides
 
 import yaml
@@ -74,14 +74,14 @@ def load_search(path: Path = SEARCH_FILE, params_file: Path = PARAMS_FILE) -> Se
     try:
         data = yaml.safe_load(Path(path).read_text())
     except FileNotFoundError:
-        raise PipelineError(f"{path} not found: write the study's search space there (docs/search.md)") from None
+        raise UserError(f"{path} not found: write the study's search space there (docs/search.md)") from None
     except yaml.YAMLError as error:
-        raise PipelineError(f"{path} is not valid YAML: {error}".replace("\n", " ")) from None
+        raise UserError(f"{path} is not valid YAML: {error}".replace("\n", " ")) from None
     try:
         search = Search.model_validate(data)
     except ValidationError as error:
         problems = [f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors()]
-        raise PipelineError(f"invalid {path}: " + "; ".join(problems)) from None
+        raise UserError(f"invalid {path}: " + "; ".join(problems)) from None
     params = yaml.safe_load(Path(params_file).read_text())
     # Every key a trial sets, at each end of its range and at each choice, must make a valid params.yaml.
     for key, dimension in {**search.space, **{k: Choice(choices=[v, v]) for k, v in search.fixed.items()}}.items():
@@ -91,9 +91,9 @@ def load_search(path: Path = SEARCH_FILE, params_file: Path = PARAMS_FILE) -> Se
             try:
                 candidate = with_overrides(params, {**search.fixed, key: value})
             except (KeyError, TypeError):
-                raise PipelineError(f"invalid {path}: {key} is not a key of {params_file}") from None
+                raise UserError(f"invalid {path}: {key} is not a key of {params_file}") from None
             if problems := validate(candidate):
-                raise PipelineError(
+                raise UserError(
                     f"invalid {path}: {key} = {value!r} makes an invalid {params_file}: " + "; ".join(problems)
                 )
     return search

@@ -10,7 +10,7 @@ import time
 import warnings
 from pathlib import Path
 
-from digitlab.shared.errors import PipelineError
+from digitlab.shared.errors import UserError
 
 import optuna
 import sqlalchemy.exc
@@ -44,7 +44,7 @@ def storage(url: str | None, study: str, heartbeat: int = HEARTBEAT_S):
                     url, heartbeat_interval=heartbeat, grace_period=3 * heartbeat, heartbeat_stale_trial_callback=retry
                 )
             except ImportError as error:
-                raise PipelineError(
+                raise UserError(
                     f"--storage {url}: no database driver ({error}); install the postgres extra: "
                     "`uv sync --frozen --extra postgres`"
                 ) from None
@@ -52,9 +52,9 @@ def storage(url: str | None, study: str, heartbeat: int = HEARTBEAT_S):
                 # Machines started together all create Optuna's tables in an empty database: one wins, and
                 # the others find the tables on their next try.
                 if attempt == 2:
-                    raise PipelineError(f"--storage {url}: {str(error).splitlines()[0]}") from None
+                    raise UserError(f"--storage {url}: {str(error).splitlines()[0]}") from None
                 time.sleep(1 + attempt)
-    raise PipelineError(
+    raise UserError(
         f"--storage {url}: expected a database URL (postgresql://user@host/db), or none for the study in .search/"
     )
 
@@ -90,7 +90,7 @@ def open_study(search: Search, name: str, url: str | None, heartbeat: int = HEAR
         load_if_exists=True,
     )
     if [d.name.lower() for d in study.directions] != directions:
-        raise PipelineError(f"the study {name} was made with other objectives; give another --study")
+        raise UserError(f"the study {name} was made with other objectives; give another --study")
     return study
 
 

@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from digitlab.shared.errors import PipelineError
+from digitlab.shared.errors import UserError
 
 from digitlab.comparison.revisions import Run, experiment_commits
 from digitlab.search.space import OBJECTIVE_FILES
@@ -40,14 +40,14 @@ def experiment_commit(name: str) -> str | None:
 def read_metrics(commit: str, files: list[str]) -> dict[str, dict]:
     """The JSON files of an experiment's commit, as `git show` gives them: training's, never the test split's."""
     if not set(files) <= set(OBJECTIVE_FILES):
-        raise PipelineError(
+        raise UserError(
             f"the search reads {', '.join(OBJECTIVE_FILES)} only, not {', '.join(files)}: the test split never chooses"
         )
     experiment = Run(commit[:7], commit)
     found = {file: experiment.read_json(file) for file in files}
     for file, data in found.items():
         if data is None:
-            raise PipelineError(f"the experiment {commit[:7]} has no {file}: is it written by a stage of dvc.yaml?")
+            raise UserError(f"the experiment {commit[:7]} has no {file}: is it written by a stage of dvc.yaml?")
     return found
 
 
@@ -79,7 +79,7 @@ def run_trial(name: str, overrides: dict[str, object], files: list[str], logs: P
     """Run one trial to its end. Ctrl-C (KeyboardInterrupt) stops the run, waits for DVC to clean up and
     raises on, for the study to mark the trial."""
     if experiment_commit(name):
-        raise PipelineError(
+        raise UserError(
             f"an experiment named {name} exists already (an earlier study of that name?): remove "
             f"it with `dvc exp remove {name}` or give another --study"
         )
@@ -115,7 +115,7 @@ def metric(metrics: dict[str, dict], file: str, dotted: str) -> float:
     value = metrics[file]
     for key in dotted.split("."):
         if not isinstance(value, dict) or key not in value:
-            raise PipelineError(f"{file} has no {dotted}")
+            raise UserError(f"{file} has no {dotted}")
         value = value[key]
     return float(value)
 

@@ -11,7 +11,7 @@
             onnxruntime's start-up warnings hidden
 
 An image of any kind is turned into the MNIST look (28x28, white on black, centred) by
-digitlab/images/reading.py, and the ONNX model is loaded and run by digitlab/inference/; neither
+digitlab/images/mnist_look.py, and the ONNX model is loaded and run by digitlab/inference/; neither
 imports TensorFlow, and nothing here does.
 """
 

@@ -20,7 +20,7 @@ import socket
 import sys
 from pathlib import Path
 
-from digitlab.shared.errors import PipelineError
+from digitlab.shared.errors import UserError
 from digitlab.shared.mnist import IMAGE_SIZE
 from digitlab.shared.tta import DEFAULT_VIEWS
 
@@ -48,7 +48,7 @@ def create_app(
     batch_window_s: float = BATCH_WINDOW_S,
     accept_all: bool = False,
 ) -> FastAPI:
-    """The app, with the model loaded (PipelineError if it cannot be) and warmed up; `views` and
+    """The app, with the model loaded (UserError if it cannot be) and warmed up; `views` and
     `accept_all` as mnist-predict's."""
     page_files = read_page_files()
     reader = DigitReader(model_path, views=views, accept_all=accept_all)
@@ -125,7 +125,7 @@ def listen_socket(host: str, port: int) -> socket.socket:
         sock.bind((host, port))
     except OSError as error:
         sock.close()
-        raise PipelineError(f"cannot listen on {host}:{port} ({error.strerror or error})") from None
+        raise UserError(f"cannot listen on {host}:{port} ({error.strerror or error})") from None
     return sock
 
 
@@ -153,13 +153,13 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
     try:
         sock = listen_socket(args.host, args.port)
-    except PipelineError as error:
+    except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(1)
     try:
         with native_stderr_hidden():  # onnxruntime's start-up warnings would bury a one-line error
             app = create_app(args.model, args.views, accept_all=args.accept_all)
-    except PipelineError as error:
+    except UserError as error:
         sock.close()
         print(f"error: {error}", file=sys.stderr)
         sys.exit(1)

@@ -20,13 +20,13 @@ import os
 import sys
 from pathlib import Path
 
-from digitlab.shared.errors import PipelineError
+from digitlab.shared.errors import UserError
 
 import numpy as np
 from PIL import Image
 
 from digitlab.files.atomic import atomic_path
-from digitlab.images.reading import NO_DIGIT
+from digitlab.images.mnist_look import NO_DIGIT
 from digitlab.inference.rejection import NOT_A_DIGIT
 from digitlab.serving.options import add_accept_all_option, add_views_option, native_stderr_hidden, threshold_note
 from digitlab.serving.reader import DEFAULT_MODEL, DigitReader, Reading
@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
                 sys.stdout.flush()
         if args.show is not None and shown:
             draw(shown, len(files), args.show)
-    except PipelineError as error:
+    except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

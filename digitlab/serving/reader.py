@@ -6,7 +6,7 @@
     -> [{"path": "photo.jpg", "digit": 7, "confidence": 0.998, "runner_up": 1,
          "probabilities": [...10 floats...], "error": None}, ...]
 
-Each image is put in the MNIST look (digitlab.images.reading), then given to the model in batches. One
+Each image is put in the MNIST look (digitlab.images.mnist_look), then given to the model in batches. One
 that cannot be read or holds no digit gets `digit: None` and an `error` that says why, never a guess; one
 below the threshold model.onnx carries (digitlab/inference/rejection.py) gets `error: "not a digit"`, its
 confidence and probabilities still given, unless `accept_all=True`. The model is the model.onnx that the
@@ -21,12 +21,12 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from digitlab.shared.errors import PipelineError
+from digitlab.shared.errors import UserError
 from digitlab.shared.tta import DEFAULT_VIEWS, VIEWS
 
 import numpy as np
 
-from digitlab.images.reading import prepare_or_why, to_model_input
+from digitlab.images.mnist_look import prepare_or_why, to_model_input
 from digitlab.inference.onnx_model import load_onnx_model
 from digitlab.inference.rejection import NOT_A_DIGIT, rejected
 from digitlab.inference.rounding import probability
@@ -62,10 +62,10 @@ class Reading:
         }
 
 
-def keras_file_error(path: Path) -> PipelineError:
+def keras_file_error(path: Path) -> UserError:
     """The one-line answer to a .keras file given where the ONNX model is read."""
     onnx = path.with_suffix(".onnx")
-    return PipelineError(
+    return UserError(
         f"{path} is a Keras model; digits are read with the ONNX model the train stage writes beside it: "
         f"give {onnx} (`dvc repro train` writes it, `dvc artifacts get <repository URL> mnist-cnn-onnx` downloads it)"
     )

@@ -1,7 +1,7 @@
-"""The one error type every stage raises for bad input, and how it reaches the user.
+"""The one error type for bad input, raised by the stages and the commands alike, and how it reaches the user.
 
-A `PipelineError` carries a message that names the problem and what to do about it.
-`run_stage` prints it as a single line on stderr and exits non-zero, instead of a
+A `UserError` carries a message that names the problem and what to do about it.
+`run_command` prints it as a single line on stderr and exits non-zero, instead of a
 traceback; SIGTERM is turned into the same orderly exit so that clean-up code runs.
 """
 
@@ -10,7 +10,7 @@ import sys
 from collections.abc import Callable
 
 
-class PipelineError(Exception):
+class UserError(Exception):
     """Bad input or a failed step, described for the user in one line."""
 
 
@@ -19,12 +19,12 @@ def _exit_on_sigterm(signum, frame):
     raise SystemExit(128 + signum)
 
 
-def run_stage(main: Callable[[list[str] | None], None]) -> None:
-    """Run a stage's `main()`, turning a PipelineError into `error: ...` and exit 1."""
+def run_command(main: Callable[[list[str] | None], None]) -> None:
+    """Run a stage's or a command's `main()`, turning a UserError into `error: ...` and exit 1."""
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         main(None)
-    except PipelineError as error:
+    except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(1)
     except KeyboardInterrupt:

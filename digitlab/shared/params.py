@@ -14,7 +14,7 @@ import functools
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args, get_origin
 
-from digitlab.shared.errors import PipelineError
+from digitlab.shared.errors import UserError
 from digitlab.shared.mnist import IMAGE_SIZE
 from digitlab.shared.tta import ViewCount
 
@@ -210,16 +210,16 @@ def validate(data: Any) -> list[str]:
 
 
 def load_params(path: str | Path = PARAMS_FILE) -> Params:
-    """Read and validate params.yaml; raise PipelineError listing every problem on one line."""
+    """Read and validate params.yaml; raise UserError listing every problem on one line."""
     path = Path(path)
     try:
         data = YAML(typ="safe", pure=True).load(path.read_text(encoding="utf-8"))  # YAML 1.2, as DVC writes it
     except FileNotFoundError as error:
-        raise PipelineError(f"{path} not found; run the stage from the project root") from error
+        raise UserError(f"{path} not found; run the stage from the project root") from error
     except YAMLError as error:
-        raise PipelineError(f"{path} is not valid YAML: {error}".replace("\n", " ")) from error
+        raise UserError(f"{path} is not valid YAML: {error}".replace("\n", " ")) from error
     if problems := validate(data):
-        raise PipelineError(f"invalid {path}: " + "; ".join(problems))
+        raise UserError(f"invalid {path}: " + "; ".join(problems))
     return Params.model_validate(data)
 
 

@@ -12,16 +12,16 @@ that names the problem instead of a stack trace or a hang.
 import json
 import os
 
-from digitlab.shared.errors import PipelineError
+from digitlab.shared.errors import UserError
 
 import tensorflow as tf
 
 
 def cluster_task() -> tuple[dict, str, int]:
-    """The cluster, task type and task index of TF_CONFIG, checked; PipelineError says what is wrong."""
+    """The cluster, task type and task index of TF_CONFIG, checked; UserError says what is wrong."""
     text = os.environ.get("TF_CONFIG")
     if not text:
-        raise PipelineError(
+        raise UserError(
             "train.distribute is multi_worker but TF_CONFIG is not set; set it on every "
             'worker, e.g. {"cluster": {"worker": ["host1:12345", "host2:12345"]}, '
             '"task": {"type": "worker", "index": 0}}'
@@ -29,28 +29,28 @@ def cluster_task() -> tuple[dict, str, int]:
     try:
         config = json.loads(text)
     except json.JSONDecodeError as error:
-        raise PipelineError(f"TF_CONFIG is not valid JSON ({error})") from None
+        raise UserError(f"TF_CONFIG is not valid JSON ({error})") from None
     cluster = config.get("cluster") if isinstance(config, dict) else None
     task = config.get("task") if isinstance(config, dict) else None
     if not isinstance(cluster, dict) or not cluster:
-        raise PipelineError('TF_CONFIG has no "cluster": give {"cluster": {"worker": ["host:port", ...]}, ...}')
+        raise UserError('TF_CONFIG has no "cluster": give {"cluster": {"worker": ["host:port", ...]}, ...}')
     for role, addresses in cluster.items():
         if role not in ("chief", "worker") or not isinstance(addresses, list) or not addresses:
-            raise PipelineError(
+            raise UserError(
                 f'TF_CONFIG cluster "{role}" must be "chief" or "worker" with a list of '
                 f'"host:port" addresses, got {addresses!r}'
             )
         for address in addresses:
             host, _, port = str(address).rpartition(":")
             if not host or not port.isdigit():
-                raise PipelineError(f'TF_CONFIG cluster "{role}" address {address!r} is not "host:port"')
+                raise UserError(f'TF_CONFIG cluster "{role}" address {address!r} is not "host:port"')
     if not isinstance(task, dict):
-        raise PipelineError('TF_CONFIG has no "task": give {"task": {"type": "worker", "index": N}}, N this machine')
+        raise UserError('TF_CONFIG has no "task": give {"task": {"type": "worker", "index": N}}, N this machine')
     role, index = task.get("type"), task.get("index")
     if role not in cluster:
-        raise PipelineError(f"TF_CONFIG task type {role!r} is not in the cluster ({', '.join(cluster)})")
+        raise UserError(f"TF_CONFIG task type {role!r} is not in the cluster ({', '.join(cluster)})")
     if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < len(cluster[role]):
-        raise PipelineError(
+        raise UserError(
             f"TF_CONFIG task index {index!r} is not one of the {len(cluster[role])} "
             f'"{role}" addresses (0 to {len(cluster[role]) - 1})'
         )

@@ -9,7 +9,7 @@ import math
 import re
 import time
 
-from digitlab.shared.errors import PipelineError
+from digitlab.shared.errors import UserError
 from digitlab.shared.mnist import CLASSES
 from digitlab.shared.params import Augment, Params, Train
 
@@ -236,7 +236,7 @@ def fit(
     One loop for every `train.distribute` setting: each replica computes the gradient of its share
     of the global batch (`compute_average_loss` scales it by the global batch size), the optimizer
     sums them across replicas, and every replica applies the same update. Keras callbacks (dvclive)
-    get the same `logs` as from `model.fit`. Raises PipelineError if the loss becomes NaN.
+    get the same `logs` as from `model.fit`. Raises UserError if the loss becomes NaN.
     Seeding, batches, then the model: this order is part of what makes the same params and seed
     give the same weights.
     """
@@ -267,9 +267,9 @@ def fit(
 
 
 def check_global_batch(batch_size: int, replicas: int) -> None:
-    """Raises PipelineError unless the global batch splits equally over the replicas."""
+    """Raises UserError unless the global batch splits equally over the replicas."""
     if batch_size % replicas:
-        raise PipelineError(
+        raise UserError(
             f"train.batch_size ({batch_size}) must be a multiple of the {replicas} replicas "
             "of train.distribute: it is the global batch, shared equally"
         )
@@ -370,7 +370,7 @@ def epoch_mean(step, dataset) -> tuple[float, float]:
     for batch in dataset:
         sums += [value.numpy() for value in step(*batch)]
         if not math.isfinite(sums[0]):
-            raise PipelineError(
+            raise UserError(
                 "training diverged (the loss became NaN); no model was written. "
                 "Lower train.learning_rate or switch on model.batch_norm"
             )
@@ -409,7 +409,7 @@ def run_epochs(
     val_batches: tf.distribute.DistributedDataset,
     callbacks: list[keras.callbacks.Callback],
 ) -> None:
-    """`config.epochs` epochs, or fewer if a callback sets `model.stop_training`. Raises PipelineError if
+    """`config.epochs` epochs, or fewer if a callback sets `model.stop_training`. Raises UserError if
     another worker of train.distribute multi_worker fails."""
     model.stop_training = False
     notify(callbacks, "on_train_begin")
@@ -454,14 +454,14 @@ def train_and_validate(
     }
 
 
-def worker_failure(error: tf.errors.OpError) -> PipelineError:
+def worker_failure(error: tf.errors.OpError) -> UserError:
     """The error to raise when another worker failed: the useful part of TensorFlow's message, e.g. "Error
     reported from /job:worker/task:1: The following tasks are unhealthy (stopped sending heartbeats):
     /job:worker/replica:0/task:1"."""
     text = " ".join(error.message.split())
     found = re.search(r"Error reported from .*?(?= The tasks have crashed|$)", text)
     reason = found.group(0) if found else text[-200:]
-    return PipelineError(
+    return UserError(
         f"training stopped because another worker failed or could not be reached ({reason}); "
         "no model was written. Start every worker again"
     )

@@ -23,7 +23,7 @@ import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from digitlab.shared.errors import PipelineError
+from digitlab.shared.errors import UserError
 
 import keras
 import numpy as np
@@ -243,7 +243,7 @@ def in_canonical_order(graph) -> None:
                     ready.append(reader)
         ordered.append(node)
     if len(ordered) != len(graph.node):
-        raise PipelineError("the exported ONNX graph has a cycle; it cannot be ordered")
+        raise UserError("the exported ONNX graph has a cycle; it cannot be ordered")
     copies = [onnx.NodeProto() for _ in ordered]
     for copy, node in zip(copies, ordered):
         copy.CopyFrom(node)
@@ -255,11 +255,11 @@ def load_model(path: str | Path) -> keras.Model:
     """Load a model written by the train stage; safe mode refuses embedded Python code."""
     path = Path(path)
     if not path.is_file():
-        raise PipelineError(f"model file {path} not found; run `dvc repro train` to train it")
+        raise UserError(f"model file {path} not found; run `dvc repro train` to train it")
     try:
         return keras.saving.load_model(path, safe_mode=True)
     except (ValueError, OSError, zipfile.BadZipFile, KeyError, TypeError) as error:
-        raise PipelineError(
+        raise UserError(
             f"{path} is not a readable Keras model ({type(error).__name__}); run `dvc repro --force train`"
         ) from error
 
@@ -272,13 +272,13 @@ PARITY_TOLERANCE = 1e-4
 
 def check_parity(onnx_probabilities: np.ndarray, keras_probabilities: np.ndarray) -> float:
     """The largest difference of any probability between the ONNX model and the Keras model it was
-    exported from, on the same images. Raises a PipelineError if any answer (argmax) differs or a
+    exported from, on the same images. Raises a UserError if any answer (argmax) differs or a
     probability differs by more than PARITY_TOLERANCE: then model.onnx is not the model trained.
     A check, not a metric: it can only pass, with a rounding residue, or stop the stage."""
     agreement = float((onnx_probabilities.argmax(axis=1) == keras_probabilities.argmax(axis=1)).mean())
     difference = float(np.abs(onnx_probabilities - keras_probabilities).max())
     if agreement < 1 or not difference <= PARITY_TOLERANCE:
-        raise PipelineError(
+        raise UserError(
             f"model.onnx is not the Keras model: they give the same answer for {agreement:.2%} of the images "
             f"(must be all) and probabilities differ by up to {difference:.3g} (at most {PARITY_TOLERANCE:g}); "
             "run `dvc repro --force train` to export both again"

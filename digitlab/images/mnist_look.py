@@ -21,7 +21,7 @@ import math
 import warnings
 from pathlib import Path
 
-from digitlab.shared.errors import PipelineError
+from digitlab.shared.errors import UserError
 from digitlab.shared.mnist import IMAGE_SIZE
 
 import numpy as np
@@ -45,7 +45,7 @@ def to_model_input(images: np.ndarray) -> np.ndarray:
     return (images.astype(np.float32) / 255.0)[..., np.newaxis]
 
 
-class ImageError(PipelineError):
+class ImageError(UserError):
     """An image that cannot be read or holds no digit; the message says which and why."""
 
 
