@@ -73,6 +73,7 @@ def test_mnist_predict_and_the_app_use_the_model_as_the_evaluate_stage_does():
         ("evaluate.tta_views", 4, "evaluate.tta_views: expected one of 1, 5, 9"),
         ("reject.false_rejection", 1, "reject.false_rejection: expected a number in \\[0, 1\\), got 1"),
         ("reject.val_nondigits", 5, "reject.val_nondigits: expected an integer >= 10 and <= 100000, got 5"),
+        ("reject.test_user_digits", 9, "reject.test_user_digits: expected an integer >= 10 and <= 100000, got 9"),
         ("train.mixed_precision", "float16", "train.mixed_precision: expected one of none, mixed_float16"),
     ],
 )

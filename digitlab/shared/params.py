@@ -23,6 +23,7 @@ from ruamel.yaml import YAML, YAMLError
 
 PARAMS_FILE = Path("params.yaml")
 Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]  # NumPy's seeds stop at 2**32 - 1
+ImageCount = Annotated[int, Field(ge=10, le=100000)]  # how many images preprocess makes for a split
 
 
 class Section(BaseModel):
@@ -119,10 +120,10 @@ class Reject(Section):
     outlier_share: float = Field(ge=0, le=1)
     outlier_weight: float = Field(ge=0, le=10)
     false_rejection: float = Field(ge=0, lt=1)
-    val_nondigits: int = Field(ge=10, le=100000)
-    test_nondigits: int = Field(ge=10, le=100000)
-    val_user_digits: int = Field(ge=10, le=100000)
-    test_user_digits: int = Field(ge=10, le=100000)
+    val_nondigits: ImageCount
+    test_nondigits: ImageCount
+    val_user_digits: ImageCount
+    test_user_digits: ImageCount
     seed: Seed
 
 
