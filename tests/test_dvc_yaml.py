@@ -59,7 +59,7 @@ def test_the_check_passes_here_and_fails_after_an_import_dvc_yaml_does_not_list(
 
     # A new import in a library file that train runs, and that fetch does not.
     fitting = tmp_path / "digitlab" / "training" / "fitting.py"
-    fitting.write_text(fitting.read_text() + "\nfrom digitlab.images import reading  # a new import\n")
+    fitting.write_text(fitting.read_text() + "\nfrom digitlab.images import mnist_look  # a new import\n")
     failed = stage_deps_in_copy("--check")
     assert failed.returncode == 1 and "train" in failed.stderr and "fetch" not in failed.stderr, failed.stderr
 
