@@ -24,9 +24,10 @@ def _stages() -> dict:
 
 
 def _named(stage: str, kind: str, name: str) -> str:
-    if stage not in _stages():
+    stages = _stages()
+    if stage not in stages:
         raise UserError(f"{DVC_YAML} has no stage {stage}, whose files the review reads")
-    declared = [entry if isinstance(entry, str) else next(iter(entry)) for entry in _stages()[stage].get(kind, [])]
+    declared = [entry if isinstance(entry, str) else next(iter(entry)) for entry in stages[stage].get(kind, [])]
     for path in declared:
         if Path(path).name == name:
             return path

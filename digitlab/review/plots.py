@@ -85,11 +85,12 @@ def draw_plots(runs: dict[str, Run], output: Path) -> list[tuple[str, str]]:
     The first run is the reference: its lines are dashed.
     """
     drawn, reference = [], next(iter(runs))
+    curves = written_by("train", "plots")
     for metric in ("accuracy", "loss"):
         series = {}
         for label, run in runs.items():
             for split, name in SPLITS.items():
-                text = run.read(f"{written_by('train', 'plots')}/{CURVE.format(split=split, metric=metric)}")
+                text = run.read(f"{curves}/{CURVE.format(split=split, metric=metric)}")
                 if text:
                     series[f"{label}: {name}"] = read_tsv(text)
         if series:
@@ -129,8 +130,9 @@ def draw_plots(runs: dict[str, Run], output: Path) -> list[tuple[str, str]]:
         drawn.append(("Reliability diagram", "reliability.png"))
 
     matrices = {}
+    confusion_file = f"{written_by('evaluate', 'plots')}/{CONFUSION}"
     for label, run in runs.items():
-        if pairs := run.read_json(f"{written_by('evaluate', 'plots')}/{CONFUSION}"):
+        if pairs := run.read_json(confusion_file):
             matrices[label] = confusion_matrix(
                 np.array([int(p["actual"]) for p in pairs]), np.array([int(p["predicted"]) for p in pairs])
             )
