@@ -73,7 +73,6 @@ def find_model(path: Path) -> tuple[Path, str]:
 def train_stand_in() -> Path:
     """A model trained on 12,000 MNIST images for 2 epochs, in a temporary folder.
     Without batch normalisation: with it, 2 short epochs leave its running statistics unsettled."""
-    import digitlab.shared  # noqa: F401  (sets TensorFlow's environment first)
     from digitlab.shared.mnist import SHA256
     from digitlab.shared.params import Params, load_params, with_overrides
 

@@ -19,7 +19,6 @@ import time
 from datetime import date
 from pathlib import Path
 
-import digitlab.shared  # noqa: F401  (sets TensorFlow's environment before keras is imported)
 from digitlab.shared.params import Params, load_params, with_overrides
 from digitlab.shared.tta import VIEWS
 
@@ -210,8 +209,6 @@ def training_cost(prepared: Path, epochs: int, against: list[str] | None, output
     says more about the cost than the sum. With `against` (KEY=VALUE overrides of params.yaml, as
     `dvc exp run -S` takes them), both sides train with the non-digits, the first with params.yaml so
     overridden ("before"), the second with params.yaml as it is."""
-    import keras
-
     from digitlab.training.fitting import fit
 
     class EpochTimes(keras.callbacks.Callback):

@@ -22,8 +22,6 @@ import time
 from datetime import date
 from pathlib import Path
 
-import digitlab.shared  # noqa: F401  (sets TensorFlow's environment before keras is imported)
-
 import numpy as np
 from baseline import baseline_env, describe  # benchmarks/baseline.py, beside this script
 from benchmark import machine_description  # benchmarks/benchmark.py, beside this script

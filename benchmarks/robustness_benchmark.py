@@ -17,7 +17,6 @@ import time
 from datetime import date
 from pathlib import Path
 
-import digitlab.shared  # noqa: F401  (sets TensorFlow's environment before keras is imported)
 from digitlab.shared.params import is_background_window
 
 import keras

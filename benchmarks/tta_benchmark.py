@@ -1,6 +1,6 @@
 """Benchmark: test-time augmentation (the image and its one-pixel shifts) on the validation split.
 
-For 1, 5 and 9 views (digitlab/inference/views.py, VIEWS) it measures, with the model of
+For 1, 5 and 9 views (digitlab/shared/tta.py, VIEWS) it measures, with the model of
 data/model/model.keras, on data/prepared/val.npz: accuracy, errors, cross-entropy, ECE (the
 evaluate stage's bins) and images/s (the second of two timed runs). The test split is left to the
 evaluate stage (`evaluate.tta_views`), so the choice is made on validation only; pass --split test
