@@ -7,6 +7,7 @@ agrees, that the check fails when it does not, and, in a scratch copy, that `dvc
 stages that import an edited file.
 """
 
+import functools
 import json
 import shutil
 import subprocess
@@ -23,8 +24,9 @@ PACKAGES = stage_deps.PACKAGES
 GRAPH = stage_deps.import_graph()
 
 
-def code_run_by(module: str) -> set[str]:
-    return set(stage_deps.code_of(module, GRAPH))
+@functools.cache
+def code_run_by(module: str) -> frozenset[str]:
+    return frozenset(stage_deps.code_of(module, GRAPH))
 
 
 def declared_code(stage: str) -> set[str]:

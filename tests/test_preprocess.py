@@ -71,6 +71,7 @@ def test_stage_writes_the_three_splits_of_non_digits(tiny_raw_dir, tmp_path, mon
     params = make_params(
         {
             "data.max_train_samples": None,
+            "data.validation_fraction": 0.5,  # 20 validation digits: more than the 11 user digits asked
             "reject.outlier_share": 0.5,
             "reject.val_nondigits": 14,
             "reject.test_nondigits": 21,

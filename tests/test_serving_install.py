@@ -29,7 +29,8 @@ def serving_code() -> set[str]:
     return {file for module in modules for file in stage_deps.code_of(module, graph)}
 
 
-SERVING_FILES = serving_code() | {
+SERVING_CODE = serving_code()
+SERVING_FILES = SERVING_CODE | {
     str(page.relative_to(PROJECT_ROOT)) for page in (PROJECT_ROOT / "digitlab/serving/static").iterdir()
 }
 
@@ -38,7 +39,7 @@ def test_the_wheels_file_list_is_what_serving_imports():
     listed = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())["tool"]["hatch"]["build"]["targets"]
     listed = listed["wheel"]["only-include"]
     assert "digitlab/serving" in listed
-    assert set(listed) - {"digitlab/serving"} == {f for f in serving_code() if not f.startswith("digitlab/serving/")}
+    assert set(listed) - {"digitlab/serving"} == {f for f in SERVING_CODE if not f.startswith("digitlab/serving/")}
 
 
 def test_the_serving_only_install_reads_digits_without_tensorflow(small_model, tmp_path):

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import PROJECT_ROOT
+from tests.conftest import PROJECT_ROOT, ci_script
 
 WORKFLOWS = PROJECT_ROOT / ".github" / "workflows"
 REPORT, TESTS = WORKFLOWS / "report.yaml", WORKFLOWS / "tests.yaml"
@@ -45,7 +45,7 @@ def test_workflow_matches_githubs_schema(workflow):
 def test_every_python_module_it_runs_exists(workflow):
     modules = [module for script in run_scripts(workflow) for module in re.findall(r"\bpython3? -m ([\w.]+)", script)]
     assert modules
-    our_packages = ("digitlab", "stages")
+    our_packages = ci_script("stage_deps").PACKAGES
     for module in modules:
         try:
             spec = importlib.util.find_spec(module)
